@@ -1,0 +1,195 @@
+/*
+ * bulkreg-admin - operator commands (CONTRACT §2):
+ *   migrate                     apply pending sql/ migrations
+ *   token create --org NAME     create the organization if new and a token
+ *   token revoke TOKEN_PREFIX   revoke the token(s) with that prefix
+ *   status                      queue depth, consumers, jobs in flight
+ *
+ * Exit status: 0 success, 1 failure, 2 usage or configuration error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+#include "mq.h"
+#include "token.h"
+
+#define ADMIN_STATEMENT_TIMEOUT_MS 600000
+
+static const db_stmt stmt_org_upsert = {
+	"admin_org_upsert",
+	"INSERT INTO organizations (name) VALUES ($1)"
+	" ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+	1};
+static const db_stmt stmt_token_insert = {
+	"admin_token_insert",
+	"INSERT INTO api_tokens (organization_id, prefix, token_hash)"
+	" VALUES ($1, $2, $3::bytea)",
+	3};
+static const db_stmt stmt_token_revoke = {
+	"admin_token_revoke",
+	"UPDATE api_tokens SET revoked_at = now()"
+	" WHERE prefix = left($1, 12) AND revoked_at IS NULL"
+	"   AND (length($1) <= 12 OR token_hash = sha256(convert_to($1, 'UTF8')))"
+	" RETURNING prefix",
+	1};
+static const db_stmt stmt_in_flight = {
+	"admin_in_flight", "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
+
+static int usage(void)
+{
+	fputs("usage: bulkreg-admin migrate\n"
+	      "       bulkreg-admin token create --org NAME\n"
+	      "       bulkreg-admin token revoke TOKEN_PREFIX\n"
+	      "       bulkreg-admin status\n",
+	      stderr);
+	return 2;
+}
+
+static int cmd_migrate(db_conn *db)
+{
+	int applied = 0;
+	br_status st = migrate_run(db, migrate_embedded, migrate_embedded_count, &applied);
+	if (st != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: migrate failed: %s\n", db_errmsg(db));
+		return 1;
+	}
+	printf("migrations applied: %d (schema has %zu)\n", applied, migrate_embedded_count);
+	return 0;
+}
+
+static int cmd_token_create(db_conn *db, const char *org)
+{
+	char token[TOKEN_LEN + 1], prefix[TOKEN_PREFIX_LEN + 1];
+	char digest[2 + 2 * CR_SHA256_LEN + 1];
+	PGresult *res = NULL;
+	int rc = 1;
+	if (strlen(org) == 0 || strlen(org) > 255) {
+		fputs("bulkreg-admin: --org needs a name of 1 to 255 characters\n", stderr);
+		return 2;
+	}
+	if (token_generate(token) != BR_OK) {
+		fputs("bulkreg-admin: no random bytes available\n", stderr);
+		return 1;
+	}
+	memcpy(prefix, token, TOKEN_PREFIX_LEN);
+	prefix[TOKEN_PREFIX_LEN] = '\0';
+	token_digest_param(token, strlen(token), digest);
+
+	const char *org_params[] = {org};
+	if (db_cmd(db, "BEGIN") != BR_OK || db_run(db, &stmt_org_upsert, org_params, &res) != BR_OK)
+		goto out;
+	const char *tok_params[] = {PQgetvalue(res, 0, 0), prefix, digest};
+	if (db_run(db, &stmt_token_insert, tok_params, NULL) != BR_OK ||
+	    db_cmd(db, "COMMIT") != BR_OK)
+		goto out;
+	printf("organization: %s (%s)\n", org, PQgetvalue(res, 0, 0));
+	printf("token prefix: %s (revoke with: bulkreg-admin token revoke %s)\n", prefix,
+	       prefix);
+	printf("%s\n", token);
+	rc = 0;
+out:
+	if (rc != 0) {
+		fprintf(stderr, "bulkreg-admin: token create failed: %s\n", db_errmsg(db));
+		db_rollback(db);
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int cmd_token_revoke(db_conn *db, const char *prefix)
+{
+	PGresult *res = NULL;
+	if (strlen(prefix) < 8) {
+		fputs("bulkreg-admin: give at least 8 characters of the token\n", stderr);
+		return 2;
+	}
+	const char *params[] = {prefix};
+	if (db_run(db, &stmt_token_revoke, params, &res) != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: token revoke failed: %s\n", db_errmsg(db));
+		return 1;
+	}
+	int n = PQntuples(res);
+	PQclear(res);
+	if (n == 0) {
+		fprintf(stderr, "bulkreg-admin: no active token with prefix %s\n", prefix);
+		return 1;
+	}
+	printf("revoked %d token(s) with prefix %.12s\n", n, prefix);
+	return 0;
+}
+
+static int cmd_status(db_conn *db, const struct br_config *cfg)
+{
+	PGresult *res = NULL;
+	mq_conn *mq = NULL;
+	int rc = 1;
+	if (db_run(db, &stmt_in_flight, NULL, &res) != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: status failed: %s\n", db_errmsg(db));
+		return 1;
+	}
+	printf("jobs_in_flight %s\n", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (mq_open(cfg->amqp_url, 0, false, &mq) != BR_OK) {
+		fputs("bulkreg-admin: broker unreachable\n", stderr);
+		return 1;
+	}
+	const char *queues[] = {MQ_QUEUE_TASKS, MQ_QUEUE_DEAD};
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t msgs = 0, consumers = 0;
+		if (mq_queue_stats(mq, queues[i], &msgs, &consumers) != BR_OK) {
+			fprintf(stderr, "bulkreg-admin: queue %s: %s\n", queues[i],
+				mq_errmsg(mq));
+			goto out;
+		}
+		printf("queue %s messages %u consumers %u\n", queues[i], msgs, consumers);
+	}
+	rc = 0;
+out:
+	mq_close(mq);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct br_config cfg;
+	char err[256];
+	db_conn *db = NULL;
+	int rc;
+
+	if (argc < 2)
+		return usage();
+	if (cfg_load(&cfg, err, sizeof(err)) != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: %s\n", err);
+		return CFG_CONFIG_EXIT;
+	}
+	log_init(cfg.log_format, cfg.log_level);
+
+	bool is_migrate = strcmp(argv[1], "migrate") == 0 && argc == 2;
+	bool is_create = argc == 5 && strcmp(argv[1], "token") == 0 &&
+			 strcmp(argv[2], "create") == 0 && strcmp(argv[3], "--org") == 0;
+	bool is_revoke = argc == 4 && strcmp(argv[1], "token") == 0 &&
+			 strcmp(argv[2], "revoke") == 0;
+	bool is_status = argc == 2 && strcmp(argv[1], "status") == 0;
+	if (!is_migrate && !is_create && !is_revoke && !is_status)
+		return usage();
+
+	if (db_open(cfg.database_url, ADMIN_STATEMENT_TIMEOUT_MS, false, &db) != BR_OK) {
+		fputs("bulkreg-admin: cannot connect to the database (DATABASE_URL)\n", stderr);
+		return 1;
+	}
+	if (is_migrate)
+		rc = cmd_migrate(db);
+	else if (is_create)
+		rc = cmd_token_create(db, argv[4]);
+	else if (is_revoke)
+		rc = cmd_token_revoke(db, argv[3]);
+	else
+		rc = cmd_status(db, &cfg);
+	db_close(db);
+	return rc;
+}

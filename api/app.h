@@ -1,0 +1,57 @@
+/*
+ * app.h - what every API request handler shares, and the per-request
+ * context the router hands to route functions.
+ *
+ * struct api_app is created by main before the server starts and read-only
+ * afterwards (its pools are internally synchronised). struct api_req lives
+ * for one request on one pool thread.
+ */
+#ifndef BULKREG_API_APP_H
+#define BULKREG_API_APP_H
+
+#include <jansson.h>
+
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "ops.h"
+#include "publisher.h"
+
+/* How long a request waits for a free database connection. */
+#define API_DB_WAIT_MS		 5000
+#define API_STATEMENT_TIMEOUT_MS 15000
+#define API_UUID_LEN		 36
+
+struct api_app {
+	const struct br_config *cfg;
+	db_pool *db;
+	pub_pool *pub;
+	ops *ops;
+};
+
+struct api_req {
+	struct api_app *app;
+	struct http_req *http;
+	struct http_resp *resp;
+	db_conn *db;			  /* borrowed for the request by the router */
+	char org_id[API_UUID_LEN + 1];	  /* the token's organization */
+	char id[API_UUID_LEN + 1];	  /* the :id path segment, when the route has one */
+};
+
+/* The server's single handler: routes the request (see routes.c). */
+void api_handle(void *ctx, struct http_req *req, struct http_resp *resp);
+
+/* Route functions, one file per resource. */
+void route_sessions_create(struct api_req *r);
+void route_sessions_get(struct api_req *r);
+void route_people_list(struct api_req *r);
+void route_people_create(struct api_req *r);
+void route_bulk_create(struct api_req *r);
+void route_jobs_get(struct api_req *r);
+void route_jobs_tasks(struct api_req *r);
+void route_webhooks_create(struct api_req *r);
+void route_webhooks_list(struct api_req *r);
+void route_webhooks_delete(struct api_req *r);
+void route_webhooks_deliveries(struct api_req *r);
+
+#endif

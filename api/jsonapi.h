@@ -1,0 +1,97 @@
+/*
+ * jsonapi.h - JSON:API documents for the API: error documents with every
+ * problem at once, request bodies, pagination and database failures mapped
+ * to the contract's codes (never the database's text).
+ *
+ * All functions work on one request's objects; no shared state.
+ */
+#ifndef BULKREG_API_JSONAPI_H
+#define BULKREG_API_JSONAPI_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "app.h"
+#include "strbuf.h"
+
+#define JA_MAX_ERRORS 1000
+
+/* A list of problems collected before answering. */
+struct ja_errors {
+	strbuf sb;	 /* the "errors" array's members so far */
+	int count;
+	unsigned status; /* of the first problem */
+};
+
+void ja_errors_init(struct ja_errors *e);
+void ja_errors_free(struct ja_errors *e);
+
+/*
+ * Adds one problem. pointer (a JSON pointer into the request, or NULL) goes
+ * under source.pointer; strings are copied and escaped. Past JA_MAX_ERRORS
+ * further problems are dropped.
+ */
+void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
+		  const char *detail, const char *pointer);
+
+/* Answers with the collected problems (status of the first); frees e. */
+void ja_errors_send(struct ja_errors *e, struct http_resp *resp);
+
+/* Answers with a single problem. */
+void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
+	     const char *detail);
+
+/*
+ * Answers for a failed database call: 503 unavailable when the database is
+ * unreachable, 500 internal_error otherwise. The details go to the log.
+ */
+void ja_db_fail(struct api_req *r, br_status st);
+
+/*
+ * Parses the request body as a JSON object. On failure the response is
+ * already set (415 unsupported_media_type, 400 invalid_json) and NULL is
+ * returned. The caller owns the result (json_decref).
+ */
+json_t *ja_parse_body(struct api_req *r);
+
+/* Answers status with {"data": <json>} where json is a JSON text. */
+void ja_send_data(struct api_req *r, unsigned status, const char *json);
+
+/* Page parameters of a list route, validated (400 invalid_parameter). */
+struct ja_page {
+	long number;
+	long size;
+};
+bool ja_page_params(struct api_req *r, struct ja_page *page);
+
+/*
+ * Answers status with {"data": <array>, "meta": <pagination>} where array
+ * is a JSON text.
+ */
+void ja_send_page(struct api_req *r, unsigned status, const char *array,
+		  const struct ja_page *page, long record_count);
+
+/*
+ * Appends Livestorm's pagination meta object for record_count records.
+ * Answers 400 invalid_page and returns false when the page is past the end.
+ */
+bool ja_page_check(struct api_req *r, const struct ja_page *page, long record_count);
+br_status ja_append_meta(strbuf *sb, const struct ja_page *page, long record_count) BR_MUST_USE;
+
+/*
+ * Refuses query parameters not in allowed (a NULL-terminated list): 400
+ * invalid_parameter naming each. Returns true when all are known.
+ */
+bool ja_check_params(struct api_req *r, const char *const *allowed);
+
+/*
+ * Writes base + "/" + key into out as a JSON pointer, escaping "~" and "/"
+ * in key (RFC 6901); truncated to cap.
+ */
+void ja_pointer(char *out, size_t cap, const char *base, const char *key);
+
+/* True when s is a canonical UUID (8-4-4-4-12 hex digits). */
+bool ja_is_uuid(const char *s);
+
+#endif

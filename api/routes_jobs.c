@@ -1,0 +1,277 @@
+/*
+ * routes_jobs.c - bulk jobs (CONTRACT §5 Bulk registration, Jobs):
+ * POST /v1/sessions/:id/people/bulk, GET /v1/jobs/:id and
+ * GET /v1/jobs/:id/tasks (207 multi-status).
+ *
+ * A bulk request is validated whole before anything is written; then ONE
+ * statement, create_job(), writes the job, all its tasks and its job.created
+ * event, and commits. Only then are the task messages published, with
+ * confirms read as a batch. When the broker confirmed them all the job is
+ * marked published; otherwise the 202 still stands (the job is durable) and
+ * the job stays findable as unpublished for the workers' sweeper.
+ * Stateless; thread-safe.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "jsonapi.h"
+#include "log.h"
+#include "taskmsg.h"
+#include "validate.h"
+
+static const db_stmt stmt_create = {
+	"jobs_create",
+	"SELECT job_id, job, task_ids FROM create_job($1, $2, $3::boolean, $4::boolean, $5::jsonb)",
+	5};
+static const db_stmt stmt_published = {
+	"jobs_published",
+	"UPDATE jobs SET published_at = now() WHERE id = $1 AND published_at IS NULL", 1};
+static const db_stmt stmt_get = {
+	"jobs_get",
+	"SELECT job_resource(j) FROM jobs j WHERE j.id = $1 AND j.organization_id = $2", 2};
+static const db_stmt stmt_task_count = {
+	"jobs_task_count",
+	"SELECT CASE WHEN $3::text IS NULL THEN j.total_items"
+	"            ELSE (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = $3)"
+	"       END"
+	" FROM jobs j WHERE j.id = $1 AND j.organization_id = $2",
+	3};
+/* Unfiltered: the page is a range of indexes, one index range scan at any depth. */
+static const db_stmt stmt_tasks_page = {
+	"jobs_tasks_page",
+	"SELECT COALESCE(json_agg(task_resource(t, p, $4) ORDER BY t.idx), '[]'::json)"
+	" FROM tasks t LEFT JOIN people p ON p.id = t.person_id"
+	" WHERE t.job_id = $1 AND t.idx >= $2::int AND t.idx < $2::int + $3::int",
+	4};
+static const db_stmt stmt_tasks_page_status = {
+	"jobs_tasks_page_status",
+	"SELECT COALESCE(json_agg(task_resource(x, p, $5) ORDER BY x.idx), '[]'::json)"
+	" FROM (SELECT * FROM tasks t WHERE t.job_id = $1 AND t.status = $4"
+	"       ORDER BY t.idx OFFSET $2::int LIMIT $3::int) x"
+	" LEFT JOIN people p ON p.id = x.person_id",
+	5};
+
+/* The validated pieces of a bulk request. */
+struct bulk {
+	json_t *people; /* array of person attribute objects (references) */
+	bool override;
+	bool auto_approve;
+};
+
+static const char *const bulk_keys[] = {"tasks", "override_duplicates", "auto_approve", NULL};
+
+static void bulk_validate(struct api_req *r, const json_t *doc, struct bulk *b,
+			  struct ja_errors *e)
+{
+	const json_t *attrs = val_data_attributes(doc, "jobs", e);
+	if (!attrs)
+		return;
+	const char *key;
+	const json_t *v;
+	json_object_foreach((json_t *)attrs, key, v)
+	{
+		bool ok = false;
+		for (const char *const *k = bulk_keys; *k; k++)
+			ok = ok || strcmp(*k, key) == 0;
+		if (!ok) {
+			char detail[160], ptr[160];
+			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
+			ja_pointer(ptr, sizeof(ptr), "/data/attributes", key);
+			ja_error_add(e, 422, "validation_failed", "Validation failed", detail, ptr);
+		}
+	}
+	val_optional_bool(attrs, "override_duplicates", "/data/attributes", e, &b->override);
+	val_optional_bool(attrs, "auto_approve", "/data/attributes", e, &b->auto_approve);
+	const json_t *tasks = json_object_get(attrs, "tasks");
+	size_t n = json_array_size(tasks);
+	if (!json_is_array(tasks) || n == 0) {
+		ja_error_add(e, 422, "validation_failed", "Validation failed",
+			     "tasks must be an array of 1 or more people.", "/data/attributes/tasks");
+		return;
+	}
+	if (n > (size_t)r->app->cfg->max_tasks) {
+		char detail[96];
+		snprintf(detail, sizeof(detail), "A job holds at most %d tasks; this one has %zu.",
+			 r->app->cfg->max_tasks, n);
+		ja_error_add(e, 422, "too_many_tasks", "Too many tasks", detail,
+			     "/data/attributes/tasks");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const json_t *task = json_array_get(tasks, i);
+		char ptr[96];
+		snprintf(ptr, sizeof(ptr), "/data/attributes/tasks/%zu", i);
+		const json_t *pattrs = json_object_get(task, "attributes");
+		const json_t *type = json_object_get(task, "type");
+		if (!json_is_object(task) || !json_is_object(pattrs) ||
+		    json_object_size(task) != 1 + (type != NULL) ||
+		    (type && (!json_is_string(type) ||
+			      strcmp(json_string_value(type), "people") != 0))) {
+			ja_error_add(e, 422, "validation_failed", "Validation failed",
+				     "Each task is {\"attributes\": {person}}.", ptr);
+			continue;
+		}
+		char aptr[112];
+		snprintf(aptr, sizeof(aptr), "%s/attributes", ptr);
+		if (val_person(pattrs, aptr, e) && b->people &&
+		    json_array_append(b->people, (json_t *)pattrs) != 0) {
+			json_decref(b->people);
+			b->people = NULL;
+		}
+	}
+}
+
+/* Publishes one message per task id of a "{id,id,...}" array; true when all confirmed. */
+static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids, size_t n)
+{
+	struct mq_msg *msgs = calloc(n, sizeof(*msgs));
+	char(*bodies)[TASKMSG_MAX] = calloc(n, sizeof(*bodies));
+	char(*tids)[TASKMSG_UUID_LEN + 1] = calloc(n, sizeof(*tids));
+	bool ok = false;
+	if (!msgs || !bodies || !tids)
+		goto out;
+	const char *p = ids + 1;
+	for (size_t i = 0; i < n; i++) {
+		if (strlen(p) < TASKMSG_UUID_LEN)
+			goto out;
+		memcpy(tids[i], p, TASKMSG_UUID_LEN);
+		tids[i][TASKMSG_UUID_LEN] = '\0';
+		p += TASKMSG_UUID_LEN + 1;
+		msgs[i].message_id = tids[i];
+		msgs[i].body = bodies[i];
+		msgs[i].len = taskmsg_encode(tids[i], job_id, bodies[i]);
+	}
+	ok = pub_tasks(r->app->pub, msgs, n) == BR_OK;
+out:
+	free(tids);
+	free(bodies);
+	free(msgs);
+	return ok;
+}
+
+void route_bulk_create(struct api_req *r)
+{
+	PGresult *res = NULL;
+	char *people = NULL;
+	struct bulk b = {.people = json_array()};
+	struct ja_errors e;
+	ja_errors_init(&e);
+	json_t *doc = ja_parse_body(r);
+	if (!doc)
+		goto out;
+	bulk_validate(r, doc, &b, &e);
+	if (e.count) {
+		ja_errors_send(&e, r->resp);
+		goto out;
+	}
+	people = b.people ? json_dumps(b.people, JSON_COMPACT) : NULL;
+	if (!people) {
+		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
+		goto out;
+	}
+	const char *params[] = {r->org_id, r->id, b.override ? "true" : "false",
+				b.auto_approve ? "true" : "false", people};
+	br_status st = db_run(r->db, &stmt_create, params, &res);
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		goto out;
+	}
+	if (PQntuples(res) == 0) {
+		ja_fail(r, 404, "not_found", "Not found", "No such session.");
+		goto out;
+	}
+	/* Committed: from here on the answer is 202 whatever the broker does. */
+	const char *job_id = PQgetvalue(res, 0, 0);
+	log_set_job_id(job_id);
+	if (publish_tasks(r, job_id, PQgetvalue(res, 0, 2), json_array_size(b.people))) {
+		const char *jp[] = {job_id};
+		if (db_run(r->db, &stmt_published, jp, NULL) != BR_OK)
+			LOG_WARN("job published but not marked so: the sweeper will republish");
+	} else {
+		LOG_WARN("job committed but not published: the sweeper will publish it");
+	}
+	ja_send_data(r, 202, PQgetvalue(res, 0, 1));
+	if (http_resp_header(r->resp, "Location", "/v1/jobs/%s", job_id) != BR_OK)
+		LOG_WARN("Location header lost");
+out:
+	ja_errors_free(&e);
+	free(people);
+	json_decref(b.people);
+	PQclear(res);
+	json_decref(doc);
+}
+
+void route_jobs_get(struct api_req *r)
+{
+	static const char *const none[] = {NULL};
+	if (!ja_check_params(r, none))
+		return;
+	const char *params[] = {r->id, r->org_id};
+	PGresult *res = NULL;
+	br_status st = db_run(r->db, &stmt_get, params, &res);
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		return;
+	}
+	if (PQntuples(res) == 0)
+		ja_fail(r, 404, "not_found", "Not found", "No such job.");
+	else
+		ja_send_data(r, 200, PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
+static bool task_status_ok(const char *s)
+{
+	return strcmp(s, "queued") == 0 || strcmp(s, "succeeded") == 0 ||
+	       strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+}
+
+void route_jobs_tasks(struct api_req *r)
+{
+	static const char *const allowed[] = {"page[number]", "page[size]", "filter[status]", NULL};
+	struct ja_page page;
+	PGresult *res = NULL;
+	if (!ja_check_params(r, allowed) || !ja_page_params(r, &page))
+		return;
+	const char *status = http_req_query(r->http, "filter[status]");
+	if (status && !task_status_ok(status)) {
+		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
+			"filter[status] must be queued, succeeded, failed or cancelled.");
+		return;
+	}
+	const char *cparams[] = {r->id, r->org_id, status};
+	br_status st = db_run(r->db, &stmt_task_count, cparams, &res);
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		ja_fail(r, 404, "not_found", "Not found", "No such job.");
+		return;
+	}
+	long count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	res = NULL;
+	if (!ja_page_check(r, &page, count))
+		return;
+	char from[24], size[24];
+	snprintf(from, sizeof(from), "%ld", page.number * page.size);
+	snprintf(size, sizeof(size), "%ld", page.size);
+	const char *base = r->app->cfg->join_url_base;
+	if (status) {
+		const char *p[] = {r->id, from, size, status, base};
+		st = db_run(r->db, &stmt_tasks_page_status, p, &res);
+	} else {
+		const char *p[] = {r->id, from, size, base};
+		st = db_run(r->db, &stmt_tasks_page, p, &res);
+	}
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		return;
+	}
+	ja_send_page(r, 207, PQgetvalue(res, 0, 0), &page, count);
+	PQclear(res);
+}

@@ -1,0 +1,356 @@
+/*
+ * validate.c - request-body validation (see validate.h). No state.
+ */
+#include "validate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define VAL_PTR_MAX 256
+
+static void problem(struct ja_errors *e, const char *pointer, const char *key, const char *detail)
+{
+	char ptr[VAL_PTR_MAX];
+	if (key)
+		ja_pointer(ptr, sizeof(ptr), pointer, key);
+	else
+		snprintf(ptr, sizeof(ptr), "%s", pointer);
+	ja_error_add(e, 422, "validation_failed", "Validation failed", detail, ptr);
+}
+
+size_t val_utf8_len(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return n;
+}
+
+static bool is_ctl(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+static bool local_part_ok(const char *s, size_t n)
+{
+	static const char specials[] = "\"(),:;<>[\\]@ ";
+	if (n == 0 || n > VAL_EMAIL_LOCAL || s[0] == '.' || s[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (is_ctl(c) || (c < 0x80 && strchr(specials, c)))
+			return false;
+		if (c == '.' && s[i + 1] == '.')
+			return false;
+	}
+	return true;
+}
+
+static bool domain_ok(const char *s, size_t n)
+{
+	size_t labels = 0, start = 0;
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && s[i] != '.') {
+			unsigned char c = (unsigned char)s[i];
+			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				  (c >= '0' && c <= '9') || c == '-' || c >= 0x80;
+			if (!ok)
+				return false;
+			continue;
+		}
+		size_t len = i - start;
+		if (len == 0 || len > 63 || s[start] == '-' || s[i - 1] == '-')
+			return false;
+		labels++;
+		start = i + 1;
+	}
+	return labels >= 2;
+}
+
+bool val_email(const char *s, size_t len)
+{
+	if (len < 3 || len > VAL_EMAIL_MAX)
+		return false;
+	const char *at = memchr(s, '@', len);
+	if (!at || memchr(at + 1, '@', len - (size_t)(at - s) - 1))
+		return false;
+	size_t local = (size_t)(at - s);
+	return local_part_ok(s, local) && domain_ok(at + 1, len - local - 1);
+}
+
+static bool digits(const char *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	}
+	return true;
+}
+
+static int num(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
+bool val_rfc3339(const char *s)
+{
+	/* YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm) */
+	size_t len = strlen(s);
+	if (len < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
+	    !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) ||
+	    s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
+		return false;
+	int year = num(s, 4), mon = num(s + 5, 2), day = num(s + 8, 2);
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] ||
+	    num(s + 11, 2) > 23 || num(s + 14, 2) > 59 || num(s + 17, 2) > 60)
+		return false;
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	if (mon == 2 && day == 29 && !leap)
+		return false;
+	const char *p = s + 19;
+	if (*p == '.') {
+		p++;
+		int n = 0;
+		while (p[n] >= '0' && p[n] <= '9')
+			n++;
+		if (n == 0 || n > 9)
+			return false;
+		p += n;
+	}
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
+		return true;
+	return (*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
+	       p[6] == '\0' && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59;
+}
+
+/* An optional string of at most max characters (null counts as absent). */
+static void check_string(const json_t *attrs, const char *key, size_t max, const char *pointer,
+			 struct ja_errors *e)
+{
+	const json_t *v = json_object_get(attrs, key);
+	char detail[96];
+	if (!v || json_is_null(v))
+		return;
+	if (!json_is_string(v)) {
+		snprintf(detail, sizeof(detail), "%s must be a string.", key);
+		problem(e, pointer, key, detail);
+	} else if (val_utf8_len(json_string_value(v), json_string_length(v)) > max) {
+		snprintf(detail, sizeof(detail), "%s must be at most %zu characters.", key, max);
+		problem(e, pointer, key, detail);
+	} else if (memchr(json_string_value(v), '\0', json_string_length(v))) {
+		snprintf(detail, sizeof(detail), "%s must not contain NUL characters.", key);
+		problem(e, pointer, key, detail);
+	}
+}
+
+static bool field_value_ok(const json_t *v)
+{
+	if (json_is_string(v))
+		return json_string_length(v) <= VAL_FIELD_VAL_MAX &&
+		       !memchr(json_string_value(v), '\0', json_string_length(v));
+	if (!json_is_array(v) || json_array_size(v) > VAL_FIELDS_MAX)
+		return false;
+	size_t i;
+	const json_t *m;
+	json_array_foreach(v, i, m)
+	{
+		if (!json_is_string(m) || json_string_length(m) > VAL_FIELD_VAL_MAX ||
+		    memchr(json_string_value(m), '\0', json_string_length(m)))
+			return false;
+	}
+	return true;
+}
+
+static void check_fields(const json_t *fields, const char *pointer, struct ja_errors *e)
+{
+	char ptr[VAL_PTR_MAX];
+	snprintf(ptr, sizeof(ptr), "%.200s/fields", pointer);
+	if (!fields || json_is_null(fields))
+		return;
+	if (!json_is_array(fields)) {
+		problem(e, ptr, NULL, "fields must be an array.");
+		return;
+	}
+	if (json_array_size(fields) > VAL_FIELDS_MAX) {
+		problem(e, ptr, NULL, "fields may hold at most 50 entries.");
+		return;
+	}
+	size_t i;
+	const json_t *f;
+	json_array_foreach(fields, i, f)
+	{
+		char fp[VAL_PTR_MAX];
+		snprintf(fp, sizeof(fp), "%.220s/%zu", ptr, i);
+		const json_t *id = json_object_get(f, "id");
+		if (!json_is_object(f) || json_object_size(f) != 2 || !json_is_string(id) ||
+		    json_string_length(id) == 0 ||
+		    val_utf8_len(json_string_value(id), json_string_length(id)) > VAL_NAME_MAX ||
+		    !json_object_get(f, "value")) {
+			problem(e, fp, NULL,
+				"Each field is {\"id\": \"...\", \"value\": \"...\" or [\"...\"]}.");
+			continue;
+		}
+		if (!field_value_ok(json_object_get(f, "value")))
+			problem(e, fp, "value",
+				"A field value is a string or an array of strings (at most 4096 "
+				"characters each).");
+	}
+}
+
+static const char *const person_keys[] = {
+	"email",      "first_name", "last_name",    "fields",	"referrer",    "utm_source",
+	"utm_medium", "utm_term",   "utm_campaign", "utm_content", "reference",	NULL};
+
+static bool known(const char *const *keys, const char *key)
+{
+	for (; *keys; keys++) {
+		if (strcmp(*keys, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e)
+{
+	int before = e->count;
+	if (!json_is_object(attrs)) {
+		problem(e, pointer, NULL, "The person's attributes must be an object.");
+		return false;
+	}
+	const char *key;
+	const json_t *v;
+	json_object_foreach((json_t *)attrs, key, v)
+	{
+		if (!known(person_keys, key)) {
+			char detail[160];
+			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
+			problem(e, pointer, key, detail);
+		}
+	}
+	const json_t *email = json_object_get(attrs, "email");
+	if (!email || json_is_null(email))
+		problem(e, pointer, "email", "email is required.");
+	else if (!json_is_string(email) ||
+		 !val_email(json_string_value(email), json_string_length(email)))
+		problem(e, pointer, "email", "email must be a valid e-mail address.");
+	check_string(attrs, "first_name", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "last_name", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "referrer", VAL_REFERRER_MAX, pointer, e);
+	check_string(attrs, "utm_source", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "utm_medium", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "utm_campaign", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "utm_term", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "utm_content", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "reference", VAL_NAME_MAX, pointer, e);
+	check_fields(json_object_get(attrs, "fields"), pointer, e);
+	return e->count == before;
+}
+
+bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
+		       struct ja_errors *e, bool *out)
+{
+	const json_t *v = json_object_get(obj, key);
+	*out = false;
+	if (!v)
+		return true;
+	if (!json_is_boolean(v)) {
+		char detail[96];
+		snprintf(detail, sizeof(detail), "%s must be true or false.", key);
+		problem(e, pointer, key, detail);
+		return false;
+	}
+	*out = json_is_true(v);
+	return true;
+}
+
+static void check_time(const json_t *attrs, const char *key, const char *pointer,
+		       struct ja_errors *e)
+{
+	const json_t *v = json_object_get(attrs, key);
+	if (!v || json_is_null(v))
+		return;
+	if (!json_is_string(v) || !val_rfc3339(json_string_value(v))) {
+		char detail[128];
+		snprintf(detail, sizeof(detail),
+			 "%s must be an RFC 3339 date-time such as 2030-01-31T09:00:00Z.", key);
+		problem(e, pointer, key, detail);
+	}
+}
+
+static const char *const session_keys[] = {
+	"title",		  "starts_at", "capacity", "registration_opens_at",
+	"registration_closes_at", "approval",  "waitlist", NULL};
+
+bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
+{
+	int before = e->count;
+	if (!json_is_object(attrs)) {
+		problem(e, pointer, NULL, "attributes must be an object.");
+		return false;
+	}
+	const char *key;
+	const json_t *v;
+	json_object_foreach((json_t *)attrs, key, v)
+	{
+		if (!known(session_keys, key)) {
+			char detail[160];
+			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
+			problem(e, pointer, key, detail);
+		}
+	}
+	const json_t *title = json_object_get(attrs, "title");
+	if (!json_is_string(title) || json_string_length(title) == 0)
+		problem(e, pointer, "title", "title is required: a non-empty string.");
+	else
+		check_string(attrs, "title", VAL_NAME_MAX, pointer, e);
+	check_time(attrs, "starts_at", pointer, e);
+	check_time(attrs, "registration_opens_at", pointer, e);
+	check_time(attrs, "registration_closes_at", pointer, e);
+	const json_t *cap = json_object_get(attrs, "capacity");
+	if (cap && !json_is_null(cap) &&
+	    (!json_is_integer(cap) || json_integer_value(cap) < 0 ||
+	     json_integer_value(cap) > 10000000))
+		problem(e, pointer, "capacity",
+			"capacity must be null (unlimited) or a whole number from 0 to 10000000.");
+	const json_t *appr = json_object_get(attrs, "approval");
+	if (appr && !json_is_null(appr) &&
+	    (!json_is_string(appr) || (strcmp(json_string_value(appr), "automatic") != 0 &&
+				       strcmp(json_string_value(appr), "manual") != 0)))
+		problem(e, pointer, "approval", "approval must be automatic or manual.");
+	const json_t *wl = json_object_get(attrs, "waitlist");
+	if (wl && !json_is_null(wl) && !json_is_boolean(wl))
+		problem(e, pointer, "waitlist", "waitlist must be true or false.");
+	return e->count == before;
+}
+
+const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja_errors *e)
+{
+	const json_t *data = json_object_get(doc, "data");
+	if (!json_is_object(data)) {
+		problem(e, "/data", NULL, "data must be an object.");
+		return NULL;
+	}
+	const json_t *t1 = json_object_get(doc, "type"), *t2 = json_object_get(data, "type");
+	if (type && t1 && (!json_is_string(t1) || strcmp(json_string_value(t1), type) != 0)) {
+		char detail[64];
+		snprintf(detail, sizeof(detail), "type must be %s.", type);
+		problem(e, "/type", NULL, detail);
+	}
+	if (type && t2 && (!json_is_string(t2) || strcmp(json_string_value(t2), type) != 0)) {
+		char detail[64];
+		snprintf(detail, sizeof(detail), "type must be %s.", type);
+		problem(e, "/data/type", NULL, detail);
+	}
+	const json_t *attrs = json_object_get(data, "attributes");
+	if (!json_is_object(attrs)) {
+		problem(e, "/data/attributes", NULL, "attributes must be an object.");
+		return NULL;
+	}
+	return attrs;
+}

@@ -1,0 +1,56 @@
+/*
+ * validate.h - validation of request bodies before anything is written:
+ * people (single and bulk tasks) and sessions. Every problem is reported
+ * with its JSON pointer into the request; a caller answers 422 when any was
+ * found. Pure functions over jansson values; thread-safe.
+ */
+#ifndef BULKREG_API_VALIDATE_H
+#define BULKREG_API_VALIDATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "jsonapi.h"
+
+#define VAL_EMAIL_MAX	  254
+#define VAL_EMAIL_LOCAL	  64
+#define VAL_NAME_MAX	  255
+#define VAL_REFERRER_MAX  2048
+#define VAL_FIELDS_MAX	  50
+#define VAL_FIELD_VAL_MAX 4096
+
+/* True when s (len bytes, UTF-8) is an acceptable e-mail address. */
+bool val_email(const char *s, size_t len);
+
+/* True when s is an RFC 3339 date-time with a time zone (Z or ±hh:mm). */
+bool val_rfc3339(const char *s);
+
+/* Number of UTF-8 code points in s. */
+size_t val_utf8_len(const char *s, size_t len);
+
+/*
+ * Checks a person's attributes object (CONTRACT §5 "A person"); pointer is
+ * the JSON pointer of the object itself. Returns true when valid.
+ */
+bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e);
+
+/*
+ * Checks a session's attributes for POST /v1/sessions. Returns true when
+ * valid.
+ */
+bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e);
+
+/* An optional boolean member; false (and a problem) when present and not boolean. */
+bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
+		       struct ja_errors *e, bool *out);
+
+/*
+ * Finds the attributes object of a JSON:API document: data.attributes.
+ * When type is non-NULL and data.type or the top-level type is present,
+ * it must equal type. Adds a problem and returns NULL when absent.
+ */
+const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja_errors *e);
+
+#endif

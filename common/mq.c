@@ -1,0 +1,559 @@
+/*
+ * mq.c - AMQP 0-9-1 connections, topology, confirmed publishing and
+ * consuming over rabbitmq-c 0.11 (see mq.h). An mq_conn is not thread-safe.
+ *
+ * rabbitmq-c 0.11 has no amqp_publisher_confirm_wait, so confirms are read
+ * here: after confirm.select the broker numbers our publishes 1, 2, ... and
+ * answers basic.ack / basic.nack (possibly with multiple) and basic.return
+ * for unroutable mandatory messages, which we read as frames.
+ */
+#include "mq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
+#include "log.h"
+
+#define MQ_CHANNEL 1
+#define MQ_FRAME_MAX 131072
+#define MQ_CONNECT_TIMEOUT_S 5
+#define MQ_RPC_TIMEOUT_S 10
+
+struct mq_conn {
+	amqp_connection_state_t st; /* NULL when broken */
+	char *url;
+	int heartbeat_s;
+	bool confirms;	   /* confirm.select done on this connection */
+	uint64_t next_tag; /* delivery tag of the next publish */
+	long long last_io_ms;
+	char err[256];
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void mq_drop(mq_conn *c)
+{
+	if (!c->st)
+		return;
+	/* No polite close: the peer may be gone, and we never wait on it. */
+	amqp_destroy_connection(c->st);
+	c->st = NULL;
+	c->confirms = false;
+}
+
+static br_status mq_fail(mq_conn *c, br_status st, const char *what, const char *detail)
+{
+	snprintf(c->err, sizeof(c->err), "%s: %s", what, detail ? detail : "");
+	mq_drop(c);
+	return st;
+}
+
+/* Describes a failed RPC reply; returns BR_OK for a normal one. */
+static br_status mq_check_reply(mq_conn *c, amqp_rpc_reply_t r, const char *what)
+{
+	char detail[160];
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		c->last_io_ms = now_ms();
+		return BR_OK;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		return mq_fail(c, BR_MQ_CONN, what, amqp_error_string2(r.library_error));
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+			const amqp_channel_close_t *m = r.reply.decoded;
+			snprintf(detail, sizeof(detail), "channel closed %u %.*s", m->reply_code,
+				 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+			amqp_channel_close_ok_t ok = {0};
+			amqp_send_method(c->st, MQ_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+			return mq_fail(c, BR_MQ, what, detail);
+		}
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+			const amqp_connection_close_t *m = r.reply.decoded;
+			snprintf(detail, sizeof(detail), "connection closed %u %.*s",
+				 m->reply_code, (int)m->reply_text.len,
+				 (const char *)m->reply_text.bytes);
+			return mq_fail(c, BR_MQ_CONN, what, detail);
+		}
+		return mq_fail(c, BR_MQ, what, "unexpected server method");
+	default:
+		return mq_fail(c, BR_MQ_CONN, what, "no reply");
+	}
+}
+
+static br_status mq_connect(mq_conn *c)
+{
+	char *copy = strdup(c->url);
+	if (!copy)
+		return BR_NOMEM;
+	struct amqp_connection_info info;
+	br_status st = BR_OK;
+	if (amqp_parse_url(copy, &info) != AMQP_STATUS_OK) {
+		free(copy);
+		snprintf(c->err, sizeof(c->err), "invalid AMQP URL");
+		return BR_INVAL;
+	}
+	/*
+	 * "amqp://host:5672/" names the empty vhost to the letter, but everyone
+	 * (CONTRACT §3's default included) means the default vhost "/".
+	 */
+	if (info.vhost[0] == '\0')
+		info.vhost = (char *)"/";
+	mq_drop(c);
+	c->st = amqp_new_connection();
+	if (!c->st) {
+		free(copy);
+		return BR_NOMEM;
+	}
+	amqp_socket_t *sock = amqp_tcp_socket_new(c->st);
+	struct timeval tv = {MQ_CONNECT_TIMEOUT_S, 0};
+	struct timeval rpc = {MQ_RPC_TIMEOUT_S, 0};
+	int rc;
+	if (!sock) {
+		st = mq_fail(c, BR_NOMEM, "socket", "out of memory");
+		goto out;
+	}
+	rc = amqp_socket_open_noblock(sock, info.host, info.port, &tv);
+	if (rc != AMQP_STATUS_OK) {
+		st = mq_fail(c, BR_MQ_CONN, "connect", amqp_error_string2(rc));
+		goto out;
+	}
+	amqp_set_handshake_timeout(c->st, &tv);
+	amqp_set_rpc_timeout(c->st, &rpc);
+	st = mq_check_reply(c,
+			    amqp_login(c->st, info.vhost, 0, MQ_FRAME_MAX, c->heartbeat_s,
+				       AMQP_SASL_METHOD_PLAIN, info.user, info.password),
+			    "login");
+	if (st != BR_OK)
+		goto out;
+	amqp_channel_open(c->st, MQ_CHANNEL);
+	st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "channel.open");
+	if (st != BR_OK)
+		goto out;
+	c->next_tag = 1;
+	c->confirms = false;
+	/*
+	 * Every connection makes sure the topology exists: publishers never
+	 * publish into a missing queue, consumers never subscribe to one.
+	 */
+	st = mq_declare_topology(c);
+out:
+	free(copy);
+	if (st != BR_OK && st != BR_NOMEM && st != BR_INVAL)
+		st = BR_MQ_CONN;
+	return st;
+}
+
+br_status mq_open(const char *url, int heartbeat_s, bool lazy, mq_conn **out)
+{
+	mq_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return BR_NOMEM;
+	c->url = strdup(url);
+	if (!c->url) {
+		free(c);
+		return BR_NOMEM;
+	}
+	c->heartbeat_s = heartbeat_s;
+	br_status st = mq_connect(c);
+	if (st != BR_OK && !(lazy && st == BR_MQ_CONN)) {
+		mq_close(c);
+		return st;
+	}
+	*out = c;
+	return BR_OK;
+}
+
+void mq_close(mq_conn *c)
+{
+	if (!c)
+		return;
+	if (c->st) {
+		amqp_channel_close(c->st, MQ_CHANNEL, AMQP_REPLY_SUCCESS);
+		amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
+	}
+	mq_drop(c);
+	free(c->url);
+	free(c);
+}
+
+bool mq_is_open(const mq_conn *c)
+{
+	return c->st != NULL;
+}
+
+br_status mq_ensure(mq_conn *c)
+{
+	/*
+	 * An idle connection has not serviced heartbeats, so the broker may
+	 * have given up on it: start afresh rather than discover it mid-publish.
+	 */
+	if (c->st && c->heartbeat_s > 0 && now_ms() - c->last_io_ms > c->heartbeat_s * 1000LL)
+		mq_drop(c);
+	if (c->st)
+		return BR_OK;
+	return mq_connect(c);
+}
+
+const char *mq_errmsg(const mq_conn *c)
+{
+	return c->err;
+}
+
+static amqp_table_entry_t entry_str(const char *key, const char *val)
+{
+	amqp_table_entry_t e;
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_UTF8;
+	e.value.value.bytes = amqp_cstring_bytes(val);
+	return e;
+}
+
+static amqp_table_entry_t entry_int(const char *key, int val)
+{
+	amqp_table_entry_t e;
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_I32;
+	e.value.value.i32 = val;
+	return e;
+}
+
+br_status mq_declare_topology(mq_conn *c)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	amqp_connection_state_t s = c->st;
+	br_status st;
+	amqp_exchange_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_EXCHANGE),
+			      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "exchange.declare bulkreg")))
+		return st;
+	amqp_exchange_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_DLX),
+			      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "exchange.declare bulkreg.dlx")))
+		return st;
+
+	amqp_table_entry_t dead_args[] = {entry_str("x-queue-type", "quorum")};
+	amqp_table_t dead_tab = {1, dead_args};
+	amqp_queue_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_DEAD), 0, 1, 0, 0, dead_tab);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.declare bulkreg.tasks.dead")))
+		return st;
+	amqp_queue_bind(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_DEAD),
+			amqp_cstring_bytes(MQ_DLX), amqp_cstring_bytes(MQ_ROUTE_DEAD),
+			amqp_empty_table);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.bind bulkreg.tasks.dead")))
+		return st;
+
+	/*
+	 * At-least-once dead-lettering (RabbitMQ 3.10+) keeps a message in
+	 * bulkreg.tasks until bulkreg.tasks.dead has confirmed it; it needs
+	 * reject-publish overflow.
+	 */
+	amqp_table_entry_t args[] = {
+		entry_str("x-queue-type", "quorum"),
+		entry_int("x-delivery-limit", MQ_DELIVERY_LIMIT),
+		entry_str("x-dead-letter-exchange", MQ_DLX),
+		entry_str("x-dead-letter-routing-key", MQ_ROUTE_DEAD),
+		entry_str("x-dead-letter-strategy", "at-least-once"),
+		entry_str("x-overflow", "reject-publish"),
+	};
+	amqp_table_t tab = {(int)(sizeof(args) / sizeof(args[0])), args};
+	amqp_queue_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_TASKS), 0, 1, 0, 0, tab);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.declare bulkreg.tasks")))
+		return st;
+	amqp_queue_bind(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_TASKS),
+			amqp_cstring_bytes(MQ_EXCHANGE), amqp_cstring_bytes(MQ_ROUTE_TASKS),
+			amqp_empty_table);
+	return mq_check_reply(c, amqp_get_rpc_reply(s), "queue.bind bulkreg.tasks");
+}
+
+/* Marks the outcome of tags up to tag (or just tag) in a batch's states. */
+static void mq_mark(unsigned char *state, uint64_t first, size_t n, uint64_t tag, bool multiple,
+		    unsigned char value)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t t = first + i;
+		if ((t == tag || (multiple && t < tag)) && state[i] == 0)
+			state[i] = value;
+	}
+}
+
+/* Reads a basic.return's content and marks its message as unroutable. */
+static br_status mq_read_return(mq_conn *c, const struct mq_msg *msgs, size_t n,
+				unsigned char *state)
+{
+	amqp_message_t m;
+	amqp_rpc_reply_t r = amqp_read_message(c->st, MQ_CHANNEL, &m, 0);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return mq_check_reply(c, r, "basic.return");
+	if (m.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+		amqp_bytes_t id = m.properties.message_id;
+		for (size_t i = 0; i < n; i++) {
+			if (strlen(msgs[i].message_id) == id.len &&
+			    memcmp(msgs[i].message_id, id.bytes, id.len) == 0)
+				state[i] = 2;
+		}
+	}
+	amqp_destroy_message(&m);
+	return BR_OK;
+}
+
+/* Waits for every confirm of a batch; see mq_publish. */
+static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t n,
+				   uint64_t first, unsigned char *state, int timeout_ms)
+{
+	long long deadline = now_ms() + timeout_ms;
+	size_t done = 0;
+	while (done < n) {
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return mq_fail(c, BR_TIMEOUT, "confirms", "timed out");
+		struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+		amqp_frame_t f;
+		amqp_maybe_release_buffers(c->st);
+		int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+		if (rc == AMQP_STATUS_TIMEOUT)
+			return mq_fail(c, BR_TIMEOUT, "confirms", "timed out");
+		if (rc != AMQP_STATUS_OK)
+			return mq_fail(c, BR_MQ_CONN, "confirms", amqp_error_string2(rc));
+		c->last_io_ms = now_ms();
+		if (f.frame_type != AMQP_FRAME_METHOD)
+			continue;
+		switch (f.payload.method.id) {
+		case AMQP_BASIC_ACK_METHOD: {
+			const amqp_basic_ack_t *a = f.payload.method.decoded;
+			mq_mark(state, first, n, a->delivery_tag, a->multiple, 1);
+			break;
+		}
+		case AMQP_BASIC_NACK_METHOD: {
+			const amqp_basic_nack_t *a = f.payload.method.decoded;
+			mq_mark(state, first, n, a->delivery_tag, a->multiple, 2);
+			break;
+		}
+		case AMQP_BASIC_RETURN_METHOD: {
+			br_status st = mq_read_return(c, msgs, n, state);
+			if (st != BR_OK)
+				return st;
+			continue;
+		}
+		case AMQP_CHANNEL_CLOSE_METHOD:
+			return mq_fail(c, BR_MQ, "publish", "channel closed by broker");
+		case AMQP_CONNECTION_CLOSE_METHOD:
+			return mq_fail(c, BR_MQ_CONN, "publish", "connection closed by broker");
+		default:
+			continue;
+		}
+		done = 0;
+		for (size_t i = 0; i < n; i++)
+			done += state[i] != 0;
+	}
+	/* A returned message is also acked: its return marked it 2 first. */
+	for (size_t i = 0; i < n; i++) {
+		if (state[i] != 1) {
+			snprintf(c->err, sizeof(c->err), "broker refused or could not route %s",
+				 msgs[i].message_id);
+			return BR_MQ_NACK;
+		}
+	}
+	return BR_OK;
+}
+
+br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
+		     const struct mq_msg *msgs, size_t n, int timeout_ms)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	if (n == 0)
+		return BR_OK;
+	br_status st;
+	if (!c->confirms) {
+		amqp_confirm_select(c->st, MQ_CHANNEL);
+		if ((st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "confirm.select")))
+			return st;
+		c->confirms = true;
+		c->next_tag = 1;
+	}
+	unsigned char *state = calloc(n, 1);
+	if (!state)
+		return BR_NOMEM;
+	uint64_t first = c->next_tag;
+	amqp_basic_properties_t props;
+	memset(&props, 0, sizeof(props));
+	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+		       AMQP_BASIC_MESSAGE_ID_FLAG;
+	props.content_type = amqp_cstring_bytes("application/json");
+	props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+	for (size_t i = 0; i < n; i++) {
+		props.message_id = amqp_cstring_bytes(msgs[i].message_id);
+		amqp_bytes_t body = {msgs[i].len, (void *)(uintptr_t)msgs[i].body};
+		int rc = amqp_basic_publish(c->st, MQ_CHANNEL, amqp_cstring_bytes(exchange),
+					    amqp_cstring_bytes(routing_key), 1, 0, &props, body);
+		if (rc != AMQP_STATUS_OK) {
+			free(state);
+			return mq_fail(c, BR_MQ_CONN, "publish", amqp_error_string2(rc));
+		}
+		c->next_tag++;
+	}
+	st = mq_await_confirms(c, msgs, n, first, state, timeout_ms);
+	free(state);
+	return st;
+}
+
+br_status mq_consume(mq_conn *c, const char *queue, int prefetch)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	br_status st;
+	amqp_basic_qos(c->st, MQ_CHANNEL, 0, (uint16_t)prefetch, 0);
+	if ((st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "basic.qos")))
+		return st;
+	amqp_basic_consume(c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0,
+			   0, amqp_empty_table);
+	return mq_check_reply(c, amqp_get_rpc_reply(c->st), "basic.consume");
+}
+
+static long header_long(const amqp_table_t *h, const char *key)
+{
+	for (int i = 0; i < h->num_entries; i++) {
+		const amqp_table_entry_t *e = &h->entries[i];
+		if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0)
+			continue;
+		switch (e->value.kind) {
+		case AMQP_FIELD_KIND_I8: return e->value.value.i8;
+		case AMQP_FIELD_KIND_U8: return e->value.value.u8;
+		case AMQP_FIELD_KIND_I16: return e->value.value.i16;
+		case AMQP_FIELD_KIND_U16: return e->value.value.u16;
+		case AMQP_FIELD_KIND_I32: return e->value.value.i32;
+		case AMQP_FIELD_KIND_U32: return (long)e->value.value.u32;
+		case AMQP_FIELD_KIND_I64: return (long)e->value.value.i64;
+		case AMQP_FIELD_KIND_U64: return (long)e->value.value.u64;
+		default: return 0;
+		}
+	}
+	return 0;
+}
+
+/* Handles a frame that arrived where a delivery was expected. */
+static br_status mq_other_frame(mq_conn *c)
+{
+	amqp_frame_t f;
+	struct timeval tv = {0, 0};
+	int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+	if (rc == AMQP_STATUS_TIMEOUT)
+		return BR_TIMEOUT;
+	if (rc != AMQP_STATUS_OK)
+		return mq_fail(c, BR_MQ_CONN, "consume", amqp_error_string2(rc));
+	if (f.frame_type != AMQP_FRAME_METHOD)
+		return BR_TIMEOUT;
+	switch (f.payload.method.id) {
+	case AMQP_CHANNEL_CLOSE_METHOD:
+		return mq_fail(c, BR_MQ_CONN, "consume", "channel closed by broker");
+	case AMQP_CONNECTION_CLOSE_METHOD:
+		return mq_fail(c, BR_MQ_CONN, "consume", "connection closed by broker");
+	case AMQP_BASIC_CANCEL_METHOD:
+		/* The queue went away (deleted, or a node failed): resubscribe. */
+		return mq_fail(c, BR_MQ_CONN, "consume", "consumer cancelled by broker");
+	default:
+		return BR_TIMEOUT;
+	}
+}
+
+br_status mq_next(mq_conn *c, int timeout_ms, struct mq_delivery *out)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	amqp_envelope_t env;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	amqp_maybe_release_buffers(c->st);
+	amqp_rpc_reply_t r = amqp_consume_message(c->st, &env, &tv, 0);
+	if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+		if (r.library_error == AMQP_STATUS_TIMEOUT) {
+			c->last_io_ms = now_ms();
+			return BR_TIMEOUT;
+		}
+		if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
+			return mq_other_frame(c);
+	}
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		(void)mq_check_reply(c, r, "consume");
+		return BR_MQ_CONN;
+	}
+	c->last_io_ms = now_ms();
+
+	memset(out, 0, sizeof(*out));
+	out->tag = env.delivery_tag;
+	out->redelivered = env.redelivered != 0;
+	out->dead = env.routing_key.len == strlen(MQ_ROUTE_DEAD) &&
+		    memcmp(env.routing_key.bytes, MQ_ROUTE_DEAD, env.routing_key.len) == 0;
+	const amqp_basic_properties_t *p = &env.message.properties;
+	if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+		size_t n = p->message_id.len < sizeof(out->message_id) - 1
+				   ? p->message_id.len
+				   : sizeof(out->message_id) - 1;
+		memcpy(out->message_id, p->message_id.bytes, n);
+		out->message_id[n] = '\0';
+	}
+	if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
+		out->delivery_count = header_long(&p->headers, "x-delivery-count");
+	out->len = env.message.body.len;
+	out->body = malloc(out->len + 1);
+	if (!out->body) {
+		amqp_destroy_envelope(&env);
+		/* Unacked, it returns to the queue when the connection goes. */
+		return mq_fail(c, BR_NOMEM, "consume", "out of memory");
+	}
+	if (out->len)
+		memcpy(out->body, env.message.body.bytes, out->len);
+	out->body[out->len] = '\0';
+	amqp_destroy_envelope(&env);
+	return BR_OK;
+}
+
+void mq_delivery_free(struct mq_delivery *d)
+{
+	free(d->body);
+	d->body = NULL;
+}
+
+br_status mq_ack(mq_conn *c, uint64_t tag, bool multiple)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	int rc = amqp_basic_ack(c->st, MQ_CHANNEL, tag, multiple);
+	if (rc != AMQP_STATUS_OK)
+		return mq_fail(c, BR_MQ_CONN, "basic.ack", amqp_error_string2(rc));
+	return BR_OK;
+}
+
+br_status mq_nack(mq_conn *c, uint64_t tag, bool multiple, bool requeue)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	int rc = amqp_basic_nack(c->st, MQ_CHANNEL, tag, multiple, requeue);
+	if (rc != AMQP_STATUS_OK)
+		return mq_fail(c, BR_MQ_CONN, "basic.nack", amqp_error_string2(rc));
+	return BR_OK;
+}
+
+br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages, uint32_t *consumers)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	amqp_queue_declare_ok_t *ok = amqp_queue_declare(
+		c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+	br_status st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "queue.declare passive");
+	if (st != BR_OK)
+		return st == BR_MQ ? BR_NOTFOUND : st;
+	*messages = ok->message_count;
+	*consumers = ok->consumer_count;
+	return BR_OK;
+}

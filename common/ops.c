@@ -1,0 +1,191 @@
+/*
+ * ops.c - /healthz, /readyz, /metrics and the process-wide metrics (see
+ * ops.h). Global state: the shared metric handles, set once by ops_init.
+ */
+#include "ops.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mq.h"
+
+#define OPS_DB_WAIT_MS 3000
+
+met_counter *ops_tasks_processed;
+met_histogram *ops_task_duration;
+met_counter *ops_webhook_deliveries;
+
+struct ops {
+	db_pool *db;
+	ops_ready_fn ready;
+	void *ready_ctx;
+	pthread_mutex_t mq_mu;
+	mq_conn *mq; /* guarded by mq_mu */
+};
+
+static const db_stmt stmt_ping = {"ops_ping", "SELECT 1", 0};
+static const db_stmt stmt_in_flight = {
+	"ops_jobs_in_flight", "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
+
+/* Queue depth and consumers of both queues; false when the broker is down. */
+static bool ops_queue_stats(ops *o, uint32_t stats[2][2])
+{
+	static const char *const queues[2] = {MQ_QUEUE_TASKS, MQ_QUEUE_DEAD};
+	bool ok = true;
+	pthread_mutex_lock(&o->mq_mu);
+	for (int i = 0; i < 2 && ok; i++) {
+		br_status st = BR_MQ_CONN;
+		/* Once more on a fresh connection if the kept one went stale. */
+		for (int attempt = 0; attempt < 2 && st == BR_MQ_CONN; attempt++) {
+			st = mq_ensure(o->mq);
+			if (st == BR_OK)
+				st = mq_queue_stats(o->mq, queues[i], &stats[i][0], &stats[i][1]);
+		}
+		ok = st == BR_OK;
+	}
+	pthread_mutex_unlock(&o->mq_mu);
+	return ok;
+}
+
+static br_status gauge_queues(void *ctx, strbuf *out)
+{
+	uint32_t s[2][2];
+	if (!ops_queue_stats(ctx, s))
+		return BR_OK; /* no sample beats a wrong one */
+	br_status st = sb_appendf(out,
+				  "bulkreg_queue_messages{queue=\"%s\"} %u\n"
+				  "bulkreg_queue_messages{queue=\"%s\"} %u\n",
+				  MQ_QUEUE_TASKS, s[0][0], MQ_QUEUE_DEAD, s[1][0]);
+	return st;
+}
+
+static br_status gauge_consumers(void *ctx, strbuf *out)
+{
+	uint32_t s[2][2];
+	if (!ops_queue_stats(ctx, s))
+		return BR_OK;
+	return sb_appendf(out,
+			  "bulkreg_queue_consumers{queue=\"%s\"} %u\n"
+			  "bulkreg_queue_consumers{queue=\"%s\"} %u\n",
+			  MQ_QUEUE_TASKS, s[0][1], MQ_QUEUE_DEAD, s[1][1]);
+}
+
+static br_status gauge_in_flight(void *ctx, strbuf *out)
+{
+	ops *o = ctx;
+	db_conn *db = NULL;
+	PGresult *res = NULL;
+	br_status st = db_pool_get(o->db, OPS_DB_WAIT_MS, &db);
+	if (st == BR_OK)
+		st = db_run(db, &stmt_in_flight, NULL, &res);
+	db_pool_put(o->db, db);
+	if (st != BR_OK)
+		return BR_OK;
+	st = sb_appendf(out, "bulkreg_jobs_in_flight %s\n", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return st;
+}
+
+br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
+		   ops **out)
+{
+	ops *o = calloc(1, sizeof(*o));
+	if (!o)
+		return BR_NOMEM;
+	o->db = db;
+	o->ready = ready;
+	o->ready_ctx = ready_ctx;
+	pthread_mutex_init(&o->mq_mu, NULL);
+	br_status st = mq_open(amqp_url, MQ_HEARTBEAT_S, true, &o->mq);
+	if (st == BR_OK)
+		st = http_metrics_init();
+	if (st == BR_OK) {
+		ops_tasks_processed = met_counter_new("bulkreg_tasks_processed_total",
+						      "Tasks finished by workers, by outcome.");
+		ops_task_duration = met_histogram_new(
+			"bulkreg_task_duration_seconds",
+			"Time from a task's delivery to the commit of its result.");
+		ops_webhook_deliveries = met_counter_new("bulkreg_webhook_deliveries_total",
+							 "Webhook delivery attempts, by outcome.");
+		if (!ops_tasks_processed || !ops_task_duration || !ops_webhook_deliveries)
+			st = BR_NOMEM;
+	}
+	if (st == BR_OK)
+		st = met_gauge_register("bulkreg_queue_messages", "Messages ready in a queue.",
+					gauge_queues, o);
+	if (st == BR_OK)
+		st = met_gauge_register("bulkreg_queue_consumers", "Consumers of a queue.",
+					gauge_consumers, o);
+	if (st == BR_OK)
+		st = met_gauge_register("bulkreg_jobs_in_flight", "Jobs still processing.",
+					gauge_in_flight, o);
+	if (st != BR_OK) {
+		ops_free(o);
+		return st;
+	}
+	*out = o;
+	return BR_OK;
+}
+
+void ops_free(ops *o)
+{
+	if (!o)
+		return;
+	mq_close(o->mq);
+	pthread_mutex_destroy(&o->mq_mu);
+	free(o);
+}
+
+void ops_method_not_allowed(struct http_resp *resp, const char *allow)
+{
+	http_resp_error(resp, 405, "method_not_allowed", "Method not allowed",
+			"This resource does not support that method.");
+	if (http_resp_header(resp, "Allow", "%s", allow) != BR_OK)
+		LOG_WARN("Allow header lost");
+}
+
+static void ops_readyz(ops *o, struct http_resp *resp)
+{
+	db_conn *db = NULL;
+	bool db_ok = db_pool_get(o->db, OPS_DB_WAIT_MS, &db) == BR_OK &&
+		     db_run(db, &stmt_ping, NULL, NULL) == BR_OK;
+	db_pool_put(o->db, db);
+	uint32_t s[2][2];
+	bool mq_ok = ops_queue_stats(o, s);
+	bool proc_ok = !o->ready || o->ready(o->ready_ctx);
+	bool ok = db_ok && mq_ok && proc_ok;
+	char body[128];
+	snprintf(body, sizeof(body),
+		 "{\"status\":\"%s\",\"database\":\"%s\",\"broker\":\"%s\",\"process\":\"%s\"}",
+		 ok ? "ready" : "unavailable", db_ok ? "up" : "down", mq_ok ? "up" : "down",
+		 proc_ok ? "up" : "down");
+	http_resp_json(resp, ok ? 200 : 503, body);
+}
+
+bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp)
+{
+	const char *path = req->path;
+	if (strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0 &&
+	    strcmp(path, "/metrics") != 0)
+		return false;
+	req->route = path;
+	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+		ops_method_not_allowed(resp, "GET, HEAD");
+		return true;
+	}
+	if (path[1] == 'h') {
+		http_resp_json(resp, 200, "{\"status\":\"ok\"}");
+	} else if (path[1] == 'r') {
+		ops_readyz(o, resp);
+	} else {
+		resp->status = 200;
+		resp->content_type = "text/plain; version=0.0.4";
+		if (met_render(&resp->body) != BR_OK)
+			http_resp_error(resp, 500, "internal_error", "Internal error",
+					"The metrics could not be rendered.");
+	}
+	return true;
+}

@@ -1,0 +1,47 @@
+/*
+ * ops.h - the operational endpoints both processes serve without a token:
+ * GET /healthz (alive), GET /readyz (PostgreSQL and broker reachable, else
+ * 503) and GET /metrics (Prometheus text), plus the metrics CONTRACT §5
+ * lists, registered once per process.
+ *
+ * Thread-safe: the handler runs on HTTP pool threads; the ops module's own
+ * AMQP connection (for queue gauges and readiness) is behind a mutex.
+ */
+#ifndef BULKREG_OPS_H
+#define BULKREG_OPS_H
+
+#include <stdbool.h>
+
+#include "db.h"
+#include "http.h"
+#include "metrics.h"
+#include "status.h"
+
+/* Metrics shared by both processes (NULL-safe to use before ops_init). */
+extern met_counter *ops_tasks_processed;     /* {outcome} */
+extern met_histogram *ops_task_duration;
+extern met_counter *ops_webhook_deliveries;  /* {outcome} */
+
+typedef struct ops ops;
+
+/*
+ * Extra readiness check of the process (e.g. the worker's consumers are
+ * connected); NULL for none. Returns true when ready.
+ */
+typedef bool (*ops_ready_fn)(void *ctx);
+
+/*
+ * Registers the metrics and prepares the endpoints. db is borrowed for
+ * readiness and the jobs-in-flight gauge; amqp_url is copied.
+ */
+br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
+		   ops **out) BR_MUST_USE;
+void ops_free(ops *o);
+
+/* Serves req when its path is an ops endpoint; returns false otherwise. */
+bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp);
+
+/* Answers 405 with an Allow header. */
+void ops_method_not_allowed(struct http_resp *resp, const char *allow);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * proc.h - process start-up and shutdown shared by bulkreg's programs:
+ * configuration with the contract's exit status, logging, and signals.
+ */
+#ifndef BULKREG_PROC_H
+#define BULKREG_PROC_H
+
+#include "config.h"
+
+/*
+ * Loads the configuration and starts logging. On a bad value prints
+ * "<prog>: <message>" on stderr and exits with status 2.
+ */
+void proc_init(const char *prog, struct br_config *cfg);
+
+/*
+ * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads created
+ * afterwards inherit the mask) and ignores SIGPIPE. Call before any thread.
+ */
+void proc_block_signals(void);
+
+/* Waits for SIGTERM or SIGINT; returns the signal number. */
+int proc_wait_signal(void);
+
+/* Monotonic clock in milliseconds. */
+long long proc_now_ms(void);
+
+/* Sleeps ms milliseconds, or less if *stop becomes non-zero meanwhile. */
+void proc_sleep_ms(long ms, const int *stop);
+
+#endif

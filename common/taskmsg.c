@@ -1,0 +1,46 @@
+/*
+ * taskmsg.c - task message bodies (see taskmsg.h).
+ */
+#include "taskmsg.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_MAX])
+{
+	int n = snprintf(out, TASKMSG_MAX, "{\"task_id\":\"%.36s\",\"job_id\":\"%.36s\"}", task_id,
+			 job_id);
+	return n < 0 ? 0 : (size_t)n;
+}
+
+bool taskmsg_is_uuid(const char *s, size_t len)
+{
+	if (len != TASKMSG_UUID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1])
+{
+	if (len > 4096)
+		return BR_INVAL;
+	json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!doc)
+		return BR_INVAL;
+	br_status st = BR_INVAL;
+	json_t *id = json_object_get(doc, "task_id");
+	if (json_is_string(id) && taskmsg_is_uuid(json_string_value(id), json_string_length(id))) {
+		memcpy(task_id, json_string_value(id), TASKMSG_UUID_LEN + 1);
+		st = BR_OK;
+	}
+	json_decref(doc);
+	return st;
+}

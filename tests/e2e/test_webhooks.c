@@ -1,0 +1,177 @@
+/*
+ * test_webhooks.c - webhook delivery (CONTRACT §5 Webhooks, §6.3): retries
+ * on the schedule with one stable webhook-id, every attempt recorded, and a
+ * receiver that hangs does not hold up anybody else's deliveries.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "support.h"
+
+TestSuite(webhooks, .timeout = 180);
+
+static const char *const env[] = {"BULKREG_WEBHOOK_ALLOW_PRIVATE=1",
+				  "BULKREG_WEBHOOK_RETRY_SCHEDULE=200ms,200ms,200ms",
+				  "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
+
+/* Creates an endpoint for url and returns its secret and id. */
+static void make_endpoint(const char *base, const struct t_org *org, const char *url,
+			  char *secret, char *id)
+{
+	char u[256], body[512];
+	struct t_resp r;
+	snprintf(u, sizeof(u), "%s/v1/webhooks", base);
+	snprintf(body, sizeof(body),
+		 "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
+		 "\"events\":[\"job.ended\"]}}}",
+		 url);
+	t_http(&r, "POST", u, org->token, body, NULL);
+	cr_assert_eq(r.status, 201, "webhook: %ld %s", r.status, r.body);
+	json_t *data = json_object_get(r.json, "data");
+	snprintf(secret, 128, "%s",
+		 json_string_value(json_object_get(json_object_get(data, "attributes"), "secret")));
+	snprintf(id, 37, "%s", json_string_value(json_object_get(data, "id")));
+	t_resp_free(&r);
+}
+
+/* A session with a one-person job posted to it. */
+static void post_small_job(const char *base, const struct t_org *org)
+{
+	char url[256], sid[37];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/sessions", base);
+	t_http(&r, "POST", url, org->token,
+	       "{\"data\":{\"type\":\"sessions\",\"attributes\":{\"title\":\"Hooks\"}}}", NULL);
+	cr_assert_eq(r.status, 201);
+	snprintf(sid, sizeof(sid), "%s",
+		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	t_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
+	t_http(&r, "POST", url, org->token,
+	       "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[{\"attributes\":"
+	       "{\"email\":\"hook@example.com\"}}]}}}",
+	       NULL);
+	cr_assert_eq(r.status, 202);
+	t_resp_free(&r);
+}
+
+struct count_wait {
+	t_receiver *rc;
+	int n;
+};
+
+static bool received(void *ctx)
+{
+	struct count_wait *w = ctx;
+	return t_receiver_count(w->rc) >= w->n;
+}
+
+Test(webhooks, retried_until_accepted_with_one_id)
+{
+	PGconn *db = t_db();
+	struct t_org org;
+	t_org_new(&org);
+	t_receiver *rc = t_receiver_start();
+	static const int script[] = {500, 500};
+	t_receiver_script(rc, script, 2, 0);
+	struct t_proc api, worker;
+	t_api_start(&api, env);
+	t_worker_start(&worker, env);
+	char base[64], secret[128], hook_id[37];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
+	make_endpoint(base, &org, t_receiver_url(rc), secret, hook_id);
+	post_small_job(base, &org);
+
+	struct count_wait w = {rc, 3};
+	cr_assert(t_poll(received, &w, 20000), "expected 3 attempts, got %d",
+		  t_receiver_count(rc));
+	struct t_hook first;
+	cr_assert(t_receiver_get(rc, 0, &first));
+	for (int i = 0; i < 3; i++) {
+		struct t_hook h;
+		cr_assert(t_receiver_get(rc, i, &h));
+		cr_assert_str_eq(h.id, first.id, "webhook-id changed between attempts");
+		cr_assert(t_hook_verify(&h, secret), "attempt %d not signed right", i);
+		cr_assert_str_eq(h.body, first.body);
+		free(h.body);
+	}
+	free(first.body);
+
+	/* Every attempt is recorded: 500, 500, 200, and then nothing more. */
+	char url[256];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/webhooks/%s/deliveries", base, hook_id);
+	bool three = false;
+	for (int i = 0; i < 100 && !three; i++) {
+		t_http(&r, "GET", url, org.token, NULL, NULL);
+		cr_assert_eq(r.status, 200, "deliveries: %ld %s", r.status, r.body);
+		three = json_array_size(json_object_get(r.json, "data")) == 3;
+		if (!three)
+			t_resp_free(&r);
+		else
+			break;
+		struct count_wait never = {rc, 1000};
+		t_poll(received, &never, 50);
+	}
+	cr_assert(three, "deliveries does not list 3 attempts");
+	int ok = 0, failed = 0;
+	for (size_t i = 0; i < 3; i++) {
+		json_t *a = json_object_get(json_array_get(json_object_get(r.json, "data"), i),
+					    "attributes");
+		long s = (long)json_integer_value(json_object_get(a, "http_status"));
+		ok += s == 200;
+		failed += s == 500;
+	}
+	cr_assert_eq(ok, 1);
+	cr_assert_eq(failed, 2);
+	t_resp_free(&r);
+	cr_assert_eq(t_receiver_count(rc), 3);
+	t_check_invariants(db);
+	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	t_receiver_stop(rc);
+	PQfinish(db);
+}
+
+Test(webhooks, a_hanging_receiver_delays_nobody_else)
+{
+	PGconn *db = t_db();
+	struct t_org slow_org, fast_org;
+	t_org_new(&slow_org);
+	t_org_new(&fast_org);
+	t_receiver *slow = t_receiver_start();
+	t_receiver *fast = t_receiver_start();
+	static const int ok[] = {200};
+	t_receiver_script(slow, ok, 1, 10000); /* answers long after the 2 s timeout */
+	struct t_proc api, worker;
+	t_api_start(&api, env);
+	t_worker_start(&worker, env);
+	char base[64], secret[128], id[37];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
+	make_endpoint(base, &slow_org, t_receiver_url(slow), secret, id);
+	make_endpoint(base, &fast_org, t_receiver_url(fast), secret, id);
+
+	post_small_job(base, &slow_org);
+	struct count_wait ws = {slow, 1};
+	cr_assert(t_poll(received, &ws, 20000), "the slow receiver got nothing");
+	post_small_job(base, &fast_org);
+	struct count_wait wf = {fast, 1};
+	cr_assert(t_poll(received, &wf, 20000), "the fast receiver got nothing");
+	struct t_hook hs, hf;
+	cr_assert(t_receiver_get(slow, 0, &hs));
+	cr_assert(t_receiver_get(fast, 0, &hf));
+	/* The fast delivery went out while the slow one was still hanging. */
+	cr_assert_lt(hf.at_ms, hs.at_ms + 2000, "fast delivery waited for the slow one");
+	free(hs.body);
+	free(hf.body);
+	t_check_invariants(db);
+	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 30000), 0);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	t_receiver_stop(slow);
+	t_receiver_stop(fast);
+	PQfinish(db);
+}

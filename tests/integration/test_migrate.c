@@ -1,0 +1,249 @@
+/*
+ * test_migrate.c - CONTRACT §2's migrations: every sql/NNN_name.sql is
+ * applied once and recorded in schema_migrations; running again is a
+ * no-op; two `bulkreg-admin migrate` at once on a fresh database both
+ * succeed and apply each migration exactly once.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "db.h"
+#include "migrate.h"
+#include "support.h"
+
+#define MIGRATE_TIMEOUT_MS 180000
+
+static const char sql_snapshot[] =
+    "SELECT coalesce(string_agg(version || ':' || name || ':' || applied_at, ','"
+    "                           ORDER BY version), '')"
+    "  FROM schema_migrations";
+
+/* The snapshot of schema_migrations as one string (caller frees). */
+static char *snapshot(PGconn *db)
+{
+	PGresult *res = t_sql(db, sql_snapshot, 0, NULL);
+	char *s = strdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	cr_assert_not_null(s);
+	return s;
+}
+
+/* The names of the public schema's relations and functions (caller frees). */
+static char *catalog(PGconn *db)
+{
+	PGresult *res =
+	    t_sql(db,
+	          "SELECT (SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname)"
+	          "          FROM pg_class WHERE relnamespace = 'public'::regnamespace)"
+	          "    || ' / ' ||"
+	          "       (SELECT string_agg(proname, ',' ORDER BY proname)"
+	          "          FROM pg_proc WHERE pronamespace = 'public'::regnamespace)",
+	          0, NULL);
+	char *s = strdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	cr_assert_not_null(s);
+	return s;
+}
+
+/* Every embedded migration is recorded exactly once, and nothing else is. */
+static void assert_all_recorded_once(PGconn *db)
+{
+	long rows = t_sql_long(db, "SELECT count(*) FROM schema_migrations", 0, NULL);
+	long distinct =
+	    t_sql_long(db, "SELECT count(DISTINCT version) FROM schema_migrations", 0, NULL);
+	cr_assert_eq(rows, (long)migrate_embedded_count, "%ld rows for %zu migrations", rows,
+	             migrate_embedded_count);
+	cr_assert_eq(distinct, rows, "a migration is recorded twice");
+	for (size_t i = 0; i < migrate_embedded_count; i++) {
+		char version[16];
+		snprintf(version, sizeof(version), "%d", migrate_embedded[i].version);
+		const char *params[] = {version, migrate_embedded[i].name};
+		long n = t_sql_long(db,
+		                    "SELECT count(*) FROM schema_migrations"
+		                    " WHERE version = $1::int AND name = $2",
+		                    2, params);
+		cr_expect_eq(n, 1, "migration %s is recorded %ld times", migrate_embedded[i].name,
+		             n);
+	}
+}
+
+/* Runs migrate_run in-process against url; returns how many it applied. */
+static int migrate_in_process(const char *url)
+{
+	db_conn *c = NULL;
+	cr_assert_eq(db_open(url, 60000, false, &c), BR_OK, "cannot connect to %s", url);
+	int applied = -1;
+	br_status st = migrate_run(c, migrate_embedded, migrate_embedded_count, &applied);
+	cr_assert_eq(st, BR_OK, "migrate_run: %s (%s)", br_strerror(st), db_errmsg(c));
+	db_close(c);
+	return applied;
+}
+
+Test(migrate, embedded_migrations_are_ordered)
+{
+	cr_assert_gt(migrate_embedded_count, 0);
+	for (size_t i = 1; i < migrate_embedded_count; i++)
+		cr_expect_lt(migrate_embedded[i - 1].version, migrate_embedded[i].version,
+		             "%s before %s", migrate_embedded[i - 1].name,
+		             migrate_embedded[i].name);
+}
+
+Test(migrate, second_run_is_a_no_op)
+{
+	PGconn *db = t_db(); /* migrates once per process */
+	assert_all_recorded_once(db);
+	char *before = snapshot(db);
+
+	char out[1024];
+	const char *args[] = {"migrate", NULL};
+	int rc = t_admin(out, sizeof(out), args);
+	cr_assert_eq(rc, 0, "bulkreg-admin migrate exited %d: %s", rc, out);
+	char *after_admin = snapshot(db);
+	cr_assert_str_eq(after_admin, before, "bulkreg-admin migrate changed schema_migrations");
+
+	cr_assert_eq(migrate_in_process(t_database_url()), 0, "a second run applied migrations");
+	char *after = snapshot(db);
+	cr_assert_str_eq(after, before, "migrate_run changed schema_migrations");
+	free(before);
+	free(after_admin);
+	free(after);
+	PQfinish(db);
+}
+
+/* ---- throwaway databases: one migrated concurrently, one for reference ---- */
+
+#define SCRATCH_DBS 2
+
+static char scratch_name[SCRATCH_DBS][64];
+
+/* DATABASE_URL with its database name replaced by name. */
+static void url_with_database(const char *url, const char *name, char *out, size_t cap)
+{
+	const char *scheme = strstr(url, "://");
+	cr_assert_not_null(scheme, "DATABASE_URL is not a URI: %s", url);
+	const char *path = strchr(scheme + 3, '/');
+	const char *query = strchr(scheme + 3, '?');
+	if (path && query && query < path)
+		path = NULL;
+	size_t head = path ? (size_t)(path - url) : (query ? (size_t)(query - url) : strlen(url));
+	const char *tail = query ? query : "";
+	int n = snprintf(out, cap, "%.*s/%s%s", (int)head, url, name, tail);
+	cr_assert(n > 0 && (size_t)n < cap, "URL too long");
+}
+
+static void scratch_sql(PGconn *db, const char *verb, const char *name, const char *suffix)
+{
+	char *ident = PQescapeIdentifier(db, name, strlen(name));
+	cr_assert_not_null(ident, "%s", PQerrorMessage(db));
+	char sql[256];
+	snprintf(sql, sizeof(sql), "%s %s%s", verb, ident, suffix);
+	PQfreemem(ident);
+	PQclear(t_sql(db, sql, 0, NULL));
+}
+
+static void scratch_drop(void)
+{
+	PGconn *db = t_db();
+	for (int i = 0; i < SCRATCH_DBS; i++) {
+		if (scratch_name[i][0])
+			scratch_sql(db, "DROP DATABASE IF EXISTS", scratch_name[i],
+			            " WITH (FORCE)");
+		scratch_name[i][0] = '\0';
+	}
+	PQfinish(db);
+}
+
+/* Creates throwaway database i (the bulkreg role has CREATEDB); its URL into url. */
+static void scratch_create(int i, char *url, size_t cap)
+{
+	PGconn *db = t_db();
+	snprintf(scratch_name[i], sizeof(scratch_name[i]), "bulkreg_t_migrate_%ld_%lld_%d",
+	         (long)getpid(), t_now_ms(), i);
+	scratch_sql(db, "CREATE DATABASE", scratch_name[i], "");
+	PQfinish(db);
+	url_with_database(t_database_url(), scratch_name[i], url, cap);
+}
+
+/* "migrations applied: N" from bulkreg-admin's output in a log; -1 when absent. */
+static int applied_in_log(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	char line[512];
+	int n = -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = strstr(line, "migrations applied: ");
+		if (p)
+			n = (int)strtol(p + strlen("migrations applied: "), NULL, 10);
+	}
+	fclose(f);
+	return n;
+}
+
+Test(migrate, url_rewriting)
+{
+	char out[256];
+	url_with_database("postgresql://u@h:5432/db", "x", out, sizeof(out));
+	cr_assert_str_eq(out, "postgresql://u@h:5432/x");
+	url_with_database("postgresql://u@h:5432/db?sslmode=disable", "x", out, sizeof(out));
+	cr_assert_str_eq(out, "postgresql://u@h:5432/x?sslmode=disable");
+	url_with_database("postgresql://u@h:5432", "x", out, sizeof(out));
+	cr_assert_str_eq(out, "postgresql://u@h:5432/x");
+}
+
+Test(migrate, concurrent_runs_are_safe, .fini = scratch_drop, .timeout = 600)
+{
+	char scratch_url[1024], reference_url[1024];
+	scratch_create(0, scratch_url, sizeof(scratch_url));
+	scratch_create(1, reference_url, sizeof(reference_url));
+	char env_url[1100];
+	snprintf(env_url, sizeof(env_url), "DATABASE_URL=%s", scratch_url);
+	const char *env[] = {env_url, NULL};
+	const char *args[] = {"migrate", NULL};
+
+	/* Both start before either is waited for. */
+	struct t_proc p[2];
+	for (int i = 0; i < 2; i++)
+		t_proc_spawn(&p[i], "bulkreg-admin", args, env);
+	int applied_total = 0;
+	for (int i = 0; i < 2; i++) {
+		int rc = t_proc_stop(&p[i], 0, MIGRATE_TIMEOUT_MS);
+		if (rc != 0)
+			t_proc_print_log(&p[i], 40);
+		cr_assert_eq(rc, 0, "migrate #%d exited %d (log %s)", i + 1, rc, p[i].log_path);
+		int n = applied_in_log(p[i].log_path);
+		cr_expect_geq(n, 0, "no \"migrations applied\" line in %s", p[i].log_path);
+		applied_total += n;
+	}
+	cr_expect_eq(applied_total, (int)migrate_embedded_count,
+	             "the two runs applied %d migrations together, not %zu", applied_total,
+	             migrate_embedded_count);
+
+	PGconn *db = PQconnectdb(scratch_url);
+	cr_assert_eq(PQstatus(db), CONNECTION_OK, "cannot connect to %s", scratch_url);
+	assert_all_recorded_once(db);
+	char *before = snapshot(db);
+	/* The schema is whole: the same relations and functions as a plain run gives. */
+	cr_assert_eq(migrate_in_process(reference_url), (int)migrate_embedded_count);
+	PGconn *ref = PQconnectdb(reference_url);
+	cr_assert_eq(PQstatus(ref), CONNECTION_OK, "cannot connect to %s", reference_url);
+	char *want = catalog(ref), *got = catalog(db);
+	cr_expect_str_eq(got, want, "the concurrently migrated schema differs from a plain run's");
+	free(want);
+	free(got);
+	PQfinish(ref);
+
+	/* And a third run on it applies nothing. */
+	cr_assert_eq(migrate_in_process(scratch_url), 0);
+	char *after = snapshot(db);
+	cr_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	PQfinish(db);
+}

@@ -1,0 +1,343 @@
+/*
+ * consumer.c - the worker's consumer threads.
+ *
+ * Each thread owns one AMQP connection and one PostgreSQL connection. It
+ * takes a delivery, gathers whatever else the broker already sent (up to
+ * the prefetch), and runs the whole batch as ONE statement, process_tasks()
+ * (sql/002_registration.sql): one transaction and one commit for the batch,
+ * a subtransaction per task so a failure affects only its task. Only after
+ * the commit does it ack, with `multiple` when every task went through. A
+ * crash anywhere before the ack leaves the messages unacked: the broker
+ * redelivers them and process_tasks skips tasks already terminal.
+ *
+ * Dead-lettered messages (bulkreg.tasks.dead) are the broker giving up on a
+ * task after x-delivery-limit deliveries: the task is failed with
+ * internal_error and counted like any other, so its job still ends.
+ *
+ * Thread-safety: a struct consumer is touched only by its thread, except
+ * `ready`, which is atomic.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "db.h"
+#include "log.h"
+#include "mq.h"
+#include "ops.h"
+#include "proc.h"
+#include "strbuf.h"
+#include "taskmsg.h"
+#include "worker.h"
+
+#define CONSUMER_WAIT_MS 1000
+#define CONSUMER_DB_RETRIES 20
+
+struct consumer {
+	struct worker *w;
+	int index;
+	pthread_t thread;
+	bool started;
+	int ready; /* atomic */
+	bool subscribed; /* consuming on the current AMQP connection */
+	db_conn *db;
+	mq_conn *mq;
+	struct backoff backoff;
+};
+
+static const db_stmt stmt_process = {
+	"consumer_process",
+	"SELECT task_id, outcome, detail, job_ended FROM process_tasks($1::uuid[])", 1};
+static const db_stmt stmt_fail = {
+	"consumer_fail", "SELECT fail_task($1::uuid, 'internal_error')", 1};
+
+static bool stopping(const struct consumer *c)
+{
+	return __atomic_load_n(&c->w->stop, __ATOMIC_SEQ_CST) != 0;
+}
+
+/* Connects what is down; subscribes after every new AMQP connection. */
+static br_status consumer_connect(struct consumer *c)
+{
+	br_status st = db_ensure(c->db);
+	if (st != BR_OK) {
+		LOG_WARN("consumer %d: database unavailable: %s", c->index, db_errmsg(c->db));
+		return st;
+	}
+	if (mq_is_open(c->mq) && c->subscribed)
+		return BR_OK;
+	int prefetch = c->w->cfg->worker_prefetch;
+	c->subscribed = false;
+	st = mq_ensure(c->mq);
+	if (st == BR_OK)
+		st = mq_consume(c->mq, MQ_QUEUE_TASKS, prefetch);
+	if (st == BR_OK)
+		st = mq_consume(c->mq, MQ_QUEUE_DEAD, prefetch);
+	c->subscribed = st == BR_OK;
+	if (st != BR_OK)
+		LOG_WARN("consumer %d: broker unavailable: %s", c->index, mq_errmsg(c->mq));
+	else
+		LOG_INFO("consumer %d: consuming %s", c->index, MQ_QUEUE_TASKS);
+	return st;
+}
+
+/*
+ * Runs stmt until it succeeds, retrying serialization failures and
+ * deadlocks at once and lost connections after a backoff. Gives up when
+ * stopping (the deliveries stay unacked and return to the queue) or on
+ * any other error.
+ */
+static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const char *const *params,
+			      PGresult **res)
+{
+	struct backoff b;
+	backoff_init(&b, 50, 5000);
+	for (int attempt = 0;; attempt++) {
+		br_status st = db_ensure(c->db);
+		if (st == BR_OK)
+			st = db_run(c->db, stmt, params, res);
+		if (st == BR_OK || st == BR_DB || st == BR_NOMEM)
+			return st;
+		if (stopping(c) && st == BR_DB_CONN)
+			return st;
+		if (st == BR_DB_RETRY && attempt < CONSUMER_DB_RETRIES)
+			continue;
+		if (st == BR_DB_RETRY)
+			return st;
+		__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
+		LOG_WARN("consumer %d: %s; retrying", c->index, db_errmsg(c->db));
+		proc_sleep_ms(backoff_next(&b), NULL);
+		/* A long outage: the broker may have redelivered these elsewhere. */
+		if (!mq_is_open(c->mq))
+			return BR_MQ_CONN;
+	}
+}
+
+static void count_outcome(const char *outcome, double seconds)
+{
+	char labels[64];
+	snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
+	met_counter_add(ops_tasks_processed, labels, 1);
+	met_histogram_observe(ops_task_duration, seconds);
+}
+
+/* Fails dead-lettered tasks with internal_error, one by one, then acks. */
+static void handle_dead(struct consumer *c, struct mq_delivery *d)
+{
+	char task_id[TASKMSG_UUID_LEN + 1];
+	if (taskmsg_parse(d->body, d->len, task_id) != BR_OK) {
+		LOG_ERROR("consumer %d: dropping unreadable dead-lettered message", c->index);
+		mq_ack(c->mq, d->tag, false);
+		return;
+	}
+	log_set_task_id(task_id);
+	const char *params[] = {task_id};
+	br_status st = run_retrying(c, &stmt_fail, params, NULL);
+	if (st == BR_OK) {
+		LOG_WARN("task gave up after %d deliveries: internal_error", MQ_DELIVERY_LIMIT);
+		count_outcome("internal_error", 0);
+		mq_ack(c->mq, d->tag, false);
+	} else if (st == BR_DB) {
+		LOG_ERROR("failing dead-lettered task: %s", db_errmsg(c->db));
+		mq_nack(c->mq, d->tag, false, true);
+	}
+	log_set_task_id(NULL);
+}
+
+/* Finds the delivery of a task id in the batch; -1 when none. */
+static int find_delivery(char ids[][TASKMSG_UUID_LEN + 1], int n, const char *task_id)
+{
+	for (int i = 0; i < n; i++) {
+		if (strcmp(ids[i], task_id) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Processes the batch's live tasks in one statement, then acks. */
+static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
+			 bool may_ack_multiple)
+{
+	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
+	unsigned char *nack = calloc((size_t)n, 1);
+	strbuf arr;
+	sb_init(&arr, (size_t)n * 40 + 8);
+	PGresult *res = NULL;
+	int live = 0;
+	if (!ids || !nack)
+		goto out; /* unacked: redelivered after the connection drops */
+	bool ok = sb_appends(&arr, "{") == BR_OK;
+	for (int i = 0; i < n && ok; i++) {
+		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
+			/* Unreadable: straight to the dead-letter queue. */
+			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
+				  d[i].message_id);
+			mq_nack(c->mq, d[i].tag, false, false);
+			ids[i][0] = '\0';
+			nack[i] = 2;
+			continue;
+		}
+		ok = sb_appendf(&arr, "%s%s", live ? "," : "", ids[i]) == BR_OK;
+		live++;
+	}
+	if (!ok || sb_appends(&arr, "}") != BR_OK)
+		goto out;
+	if (live == 0)
+		goto out;
+	const char *params[] = {sb_str(&arr)};
+	br_status st = run_retrying(c, &stmt_process, params, &res);
+	if (st != BR_OK) {
+		if (st == BR_DB || st == BR_DB_RETRY) {
+			LOG_ERROR("consumer %d: batch of %d failed: %s", c->index, live,
+				  db_errmsg(c->db));
+			for (int i = 0; i < n; i++) {
+				if (nack[i] != 2)
+					mq_nack(c->mq, d[i].tag, false, true);
+			}
+		}
+		goto out;
+	}
+	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
+	for (int row = 0; row < PQntuples(res); row++) {
+		const char *tid = PQgetvalue(res, row, 0);
+		const char *outcome = PQgetvalue(res, row, 1);
+		int i = find_delivery(ids, n, tid);
+		if (i < 0)
+			continue;
+		if (strcmp(outcome, "error") == 0) {
+			LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
+				 d[i].delivery_count + 1, db_val(res, row, 2));
+			nack[i] = 1;
+		}
+		count_outcome(outcome, seconds);
+		if (strcmp(db_val(res, row, 3) ? db_val(res, row, 3) : "f", "t") == 0) {
+			log_set_task_id(tid);
+			LOG_INFO("job ended");
+			log_set_task_id(NULL);
+		}
+	}
+	bool all_ok = true;
+	for (int i = 0; i < n; i++)
+		all_ok = all_ok && nack[i] == 0;
+	if (all_ok && may_ack_multiple) {
+		mq_ack(c->mq, d[n - 1].tag, true);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if (nack[i] == 0)
+			mq_ack(c->mq, d[i].tag, false);
+		else if (nack[i] == 1)
+			mq_nack(c->mq, d[i].tag, false, true);
+	}
+out:
+	PQclear(res);
+	sb_free(&arr);
+	free(nack);
+	free(ids);
+}
+
+static void handle_batch(struct consumer *c, struct mq_delivery *d, int n, long long start_ms)
+{
+	/* Dead-lettered ones first, separately; then the live ones together. */
+	int live = 0;
+	for (int i = 0; i < n; i++) {
+		if (d[i].dead) {
+			handle_dead(c, &d[i]);
+			mq_delivery_free(&d[i]);
+			continue;
+		}
+		struct mq_delivery keep = d[i];
+		d[i].body = NULL;
+		d[live++] = keep;
+	}
+	/*
+	 * One ack with `multiple` covers every outstanding tag up to the last:
+	 * only safe when no dead-lettered delivery of the batch is unresolved.
+	 */
+	if (live)
+		handle_tasks(c, d, live, start_ms, live == n);
+}
+
+static void *consumer_main(void *arg)
+{
+	struct consumer *c = arg;
+	int max = c->w->cfg->worker_prefetch;
+	struct mq_delivery *batch = calloc((size_t)max, sizeof(*batch));
+	if (!batch) {
+		LOG_ERROR("consumer %d: out of memory", c->index);
+		return NULL;
+	}
+	while (!stopping(c)) {
+		if (consumer_connect(c) != BR_OK) {
+			__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
+			proc_sleep_ms(backoff_next(&c->backoff), &c->w->stop);
+			continue;
+		}
+		backoff_reset(&c->backoff);
+		__atomic_store_n(&c->ready, 1, __ATOMIC_SEQ_CST);
+		br_status st = mq_next(c->mq, CONSUMER_WAIT_MS, &batch[0]);
+		if (st != BR_OK)
+			continue;
+		long long start = proc_now_ms();
+		int n = 1;
+		/* Whatever the broker already sent joins the batch, without waiting. */
+		while (n < max && mq_next(c->mq, 0, &batch[n]) == BR_OK)
+			n++;
+		if (mq_is_open(c->mq))
+			handle_batch(c, batch, n, start);
+		for (int i = 0; i < n; i++)
+			mq_delivery_free(&batch[i]);
+	}
+	free(batch);
+	return NULL;
+}
+
+br_status consumers_start(struct worker *w)
+{
+	int n = w->cfg->worker_concurrency;
+	w->consumers = calloc((size_t)n, sizeof(*w->consumers));
+	if (!w->consumers)
+		return BR_NOMEM;
+	w->nconsumers = n;
+	for (int i = 0; i < n; i++) {
+		struct consumer *c = &w->consumers[i];
+		c->w = w;
+		c->index = i;
+		backoff_init(&c->backoff, 100, 10000);
+		br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &c->db);
+		if (st == BR_OK)
+			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
+		if (st != BR_OK)
+			return st;
+		if (pthread_create(&c->thread, NULL, consumer_main, c) != 0)
+			return BR_NOMEM;
+		c->started = true;
+	}
+	return BR_OK;
+}
+
+void consumers_join(struct worker *w)
+{
+	for (int i = 0; i < w->nconsumers; i++) {
+		struct consumer *c = &w->consumers[i];
+		if (c->started)
+			pthread_join(c->thread, NULL);
+		/* Closing returns anything still unacked to the queue. */
+		mq_close(c->mq);
+		db_close(c->db);
+	}
+	free(w->consumers);
+	w->consumers = NULL;
+	w->nconsumers = 0;
+}
+
+bool consumers_ready(void *arg)
+{
+	struct worker *w = arg;
+	for (int i = 0; i < w->nconsumers; i++) {
+		if (!__atomic_load_n(&w->consumers[i].ready, __ATOMIC_SEQ_CST))
+			return false;
+	}
+	return w->nconsumers > 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * sweeper.c - republishing of stranded work (CONTRACT §8).
+ *
+ * The API commits before it publishes, so a crash or a broker outage
+ * between the two leaves a job whose published_at is NULL. Every
+ * BULKREG_SWEEP_INTERVAL_MS the sweeper, if it holds the advisory lock,
+ * publishes the queued tasks of such jobs once they are older than a grace
+ * period (the API normally marks them within milliseconds), then marks them.
+ * It also republishes tasks left queued far longer than any backlog should
+ * last (a purged queue, a lost message). Republishing is harmless:
+ * processing skips tasks already terminal.
+ *
+ * One thread with its own PostgreSQL and AMQP connections; only `stop`
+ * (atomic) is shared.
+ */
+#include "sweeper.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+#include "mq.h"
+#include "proc.h"
+#include "strbuf.h"
+#include "taskmsg.h"
+
+/* "bulkreg sweeper" as a lock key. */
+#define SWEEP_LOCK_KEY "7263611021"
+#define SWEEP_GRACE "10 seconds"
+#define SWEEP_STRANDED_AFTER "15 minutes"
+#define SWEEP_CONFIRM_TIMEOUT_MS 30000
+
+struct sweeper {
+	struct worker *w;
+	pthread_t thread;
+	db_conn *db;
+	mq_conn *mq;
+};
+
+static const db_stmt stmt_lock = {"sweep_lock", "SELECT pg_try_advisory_lock(" SWEEP_LOCK_KEY ")",
+				  0};
+static const db_stmt stmt_unlock = {"sweep_unlock",
+				    "SELECT pg_advisory_unlock(" SWEEP_LOCK_KEY ")", 0};
+/* Queued tasks of unpublished jobs past the grace period, oldest jobs first. */
+static const db_stmt stmt_unpublished = {
+	"sweep_unpublished",
+	"SELECT t.id, t.job_id FROM jobs j JOIN tasks t ON t.job_id = j.id"
+	" WHERE j.published_at IS NULL AND j.created_at < now() - interval '" SWEEP_GRACE "'"
+	"   AND t.status = 'queued'"
+	" ORDER BY j.created_at, t.idx LIMIT 500",
+	0};
+static const db_stmt stmt_mark_published = {
+	"sweep_mark_published",
+	"UPDATE jobs SET published_at = now() WHERE id = ANY ($1::uuid[])"
+	"   AND published_at IS NULL"
+	"   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'queued'"
+	"                   AND NOT (t.id = ANY ($2::uuid[])))",
+	2};
+/* Claims long-queued tasks of published jobs: touching updated_at spaces out repeats. */
+static const db_stmt stmt_stranded = {
+	"sweep_stranded",
+	"UPDATE tasks SET updated_at = now() WHERE id IN ("
+	"  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
+	"  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
+	"    AND t.updated_at < now() - interval '" SWEEP_STRANDED_AFTER "'"
+	"  LIMIT 500)"
+	" RETURNING id, job_id",
+	0};
+
+/* Publishes the (task id, job id) rows of res; BR_OK when all were confirmed. */
+static br_status publish_rows(struct sweeper *s, PGresult *res)
+{
+	int n = PQntuples(res);
+	struct mq_msg *msgs = calloc((size_t)n, sizeof(*msgs));
+	char(*bodies)[TASKMSG_MAX] = calloc((size_t)n, sizeof(*bodies));
+	br_status st = BR_NOMEM;
+	if (!msgs || !bodies)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		msgs[i].message_id = PQgetvalue(res, i, 0);
+		msgs[i].body = bodies[i];
+		msgs[i].len = taskmsg_encode(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), bodies[i]);
+	}
+	st = mq_ensure(s->mq);
+	if (st == BR_OK)
+		st = mq_publish(s->mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, (size_t)n,
+				SWEEP_CONFIRM_TIMEOUT_MS);
+out:
+	free(bodies);
+	free(msgs);
+	return st;
+}
+
+/* The values of column col of res as a PostgreSQL array literal "{a,b,...}". */
+static br_status array_of(PGresult *res, int col, char **out)
+{
+	strbuf sb;
+	sb_init(&sb, (size_t)PQntuples(res) * 40 + 8);
+	br_status st = sb_appends(&sb, "{");
+	for (int i = 0; i < PQntuples(res) && st == BR_OK; i++)
+		st = sb_appendf(&sb, "%s%s", i ? "," : "", PQgetvalue(res, i, col));
+	if (st == BR_OK)
+		st = sb_appends(&sb, "}");
+	if (st == BR_OK)
+		*out = sb_take(&sb);
+	return st;
+}
+
+static void sweep_unpublished(struct sweeper *s)
+{
+	PGresult *res = NULL;
+	char *jobs = NULL, *tasks = NULL;
+	if (db_run(s->db, &stmt_unpublished, NULL, &res) != BR_OK || PQntuples(res) == 0)
+		goto out;
+	br_status st = publish_rows(s, res);
+	if (st != BR_OK) {
+		LOG_WARN("sweeper: publishing %d stranded task(s) failed: %s", PQntuples(res),
+			 mq_errmsg(s->mq));
+		goto out;
+	}
+	if (array_of(res, 1, &jobs) != BR_OK || array_of(res, 0, &tasks) != BR_OK)
+		goto out;
+	const char *params[] = {jobs, tasks};
+	if (db_run(s->db, &stmt_mark_published, params, NULL) != BR_OK)
+		goto out;
+	LOG_INFO("sweeper: published %d task(s) of unpublished jobs", PQntuples(res));
+out:
+	free(jobs);
+	free(tasks);
+	PQclear(res);
+}
+
+static void sweep_stranded(struct sweeper *s)
+{
+	PGresult *res = NULL;
+	if (db_run(s->db, &stmt_stranded, NULL, &res) != BR_OK || PQntuples(res) == 0)
+		goto out;
+	if (publish_rows(s, res) == BR_OK)
+		LOG_WARN("sweeper: republished %d task(s) queued for over " SWEEP_STRANDED_AFTER,
+			 PQntuples(res));
+out:
+	PQclear(res);
+}
+
+static void sweep_once(struct sweeper *s)
+{
+	PGresult *res = NULL;
+	if (db_ensure(s->db) != BR_OK || db_run(s->db, &stmt_lock, NULL, &res) != BR_OK)
+		goto out;
+	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		goto out; /* another worker process sweeps */
+	sweep_unpublished(s);
+	sweep_stranded(s);
+	if (db_run(s->db, &stmt_unlock, NULL, NULL) != BR_OK)
+		db_reset(s->db); /* a lost connection released the lock anyway */
+out:
+	PQclear(res);
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct sweeper *s = arg;
+	const struct br_config *cfg = s->w->cfg;
+	while (!__atomic_load_n(&s->w->stop, __ATOMIC_SEQ_CST)) {
+		sweep_once(s);
+		proc_sleep_ms(cfg->sweep_interval_ms, &s->w->stop);
+	}
+	return NULL;
+}
+
+br_status sweeper_start(struct worker *w)
+{
+	struct sweeper *s = calloc(1, sizeof(*s));
+	if (!s)
+		return BR_NOMEM;
+	s->w = w;
+	br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &s->db);
+	if (st == BR_OK)
+		st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &s->mq);
+	if (st == BR_OK && pthread_create(&s->thread, NULL, sweeper_main, s) != 0)
+		st = BR_NOMEM;
+	if (st != BR_OK) {
+		mq_close(s->mq);
+		db_close(s->db);
+		free(s);
+		return st;
+	}
+	w->sweeper = s;
+	return BR_OK;
+}
+
+void sweeper_stop(struct worker *w)
+{
+	struct sweeper *s = w->sweeper;
+	if (!s)
+		return;
+	pthread_join(s->thread, NULL);
+	mq_close(s->mq);
+	db_close(s->db);
+	free(s);
+	w->sweeper = NULL;
+}

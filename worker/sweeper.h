@@ -1,0 +1,18 @@
+/*
+ * sweeper.h - the worker's sweeper (CONTRACT §8): finds committed work that
+ * no message carries and publishes it. One sweeper is active at a time
+ * across every worker process (a PostgreSQL advisory lock).
+ */
+#ifndef BULKREG_WORKER_SWEEPER_H
+#define BULKREG_WORKER_SWEEPER_H
+
+#include "status.h"
+#include "worker.h"
+
+/* Starts the sweeper thread; sets w->sweeper. */
+br_status sweeper_start(struct worker *w) BR_MUST_USE;
+
+/* Joins the thread (it notices w->stop within a second) and frees it. */
+void sweeper_stop(struct worker *w);
+
+#endif
