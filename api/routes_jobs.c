@@ -1,7 +1,8 @@
 /*
  * routes_jobs.c - bulk jobs (CONTRACT §5 Bulk registration, Jobs):
  * POST /v1/sessions/:id/people/bulk, GET /v1/jobs/:id and
- * GET /v1/jobs/:id/tasks (207 multi-status).
+ * GET /v1/jobs/:id/tasks (207 multi-status). Job control lives in
+ * routes_jobs_control.c.
  *
  * A bulk request is validated whole before anything is written; then ONE
  * statement, create_job(), writes the job, all its tasks and its job.created
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "jobs.h"
 #include "jsonapi.h"
 #include "log.h"
 #include "taskmsg.h"
@@ -124,8 +126,13 @@ static void bulk_validate(struct api_req *r, const json_t *doc, struct bulk *b,
 }
 
 /* Publishes one message per task id of a "{id,id,...}" array; true when all confirmed. */
-static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids, size_t n)
+static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids)
 {
+	size_t n = ids[0] == '{' && ids[1] != '}' ? 1 : 0;
+	for (const char *p = ids; *p; p++)
+		n += *p == ',';
+	if (n == 0)
+		return true;
 	struct mq_msg *msgs = calloc(n, sizeof(*msgs));
 	char(*bodies)[TASKMSG_MAX] = calloc(n, sizeof(*bodies));
 	char(*tids)[TASKMSG_UUID_LEN + 1] = calloc(n, sizeof(*tids));
@@ -149,6 +156,17 @@ out:
 	free(bodies);
 	free(msgs);
 	return ok;
+}
+
+void jobs_publish(struct api_req *r, const char *job_id, const char *task_ids)
+{
+	if (!publish_tasks(r, job_id, task_ids)) {
+		LOG_WARN("job committed but not published: the sweeper will publish it");
+		return;
+	}
+	const char *params[] = {job_id};
+	if (db_run(r->db, &stmt_published, params, NULL) != BR_OK)
+		LOG_WARN("job published but not marked so: the sweeper will publish it again");
 }
 
 void route_bulk_create(struct api_req *r)
@@ -185,13 +203,7 @@ void route_bulk_create(struct api_req *r)
 	/* Committed: from here on the answer is 202 whatever the broker does. */
 	const char *job_id = PQgetvalue(res, 0, 0);
 	log_set_job_id(job_id);
-	if (publish_tasks(r, job_id, PQgetvalue(res, 0, 2), json_array_size(b.people))) {
-		const char *jp[] = {job_id};
-		if (db_run(r->db, &stmt_published, jp, NULL) != BR_OK)
-			LOG_WARN("job published but not marked so: the sweeper will republish");
-	} else {
-		LOG_WARN("job committed but not published: the sweeper will publish it");
-	}
+	jobs_publish(r, job_id, PQgetvalue(res, 0, 2));
 	ja_send_data(r, 202, PQgetvalue(res, 0, 1));
 	if (http_resp_header(r->resp, "Location", "/v1/jobs/%s", job_id) != BR_OK)
 		LOG_WARN("Location header lost");

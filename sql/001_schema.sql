@@ -100,6 +100,9 @@ CREATE TABLE jobs (
     -- Set once the broker confirmed every task message of the current run;
     -- NULL marks work the sweeper must publish.
     published_at           timestamptz,
+    -- DELETE while processing: the job ends cancelled once its running
+    -- tasks finish, even when none was left to cancel.
+    cancelled_at           timestamptz,
     created_at             timestamptz NOT NULL DEFAULT now(),
     updated_at             timestamptz NOT NULL DEFAULT now(),
     completed_at           timestamptz,

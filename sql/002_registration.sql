@@ -259,18 +259,19 @@ BEGIN
 END
 $$;
 
--- Adds one finished task to its job's counters; the task that completes the
--- job sets its final status and emits job.ended, all in the caller's
--- transaction. Returns true when this call ended the job.
-CREATE FUNCTION job_count_task(p_job uuid, p_status text) RETURNS boolean
+-- Adds finished tasks to a job's counters; when that completes the job it
+-- sets the final status and completed_at and emits job.ended, all in the
+-- caller's transaction. Returns true when this call ended the job.
+CREATE FUNCTION job_add_counts(p_job uuid, p_success int, p_fail int, p_cancelled int)
+RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
 BEGIN
     UPDATE jobs SET
-        total_success = total_success + (p_status = 'succeeded')::int,
-        total_fail = total_fail + (p_status = 'failed')::int,
-        total_cancelled = total_cancelled + (p_status = 'cancelled')::int,
+        total_success = total_success + p_success,
+        total_fail = total_fail + p_fail,
+        total_cancelled = total_cancelled + p_cancelled,
         updated_at = now()
     WHERE id = p_job
     RETURNING * INTO j;
@@ -279,7 +280,7 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE jobs SET
-        status = CASE WHEN total_cancelled > 0 THEN 'cancelled'
+        status = CASE WHEN cancelled_at IS NOT NULL OR total_cancelled > 0 THEN 'cancelled'
                       WHEN total_fail > 0 THEN 'failed'
                       ELSE 'ended' END,
         completed_at = now()
@@ -288,6 +289,12 @@ BEGIN
     PERFORM emit_event(j.organization_id, 'job.ended', j.id, j.retry_count, job_resource(j));
     RETURN true;
 END
+$$;
+
+CREATE FUNCTION job_count_task(p_job uuid, p_status text) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT job_add_counts(p_job, (p_status = 'succeeded')::int, (p_status = 'failed')::int,
+                          (p_status = 'cancelled')::int)
 $$;
 
 -- Runs a batch of tasks. Each task is locked, skipped when already terminal
@@ -403,5 +410,81 @@ BEGIN
     job := job_resource(j);
     PERFORM emit_event(p_org, 'job.created', j.id, 0, job);
     RETURN NEXT;
+END
+$$;
+
+-- PUT /v1/jobs/:id {"action":"retry_failed"}: in one transaction the failed
+-- tasks go back to queued (their counts leave total_fail and so
+-- total_processed_items), the job returns to processing with retry_count + 1
+-- and the request's override_duplicates. The caller publishes task_ids.
+-- outcome: 'retried', 'not_found', 'job_in_progress' or 'nothing_to_retry'.
+CREATE FUNCTION retry_failed(p_org uuid, p_job uuid, p_override boolean,
+                             OUT outcome text, OUT job json, OUT task_ids uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    n int;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    IF j.status = 'processing' THEN
+        outcome := 'job_in_progress'; RETURN;
+    END IF;
+    WITH t AS (
+        UPDATE tasks SET status = 'queued', error_code = NULL, error_message = NULL,
+                         completed_at = NULL, updated_at = now()
+        WHERE job_id = p_job AND status = 'failed'
+        RETURNING id, idx
+    )
+    SELECT array_agg(t.id ORDER BY t.idx), count(*) INTO task_ids, n FROM t;
+    IF n = 0 THEN
+        outcome := 'nothing_to_retry'; RETURN;
+    END IF;
+    UPDATE jobs SET status = 'processing', total_fail = total_fail - n,
+                    retry_count = retry_count + 1, override_duplicates = p_override,
+                    completed_at = NULL, published_at = NULL, cancelled_at = NULL,
+                    updated_at = now()
+    WHERE id = p_job
+    RETURNING * INTO j;
+    outcome := 'retried';
+    job := job_resource(j);
+END
+$$;
+
+-- DELETE /v1/jobs/:id. While processing: every task not yet started (not
+-- locked by a worker) becomes cancelled with job_cancelled in one
+-- statement; tasks already running finish normally; the job ends
+-- cancelled, now or when its last running task finishes, with one
+-- job.ended. When finished: the job and its tasks are deleted (people stay).
+-- outcome: 'cancelled', 'deleted' or 'not_found'.
+CREATE FUNCTION cancel_or_delete_job(p_org uuid, p_job uuid, OUT outcome text, OUT job json)
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    n int;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    IF j.status <> 'processing' THEN
+        DELETE FROM jobs WHERE id = p_job;
+        outcome := 'deleted'; RETURN;
+    END IF;
+    WITH c AS (
+        UPDATE tasks SET status = 'cancelled', error_code = 'job_cancelled',
+                         error_message = task_error_message('job_cancelled'),
+                         completed_at = now(), updated_at = now()
+        WHERE id IN (SELECT id FROM tasks WHERE job_id = p_job AND status = 'queued'
+                     FOR UPDATE SKIP LOCKED)
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM c;
+    UPDATE jobs SET cancelled_at = COALESCE(cancelled_at, now()) WHERE id = p_job;
+    PERFORM job_add_counts(p_job, 0, 0, n);
+    SELECT job_resource(x) INTO job FROM jobs x WHERE x.id = p_job;
+    outcome := 'cancelled';
 END
 $$;

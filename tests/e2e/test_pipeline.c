@@ -75,7 +75,7 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	t_api_start(&api, fast_env);
 	t_worker_start(&w1, fast_env);
 	t_worker_start(&w2, fast_env);
-	char base[64], url[256], body[16384];
+	char base[64], url[512], body[16384];
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
 
 	/* A webhook endpoint for job.ended. */
@@ -126,8 +126,9 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	t_http(&r, "POST", url, org.token, body, NULL);
 	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
 	json_t *job = json_object_get(r.json, "data");
-	const char *job_id = json_string_value(json_object_get(job, "id"));
-	cr_assert_not_null(job_id);
+	char job_id[37];
+	cr_assert_not_null(json_string_value(json_object_get(job, "id")));
+	snprintf(job_id, sizeof(job_id), "%s", json_string_value(json_object_get(job, "id")));
 	char loc[128];
 	snprintf(loc, sizeof(loc), "/v1/jobs/%s", job_id);
 	cr_assert_str_eq(r.location, loc);

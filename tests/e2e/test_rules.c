@@ -78,7 +78,7 @@ static long register_one(const char *sid, const char *email, const char *meta, c
 }
 
 struct job_wait {
-	char url[256];
+	char url[384];
 };
 
 static bool terminal(void *ctx)

@@ -185,8 +185,13 @@ static void log_path_for(const char *prog, char *out, size_t cap)
 	}
 	const char *base = strrchr(prog, '/');
 	base = base ? base + 1 : prog;
-	len = snprintf(out, cap, "%s/t-%s-%s-%ld-%u.log", dir, program_invocation_short_name, base,
-	               (long)getpid(), n);
+	/* Criterion runs tests in "boxfort-worker" processes: name the test binary instead. */
+	char exe[256];
+	ssize_t elen = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[elen > 0 ? elen : 0] = '\0';
+	const char *test = strrchr(exe, '/');
+	test = test ? test + 1 : (exe[0] ? exe : program_invocation_short_name);
+	len = snprintf(out, cap, "%s/%s-%s-%ld-%u.log", dir, test, base, (long)getpid(), n);
 	cr_assert(len > 0 && (size_t)len < cap, "log path too long");
 }
 
