@@ -354,3 +354,65 @@ const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja
 	}
 	return attrs;
 }
+
+static const char *const bulk_keys[] = {"tasks", "override_duplicates", "auto_approve", NULL};
+
+void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_errors *e)
+{
+	const json_t *attrs = val_data_attributes(doc, "jobs", e);
+	if (!attrs)
+		return;
+	const char *key;
+	const json_t *v;
+	json_object_foreach((json_t *)attrs, key, v)
+	{
+		bool ok = false;
+		for (const char *const *k = bulk_keys; *k; k++)
+			ok = ok || strcmp(*k, key) == 0;
+		if (!ok) {
+			char detail[160], ptr[160];
+			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
+			ja_pointer(ptr, sizeof(ptr), "/data/attributes", key);
+			ja_error_add(e, 422, "validation_failed", "Validation failed", detail, ptr);
+		}
+	}
+	val_optional_bool(attrs, "override_duplicates", "/data/attributes", e, &b->override);
+	val_optional_bool(attrs, "auto_approve", "/data/attributes", e, &b->auto_approve);
+	const json_t *tasks = json_object_get(attrs, "tasks");
+	size_t n = json_array_size(tasks);
+	if (!json_is_array(tasks) || n == 0) {
+		ja_error_add(e, 422, "validation_failed", "Validation failed",
+			     "tasks must be an array of 1 or more people.", "/data/attributes/tasks");
+		return;
+	}
+	if (n > (size_t)max_tasks) {
+		char detail[96];
+		snprintf(detail, sizeof(detail), "A job holds at most %d tasks; this one has %zu.",
+			 max_tasks, n);
+		ja_error_add(e, 422, "too_many_tasks", "Too many tasks", detail,
+			     "/data/attributes/tasks");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const json_t *task = json_array_get(tasks, i);
+		char ptr[96];
+		snprintf(ptr, sizeof(ptr), "/data/attributes/tasks/%zu", i);
+		const json_t *pattrs = json_object_get(task, "attributes");
+		const json_t *type = json_object_get(task, "type");
+		if (!json_is_object(task) || !json_is_object(pattrs) ||
+		    json_object_size(task) != 1 + (type != NULL) ||
+		    (type && (!json_is_string(type) ||
+			      strcmp(json_string_value(type), "people") != 0))) {
+			ja_error_add(e, 422, "validation_failed", "Validation failed",
+				     "Each task is {\"attributes\": {person}}.", ptr);
+			continue;
+		}
+		char aptr[112];
+		snprintf(aptr, sizeof(aptr), "%s/attributes", ptr);
+		if (val_person(pattrs, aptr, e) && b->people &&
+		    json_array_append(b->people, (json_t *)pattrs) != 0) {
+			json_decref(b->people);
+			b->people = NULL;
+		}
+	}
+}

@@ -53,4 +53,19 @@ bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
  */
 const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja_errors *e);
 
+/* The validated pieces of a bulk request (CONTRACT §5 Bulk registration). */
+struct val_bulk {
+	json_t *people; /* array of the tasks' person attribute objects; the caller
+			   creates it (json_array()) and owns it */
+	bool override;
+	bool auto_approve;
+};
+
+/*
+ * Checks a whole bulk request body in either accepted form, collecting
+ * every problem; on success every task's attributes were appended to
+ * b->people. On an allocation failure b->people is released and set NULL.
+ */
+void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_errors *e);
+
 #endif
