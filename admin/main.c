@@ -21,24 +21,24 @@
 #define ADMIN_STATEMENT_TIMEOUT_MS 600000
 
 static const db_stmt stmt_org_upsert = {
-	"admin_org_upsert",
-	"INSERT INTO organizations (name) VALUES ($1)"
-	" ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-	1};
+    "admin_org_upsert",
+    "INSERT INTO organizations (name) VALUES ($1)"
+    " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    1};
 static const db_stmt stmt_token_insert = {
-	"admin_token_insert",
-	"INSERT INTO api_tokens (organization_id, prefix, token_hash)"
-	" VALUES ($1, $2, $3::bytea)",
-	3};
+    "admin_token_insert",
+    "INSERT INTO api_tokens (organization_id, prefix, token_hash)"
+    " VALUES ($1, $2, $3::bytea)",
+    3};
 static const db_stmt stmt_token_revoke = {
-	"admin_token_revoke",
-	"UPDATE api_tokens SET revoked_at = now()"
-	" WHERE prefix = left($1, 12) AND revoked_at IS NULL"
-	"   AND (length($1) <= 12 OR token_hash = sha256(convert_to($1, 'UTF8')))"
-	" RETURNING prefix",
-	1};
-static const db_stmt stmt_in_flight = {
-	"admin_in_flight", "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
+    "admin_token_revoke",
+    "UPDATE api_tokens SET revoked_at = now()"
+    " WHERE prefix = left($1, 12) AND revoked_at IS NULL"
+    "   AND (length($1) <= 12 OR token_hash = sha256(convert_to($1, 'UTF8')))"
+    " RETURNING prefix",
+    1};
+static const db_stmt stmt_in_flight = {"admin_in_flight",
+                                       "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
 
 static int usage(void)
 {
@@ -88,8 +88,7 @@ static int cmd_token_create(db_conn *db, const char *org)
 	    db_cmd(db, "COMMIT") != BR_OK)
 		goto out;
 	printf("organization: %s (%s)\n", org, PQgetvalue(res, 0, 0));
-	printf("token prefix: %s (revoke with: bulkreg-admin token revoke %s)\n", prefix,
-	       prefix);
+	printf("token prefix: %s (revoke with: bulkreg-admin token revoke %s)\n", prefix, prefix);
 	printf("%s\n", token);
 	rc = 0;
 out:
@@ -142,8 +141,7 @@ static int cmd_status(db_conn *db, const struct br_config *cfg)
 	for (size_t i = 0; i < 2; i++) {
 		uint32_t msgs = 0, consumers = 0;
 		if (mq_queue_stats(mq, queues[i], &msgs, &consumers) != BR_OK) {
-			fprintf(stderr, "bulkreg-admin: queue %s: %s\n", queues[i],
-				mq_errmsg(mq));
+			fprintf(stderr, "bulkreg-admin: queue %s: %s\n", queues[i], mq_errmsg(mq));
 			goto out;
 		}
 		printf("queue %s messages %u consumers %u\n", queues[i], msgs, consumers);
@@ -171,9 +169,9 @@ int main(int argc, char **argv)
 
 	bool is_migrate = strcmp(argv[1], "migrate") == 0 && argc == 2;
 	bool is_create = argc == 5 && strcmp(argv[1], "token") == 0 &&
-			 strcmp(argv[2], "create") == 0 && strcmp(argv[3], "--org") == 0;
-	bool is_revoke = argc == 4 && strcmp(argv[1], "token") == 0 &&
-			 strcmp(argv[2], "revoke") == 0;
+	                 strcmp(argv[2], "create") == 0 && strcmp(argv[3], "--org") == 0;
+	bool is_revoke =
+	    argc == 4 && strcmp(argv[1], "token") == 0 && strcmp(argv[2], "revoke") == 0;
 	bool is_status = argc == 2 && strcmp(argv[1], "status") == 0;
 	if (!is_migrate && !is_create && !is_revoke && !is_status)
 		return usage();

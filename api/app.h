@@ -18,9 +18,9 @@
 #include "publisher.h"
 
 /* How long a request waits for a free database connection. */
-#define API_DB_WAIT_MS		 5000
+#define API_DB_WAIT_MS           5000
 #define API_STATEMENT_TIMEOUT_MS 15000
-#define API_UUID_LEN		 36
+#define API_UUID_LEN             36
 
 struct api_app {
 	const struct br_config *cfg;
@@ -33,9 +33,9 @@ struct api_req {
 	struct api_app *app;
 	struct http_req *http;
 	struct http_resp *resp;
-	db_conn *db;			  /* borrowed for the request by the router */
-	char org_id[API_UUID_LEN + 1];	  /* the token's organization */
-	char id[API_UUID_LEN + 1];	  /* the :id path segment, when the route has one */
+	db_conn *db;                   /* borrowed for the request by the router */
+	char org_id[API_UUID_LEN + 1]; /* the token's organization */
+	char id[API_UUID_LEN + 1];     /* the :id path segment, when the route has one */
 };
 
 /* The server's single handler: routes the request (see routes.c). */

@@ -12,9 +12,9 @@
 #define AUTH_TOKEN_MAX 256
 
 static const db_stmt stmt_token = {
-	"auth_token",
-	"SELECT organization_id FROM api_tokens WHERE token_hash = $1::bytea AND revoked_at IS NULL",
-	1};
+    "auth_token",
+    "SELECT organization_id FROM api_tokens WHERE token_hash = $1::bytea AND revoked_at IS NULL",
+    1};
 
 bool auth_request(struct api_req *r)
 {
@@ -28,7 +28,7 @@ bool auth_request(struct api_req *r)
 		len--;
 	if (len == 0 || len > AUTH_TOKEN_MAX) {
 		ja_fail(r, 401, "unauthorized", "Unauthorized",
-			"Send a valid API token in the Authorization header.");
+		        "Send a valid API token in the Authorization header.");
 		return false;
 	}
 	char digest[2 + 2 * CR_SHA256_LEN + 1];
@@ -46,6 +46,6 @@ bool auth_request(struct api_req *r)
 	PQclear(res);
 	if (!ok)
 		ja_fail(r, 401, "unauthorized", "Unauthorized",
-			"The API token is unknown or has been revoked.");
+		        "The API token is unknown or has been revoked.");
 	return ok;
 }

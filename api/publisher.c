@@ -105,13 +105,13 @@ br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n)
 		st = mq_ensure(node->conn);
 		if (st == BR_OK)
 			st = mq_publish(node->conn, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, n,
-					PUB_CONFIRM_TIMEOUT_MS);
+			                PUB_CONFIRM_TIMEOUT_MS);
 		if (st != BR_MQ_CONN)
 			break;
 	}
 	if (st != BR_OK)
 		LOG_WARN("publishing %zu task(s) failed: %s (%s)", n, br_strerror(st),
-			 mq_errmsg(node->conn));
+		         mq_errmsg(node->conn));
 	pub_put(p, node);
 	return st;
 }

@@ -18,7 +18,7 @@
 #include <amqp.h>
 
 static br_status cfg_fail(char *err, size_t errlen, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static br_status cfg_fail(char *err, size_t errlen, const char *name, const char *fmt, ...)
 {
@@ -117,10 +117,17 @@ static br_status parse_rate(const char *s, struct br_config *cfg)
 		return BR_INVAL;
 	double per;
 	switch (slash[1]) {
-	case 's': per = 1.0; break;
-	case 'm': per = 60.0; break;
-	case 'h': per = 3600.0; break;
-	default: return BR_INVAL;
+	case 's':
+		per = 1.0;
+		break;
+	case 'm':
+		per = 60.0;
+		break;
+	case 'h':
+		per = 3600.0;
+		break;
+	default:
+		return BR_INVAL;
 	}
 	long burst = rate;
 	const char *rest = slash + 2;
@@ -169,7 +176,8 @@ static const char *cfg_set(struct br_config *cfg, const char *name, const char *
 	if (strcmp(name, "DATABASE_URL") == 0) {
 		if (!has_prefix(v, "postgresql://") && !has_prefix(v, "postgres://"))
 			return "expected a postgresql:// URI";
-		return copy_str(cfg->database_url, sizeof(cfg->database_url), v) ? "too long" : NULL;
+		return copy_str(cfg->database_url, sizeof(cfg->database_url), v) ? "too long"
+		                                                                 : NULL;
 	}
 	if (strcmp(name, "AMQP_URL") == 0) {
 		if (!amqp_url_ok(v))
@@ -208,7 +216,7 @@ static const char *cfg_set(struct br_config *cfg, const char *name, const char *
 		cfg->webhook_timeout_ms = (int)n;
 	} else if (strcmp(name, "BULKREG_WEBHOOK_RETRY_SCHEDULE") == 0) {
 		if (cfg_parse_durations(v, cfg->webhook_retry_ms, CFG_RETRY_MAX,
-					&cfg->webhook_retry_count))
+		                        &cfg->webhook_retry_count))
 			return "expected up to 32 comma-separated durations such as 5s,5m,2h";
 	} else if (strcmp(name, "BULKREG_WEBHOOK_ALLOW_PRIVATE") == 0) {
 		if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
@@ -221,7 +229,7 @@ static const char *cfg_set(struct br_config *cfg, const char *name, const char *
 		if (!has_prefix(v, "https://") && !has_prefix(v, "http://"))
 			return "expected an http(s):// URL prefix";
 		return copy_str(cfg->join_url_base, sizeof(cfg->join_url_base), v) ? "too long"
-										    : NULL;
+		                                                                   : NULL;
 	} else if (strcmp(name, "BULKREG_SWEEP_INTERVAL_MS") == 0) {
 		if (parse_long(v, 100, 3600000, &n))
 			return "expected milliseconds from 100 to 3600000";
@@ -250,27 +258,27 @@ static const struct {
 	const char *name;
 	const char *def;
 } vars[] = {
-	{"DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg"},
-	{"AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"},
-	{"BULKREG_API_BIND", "127.0.0.1"},
-	{"BULKREG_API_PORT", "8080"},
-	{"BULKREG_MAX_TASKS", "50"},
-	{"BULKREG_MAX_BODY_BYTES", "1048576"},
-	{"BULKREG_WORKER_CONCURRENCY", "4"},
-	{"BULKREG_WORKER_PREFETCH", "16"},
-	{"BULKREG_WORKER_METRICS_PORT", "9101"},
-	{"BULKREG_WEBHOOK_TIMEOUT_MS", "10000"},
-	{"BULKREG_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h"},
-	{"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0"},
-	{"BULKREG_RATE_LIMIT", "50/s,100"},
-	{"BULKREG_JOIN_URL_BASE", "https://join.example.com/s/"},
-	{"BULKREG_SWEEP_INTERVAL_MS", "5000"},
-	{"BULKREG_LOG_FORMAT", "json"},
-	{"BULKREG_LOG_LEVEL", "info"},
+    {"DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg"},
+    {"AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"},
+    {"BULKREG_API_BIND", "127.0.0.1"},
+    {"BULKREG_API_PORT", "8080"},
+    {"BULKREG_MAX_TASKS", "50"},
+    {"BULKREG_MAX_BODY_BYTES", "1048576"},
+    {"BULKREG_WORKER_CONCURRENCY", "4"},
+    {"BULKREG_WORKER_PREFETCH", "16"},
+    {"BULKREG_WORKER_METRICS_PORT", "9101"},
+    {"BULKREG_WEBHOOK_TIMEOUT_MS", "10000"},
+    {"BULKREG_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h"},
+    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0"},
+    {"BULKREG_RATE_LIMIT", "50/s,100"},
+    {"BULKREG_JOIN_URL_BASE", "https://join.example.com/s/"},
+    {"BULKREG_SWEEP_INTERVAL_MS", "5000"},
+    {"BULKREG_LOG_FORMAT", "json"},
+    {"BULKREG_LOG_LEVEL", "info"},
 };
 
 br_status cfg_load_with(struct br_config *cfg, cfg_lookup_fn lookup, void *ctx, char *err,
-			size_t errlen)
+                        size_t errlen)
 {
 	struct br_config c;
 	memset(&c, 0, sizeof(c));
@@ -281,7 +289,7 @@ br_status cfg_load_with(struct br_config *cfg, cfg_lookup_fn lookup, void *ctx, 
 		if (why) {
 			/* Quote at most 80 bytes of the offending value. */
 			return cfg_fail(err, errlen, vars[i].name, "%s, got \"%.80s\"", why,
-					from_env ? v : vars[i].def);
+			                from_env ? v : vars[i].def);
 		}
 	}
 	*cfg = c;
@@ -302,10 +310,14 @@ br_status cfg_load(struct br_config *cfg, char *err, size_t errlen)
 const char *cfg_log_level_name(enum cfg_log_level level)
 {
 	switch (level) {
-	case CFG_LOG_DEBUG: return "debug";
-	case CFG_LOG_INFO: return "info";
-	case CFG_LOG_WARN: return "warn";
-	case CFG_LOG_ERROR: return "error";
+	case CFG_LOG_DEBUG:
+		return "debug";
+	case CFG_LOG_INFO:
+		return "info";
+	case CFG_LOG_WARN:
+		return "warn";
+	case CFG_LOG_ERROR:
+		return "error";
 	}
 	return "info";
 }

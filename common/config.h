@@ -14,12 +14,20 @@
 
 #include "status.h"
 
-#define CFG_URL_MAX	    1024
-#define CFG_RETRY_MAX	    32
-#define CFG_CONFIG_EXIT	    2
+#define CFG_URL_MAX     1024
+#define CFG_RETRY_MAX   32
+#define CFG_CONFIG_EXIT 2
 
-enum cfg_log_format { CFG_LOG_JSON, CFG_LOG_TEXT };
-enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR };
+enum cfg_log_format {
+	CFG_LOG_JSON,
+	CFG_LOG_TEXT
+};
+enum cfg_log_level {
+	CFG_LOG_DEBUG,
+	CFG_LOG_INFO,
+	CFG_LOG_WARN,
+	CFG_LOG_ERROR
+};
 
 struct br_config {
 	char database_url[CFG_URL_MAX];
@@ -55,7 +63,7 @@ br_status cfg_load(struct br_config *cfg, char *err, size_t errlen) BR_MUST_USE;
 
 /* As cfg_load, with values from lookup (tests and the fuzzer use this). */
 br_status cfg_load_with(struct br_config *cfg, cfg_lookup_fn lookup, void *ctx, char *err,
-			size_t errlen) BR_MUST_USE;
+                        size_t errlen) BR_MUST_USE;
 
 /*
  * Parses a duration list such as "5s,5m,30m,2h" (units ms, s, m, h, d) into

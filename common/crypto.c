@@ -24,7 +24,7 @@ void cr_sha256(const void *data, size_t len, unsigned char out[CR_SHA256_LEN])
 }
 
 br_status cr_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
-			 unsigned char out[CR_SHA256_LEN])
+                         unsigned char out[CR_SHA256_LEN])
 {
 	unsigned int outlen = 0;
 	if (keylen > (size_t)0x7fffffff)
@@ -45,9 +45,9 @@ size_t cr_base64_len(size_t n, bool url)
 size_t cr_base64(const void *data, size_t n, bool url, char *out, size_t outcap)
 {
 	static const char std[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	static const char safe[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	const char *abc = url ? safe : std;
 	const unsigned char *p = data;
 	size_t need = cr_base64_len(n, url);

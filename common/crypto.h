@@ -20,7 +20,7 @@ void cr_sha256(const void *data, size_t len, unsigned char out[CR_SHA256_LEN]);
 
 /* HMAC-SHA256 of data under key; BR_CRYPTO on failure. */
 br_status cr_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
-			 unsigned char out[CR_SHA256_LEN]) BR_MUST_USE;
+                         unsigned char out[CR_SHA256_LEN]) BR_MUST_USE;
 
 /*
  * Base64 of n bytes into out (NUL-terminated); url selects the URL-safe

@@ -15,7 +15,7 @@
 
 #include "log.h"
 
-#define DB_MAX_PREPARED 128
+#define DB_MAX_PREPARED    128
 #define DB_CONNECT_TIMEOUT "5"
 
 struct db_conn {
@@ -43,10 +43,11 @@ static void db_set_error(db_conn *c, const char *state, const char *msg)
 static br_status db_connect(db_conn *c)
 {
 	char opts[64];
-	snprintf(opts, sizeof(opts), "-c statement_timeout=%d -c client_min_messages=warning", c->statement_timeout_ms);
-	const char *keys[] = {"dbname",		 "connect_timeout",	"options",
-			      "application_name", "keepalives_idle",	"keepalives_interval",
-			      "keepalives_count", NULL};
+	snprintf(opts, sizeof(opts), "-c statement_timeout=%d -c client_min_messages=warning",
+	         c->statement_timeout_ms);
+	const char *keys[] = {
+	    "dbname",          "connect_timeout",     "options",          "application_name",
+	    "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
 	const char *vals[] = {c->url, DB_CONNECT_TIMEOUT, opts, "bulkreg", "10", "5", "3", NULL};
 	PQfinish(c->pg);
 	c->nprepared = 0;
@@ -126,8 +127,8 @@ static br_status db_classify(db_conn *c, const PGresult *res)
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg);
 	db_set_error(c, state, msg);
-	if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || !state ||
-	    strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+	if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57P", 3) == 0) {
 		/* Connection trouble or an administrator shutdown: start over. */
 		db_reset(c);
 		return BR_DB_CONN;
@@ -212,8 +213,8 @@ struct db_pool {
 	pthread_cond_t cv;
 	char *url;
 	int statement_timeout_ms;
-	int size;	     /* most connections */
-	int open;	     /* connections created so far */
+	int size;           /* most connections */
+	int open;           /* connections created so far */
 	db_conn *free_list; /* idle connections */
 };
 

@@ -59,7 +59,8 @@ PGconn *db_pg(db_conn *c);
  * PQclear); on failure nothing is stored and the result is classified as
  * described above.
  */
-br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params, PGresult **res) BR_MUST_USE;
+br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params,
+                 PGresult **res) BR_MUST_USE;
 
 /* Runs a parameterless command such as "BEGIN" or "COMMIT". */
 br_status db_cmd(db_conn *c, const char *sql) BR_MUST_USE;

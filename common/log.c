@@ -92,8 +92,8 @@ void log_write(enum cfg_log_level level, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	char when[64];
 	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(ts.tv_nsec / 1000000) % 1000);
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         (int)(ts.tv_nsec / 1000000) % 1000);
 	const char *lvl = cfg_log_level_name(level);
 
 	strbuf sb;

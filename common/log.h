@@ -20,7 +20,8 @@ void log_init(enum cfg_log_format format, enum cfg_log_level level);
 int log_enabled(enum cfg_log_level level);
 
 /* Formats and writes one line; use the LOG_* macros instead. */
-void log_write(enum cfg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_write(enum cfg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * The calling thread's context ids; NULL or "" clears one. The strings are
@@ -31,10 +32,10 @@ void log_set_job_id(const char *id);
 void log_set_task_id(const char *id);
 void log_clear_context(void);
 
-#define LOG_AT(level, ...)                                                                         \
-	do {                                                                                       \
-		if (log_enabled(level))                                                            \
-			log_write(level, __VA_ARGS__);                                             \
+#define LOG_AT(level, ...)                             \
+	do {                                           \
+		if (log_enabled(level))                \
+			log_write(level, __VA_ARGS__); \
 	} while (0)
 #define LOG_DEBUG(...) LOG_AT(CFG_LOG_DEBUG, __VA_ARGS__)
 #define LOG_INFO(...)  LOG_AT(CFG_LOG_INFO, __VA_ARGS__)

@@ -14,7 +14,7 @@
 #define MET_BUCKETS 12
 
 static const double bucket_bounds[MET_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-						  0.1,	 0.25,	 0.5,	1.0,  2.5,   10.0};
+                                                  0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
 
 struct series {
 	char *labels;
@@ -34,7 +34,11 @@ struct met_histogram {
 	double sum;
 };
 
-enum met_kind { MET_COUNTER, MET_HISTOGRAM, MET_GAUGE };
+enum met_kind {
+	MET_COUNTER,
+	MET_HISTOGRAM,
+	MET_GAUGE
+};
 
 struct metric {
 	enum met_kind kind;
@@ -170,10 +174,10 @@ static br_status render_histogram(const struct metric *m, strbuf *out)
 	pthread_mutex_lock(&h->mu);
 	for (int i = 0; i < MET_BUCKETS && st == BR_OK; i++)
 		st = sb_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", m->name, bucket_bounds[i],
-				h->buckets[i]);
+		                h->buckets[i]);
 	if (st == BR_OK)
 		st = sb_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n",
-				m->name, h->count, m->name, h->sum, m->name, h->count);
+		                m->name, h->count, m->name, h->sum, m->name, h->count);
 	pthread_mutex_unlock(&h->mu);
 	return st;
 }
@@ -184,13 +188,19 @@ br_status met_render(strbuf *out)
 	br_status st = BR_OK;
 	for (const struct metric *m = registry; m && st == BR_OK; m = m->next) {
 		st = sb_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
-				types[m->kind]);
+		                types[m->kind]);
 		if (st != BR_OK)
 			break;
 		switch (m->kind) {
-		case MET_COUNTER: st = render_counter(m, out); break;
-		case MET_HISTOGRAM: st = render_histogram(m, out); break;
-		case MET_GAUGE: st = m->u.gauge.fn(m->u.gauge.ctx, out); break;
+		case MET_COUNTER:
+			st = render_counter(m, out);
+			break;
+		case MET_HISTOGRAM:
+			st = render_histogram(m, out);
+			break;
+		case MET_GAUGE:
+			st = m->u.gauge.fn(m->u.gauge.ctx, out);
+			break;
 		}
 	}
 	return st;

@@ -38,7 +38,7 @@ void met_histogram_observe(met_histogram *h, double value);
  */
 typedef br_status (*met_gauge_fn)(void *ctx, strbuf *out);
 br_status met_gauge_register(const char *name, const char *help, met_gauge_fn fn,
-			     void *ctx) BR_MUST_USE;
+                             void *ctx) BR_MUST_USE;
 
 /* Appends every registered metric to out. */
 br_status met_render(strbuf *out) BR_MUST_USE;

@@ -11,14 +11,14 @@
 /* Arbitrary constant: "bulkreg" in ASCII. */
 #define MIGRATE_LOCK_KEY "109570128184679"
 
-static const db_stmt stmt_lock = {
-	"migrate_lock", "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0};
-static const db_stmt stmt_unlock = {
-	"migrate_unlock", "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0};
-static const db_stmt stmt_applied = {
-	"migrate_applied", "SELECT 1 FROM schema_migrations WHERE version = $1::int", 1};
+static const db_stmt stmt_lock = {"migrate_lock", "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
+                                  0};
+static const db_stmt stmt_unlock = {"migrate_unlock",
+                                    "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0};
+static const db_stmt stmt_applied = {"migrate_applied",
+                                     "SELECT 1 FROM schema_migrations WHERE version = $1::int", 1};
 static const db_stmt stmt_record = {
-	"migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)", 2};
+    "migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)", 2};
 
 static br_status migrate_one(db_conn *c, const struct migration *m, int *ran)
 {
@@ -61,9 +61,9 @@ br_status migrate_run(db_conn *c, const struct migration *list, size_t n, int *a
 	if (st != BR_OK)
 		return st;
 	st = db_cmd(c, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-		       " version int PRIMARY KEY,"
-		       " name text NOT NULL,"
-		       " applied_at timestamptz NOT NULL DEFAULT now())");
+	               " version int PRIMARY KEY,"
+	               " name text NOT NULL,"
+	               " applied_at timestamptz NOT NULL DEFAULT now())");
 	for (size_t i = 0; st == BR_OK && i < n; i++) {
 		int ran = 0;
 		st = migrate_one(c, &list[i], &ran);

@@ -17,18 +17,19 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 
+#include "fault.h"
 #include "log.h"
 
-#define MQ_CHANNEL 1
-#define MQ_FRAME_MAX 131072
+#define MQ_CHANNEL           1
+#define MQ_FRAME_MAX         131072
 #define MQ_CONNECT_TIMEOUT_S 5
-#define MQ_RPC_TIMEOUT_S 10
+#define MQ_RPC_TIMEOUT_S     10
 
 struct mq_conn {
 	amqp_connection_state_t st; /* NULL when broken */
 	char *url;
 	int heartbeat_s;
-	bool confirms;	   /* confirm.select done on this connection */
+	bool confirms;     /* confirm.select done on this connection */
 	uint64_t next_tag; /* delivery tag of the next publish */
 	long long last_io_ms;
 	char err[256];
@@ -72,16 +73,15 @@ static br_status mq_check_reply(mq_conn *c, amqp_rpc_reply_t r, const char *what
 		if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
 			const amqp_channel_close_t *m = r.reply.decoded;
 			snprintf(detail, sizeof(detail), "channel closed %u %.*s", m->reply_code,
-				 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+			         (int)m->reply_text.len, (const char *)m->reply_text.bytes);
 			amqp_channel_close_ok_t ok = {0};
 			amqp_send_method(c->st, MQ_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
 			return mq_fail(c, BR_MQ, what, detail);
 		}
 		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
 			const amqp_connection_close_t *m = r.reply.decoded;
-			snprintf(detail, sizeof(detail), "connection closed %u %.*s",
-				 m->reply_code, (int)m->reply_text.len,
-				 (const char *)m->reply_text.bytes);
+			snprintf(detail, sizeof(detail), "connection closed %u %.*s", m->reply_code,
+			         (int)m->reply_text.len, (const char *)m->reply_text.bytes);
 			return mq_fail(c, BR_MQ_CONN, what, detail);
 		}
 		return mq_fail(c, BR_MQ, what, "unexpected server method");
@@ -130,9 +130,9 @@ static br_status mq_connect(mq_conn *c)
 	amqp_set_handshake_timeout(c->st, &tv);
 	amqp_set_rpc_timeout(c->st, &rpc);
 	st = mq_check_reply(c,
-			    amqp_login(c->st, info.vhost, 0, MQ_FRAME_MAX, c->heartbeat_s,
-				       AMQP_SASL_METHOD_PLAIN, info.user, info.password),
-			    "login");
+	                    amqp_login(c->st, info.vhost, 0, MQ_FRAME_MAX, c->heartbeat_s,
+	                               AMQP_SASL_METHOD_PLAIN, info.user, info.password),
+	                    "login");
 	if (st != BR_OK)
 		goto out;
 	amqp_channel_open(c->st, MQ_CHANNEL);
@@ -234,11 +234,11 @@ br_status mq_declare_topology(mq_conn *c)
 	amqp_connection_state_t s = c->st;
 	br_status st;
 	amqp_exchange_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_EXCHANGE),
-			      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
+	                      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "exchange.declare bulkreg")))
 		return st;
 	amqp_exchange_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_DLX),
-			      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
+	                      amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "exchange.declare bulkreg.dlx")))
 		return st;
 
@@ -248,8 +248,8 @@ br_status mq_declare_topology(mq_conn *c)
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.declare bulkreg.tasks.dead")))
 		return st;
 	amqp_queue_bind(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_DEAD),
-			amqp_cstring_bytes(MQ_DLX), amqp_cstring_bytes(MQ_ROUTE_DEAD),
-			amqp_empty_table);
+	                amqp_cstring_bytes(MQ_DLX), amqp_cstring_bytes(MQ_ROUTE_DEAD),
+	                amqp_empty_table);
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.bind bulkreg.tasks.dead")))
 		return st;
 
@@ -259,26 +259,26 @@ br_status mq_declare_topology(mq_conn *c)
 	 * reject-publish overflow.
 	 */
 	amqp_table_entry_t args[] = {
-		entry_str("x-queue-type", "quorum"),
-		entry_int("x-delivery-limit", MQ_DELIVERY_LIMIT),
-		entry_str("x-dead-letter-exchange", MQ_DLX),
-		entry_str("x-dead-letter-routing-key", MQ_ROUTE_DEAD),
-		entry_str("x-dead-letter-strategy", "at-least-once"),
-		entry_str("x-overflow", "reject-publish"),
+	    entry_str("x-queue-type", "quorum"),
+	    entry_int("x-delivery-limit", MQ_DELIVERY_LIMIT),
+	    entry_str("x-dead-letter-exchange", MQ_DLX),
+	    entry_str("x-dead-letter-routing-key", MQ_ROUTE_DEAD),
+	    entry_str("x-dead-letter-strategy", "at-least-once"),
+	    entry_str("x-overflow", "reject-publish"),
 	};
 	amqp_table_t tab = {(int)(sizeof(args) / sizeof(args[0])), args};
 	amqp_queue_declare(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_TASKS), 0, 1, 0, 0, tab);
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(s), "queue.declare bulkreg.tasks")))
 		return st;
 	amqp_queue_bind(s, MQ_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_TASKS),
-			amqp_cstring_bytes(MQ_EXCHANGE), amqp_cstring_bytes(MQ_ROUTE_TASKS),
-			amqp_empty_table);
+	                amqp_cstring_bytes(MQ_EXCHANGE), amqp_cstring_bytes(MQ_ROUTE_TASKS),
+	                amqp_empty_table);
 	return mq_check_reply(c, amqp_get_rpc_reply(s), "queue.bind bulkreg.tasks");
 }
 
 /* Marks the outcome of tags up to tag (or just tag) in a batch's states. */
 static void mq_mark(unsigned char *state, uint64_t first, size_t n, uint64_t tag, bool multiple,
-		    unsigned char value)
+                    unsigned char value)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint64_t t = first + i;
@@ -289,7 +289,7 @@ static void mq_mark(unsigned char *state, uint64_t first, size_t n, uint64_t tag
 
 /* Reads a basic.return's content and marks its message as unroutable. */
 static br_status mq_read_return(mq_conn *c, const struct mq_msg *msgs, size_t n,
-				unsigned char *state)
+                                unsigned char *state)
 {
 	amqp_message_t m;
 	amqp_rpc_reply_t r = amqp_read_message(c->st, MQ_CHANNEL, &m, 0);
@@ -308,8 +308,8 @@ static br_status mq_read_return(mq_conn *c, const struct mq_msg *msgs, size_t n,
 }
 
 /* Waits for every confirm of a batch; see mq_publish. */
-static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t n,
-				   uint64_t first, unsigned char *state, int timeout_ms)
+static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t n, uint64_t first,
+                                   unsigned char *state, int timeout_ms)
 {
 	long long deadline = now_ms() + timeout_ms;
 	size_t done = 0;
@@ -360,7 +360,7 @@ static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 1) {
 			snprintf(c->err, sizeof(c->err), "broker refused or could not route %s",
-				 msgs[i].message_id);
+			         msgs[i].message_id);
 			return BR_MQ_NACK;
 		}
 	}
@@ -368,7 +368,7 @@ static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t
 }
 
 br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
-		     const struct mq_msg *msgs, size_t n, int timeout_ms)
+                     const struct mq_msg *msgs, size_t n, int timeout_ms)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -389,20 +389,21 @@ br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
 	amqp_basic_properties_t props;
 	memset(&props, 0, sizeof(props));
 	props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-		       AMQP_BASIC_MESSAGE_ID_FLAG;
+	               AMQP_BASIC_MESSAGE_ID_FLAG;
 	props.content_type = amqp_cstring_bytes("application/json");
 	props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 	for (size_t i = 0; i < n; i++) {
 		props.message_id = amqp_cstring_bytes(msgs[i].message_id);
 		amqp_bytes_t body = {msgs[i].len, (void *)(uintptr_t)msgs[i].body};
 		int rc = amqp_basic_publish(c->st, MQ_CHANNEL, amqp_cstring_bytes(exchange),
-					    amqp_cstring_bytes(routing_key), 1, 0, &props, body);
+		                            amqp_cstring_bytes(routing_key), 1, 0, &props, body);
 		if (rc != AMQP_STATUS_OK) {
 			free(state);
 			return mq_fail(c, BR_MQ_CONN, "publish", amqp_error_string2(rc));
 		}
 		c->next_tag++;
 	}
+	FAULT_POINT("publish_before_confirm");
 	st = mq_await_confirms(c, msgs, n, first, state, timeout_ms);
 	free(state);
 	return st;
@@ -416,8 +417,8 @@ br_status mq_consume(mq_conn *c, const char *queue, int prefetch)
 	amqp_basic_qos(c->st, MQ_CHANNEL, 0, (uint16_t)prefetch, 0);
 	if ((st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "basic.qos")))
 		return st;
-	amqp_basic_consume(c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0,
-			   0, amqp_empty_table);
+	amqp_basic_consume(c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0,
+	                   amqp_empty_table);
 	return mq_check_reply(c, amqp_get_rpc_reply(c->st), "basic.consume");
 }
 
@@ -428,15 +429,24 @@ static long header_long(const amqp_table_t *h, const char *key)
 		if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0)
 			continue;
 		switch (e->value.kind) {
-		case AMQP_FIELD_KIND_I8: return e->value.value.i8;
-		case AMQP_FIELD_KIND_U8: return e->value.value.u8;
-		case AMQP_FIELD_KIND_I16: return e->value.value.i16;
-		case AMQP_FIELD_KIND_U16: return e->value.value.u16;
-		case AMQP_FIELD_KIND_I32: return e->value.value.i32;
-		case AMQP_FIELD_KIND_U32: return (long)e->value.value.u32;
-		case AMQP_FIELD_KIND_I64: return (long)e->value.value.i64;
-		case AMQP_FIELD_KIND_U64: return (long)e->value.value.u64;
-		default: return 0;
+		case AMQP_FIELD_KIND_I8:
+			return e->value.value.i8;
+		case AMQP_FIELD_KIND_U8:
+			return e->value.value.u8;
+		case AMQP_FIELD_KIND_I16:
+			return e->value.value.i16;
+		case AMQP_FIELD_KIND_U16:
+			return e->value.value.u16;
+		case AMQP_FIELD_KIND_I32:
+			return e->value.value.i32;
+		case AMQP_FIELD_KIND_U32:
+			return (long)e->value.value.u32;
+		case AMQP_FIELD_KIND_I64:
+			return (long)e->value.value.i64;
+		case AMQP_FIELD_KIND_U64:
+			return (long)e->value.value.u64;
+		default:
+			return 0;
 		}
 	}
 	return 0;
@@ -493,12 +503,12 @@ br_status mq_next(mq_conn *c, int timeout_ms, struct mq_delivery *out)
 	out->tag = env.delivery_tag;
 	out->redelivered = env.redelivered != 0;
 	out->dead = env.routing_key.len == strlen(MQ_ROUTE_DEAD) &&
-		    memcmp(env.routing_key.bytes, MQ_ROUTE_DEAD, env.routing_key.len) == 0;
+	            memcmp(env.routing_key.bytes, MQ_ROUTE_DEAD, env.routing_key.len) == 0;
 	const amqp_basic_properties_t *p = &env.message.properties;
 	if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
 		size_t n = p->message_id.len < sizeof(out->message_id) - 1
-				   ? p->message_id.len
-				   : sizeof(out->message_id) - 1;
+		               ? p->message_id.len
+		               : sizeof(out->message_id) - 1;
 		memcpy(out->message_id, p->message_id.bytes, n);
 		out->message_id[n] = '\0';
 	}
@@ -549,7 +559,7 @@ br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages, uint
 	if (!c->st)
 		return BR_MQ_CONN;
 	amqp_queue_declare_ok_t *ok = amqp_queue_declare(
-		c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+	    c->st, MQ_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
 	br_status st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "queue.declare passive");
 	if (st != BR_OK)
 		return st == BR_MQ ? BR_NOTFOUND : st;

@@ -16,14 +16,14 @@
 
 #include "status.h"
 
-#define MQ_EXCHANGE	"bulkreg"
-#define MQ_DLX		"bulkreg.dlx"
-#define MQ_QUEUE_TASKS	"bulkreg.tasks"
-#define MQ_QUEUE_DEAD	"bulkreg.tasks.dead"
-#define MQ_ROUTE_TASKS	"bulkreg.tasks"
-#define MQ_ROUTE_DEAD	"bulkreg.tasks.dead"
+#define MQ_EXCHANGE       "bulkreg"
+#define MQ_DLX            "bulkreg.dlx"
+#define MQ_QUEUE_TASKS    "bulkreg.tasks"
+#define MQ_QUEUE_DEAD     "bulkreg.tasks.dead"
+#define MQ_ROUTE_TASKS    "bulkreg.tasks"
+#define MQ_ROUTE_DEAD     "bulkreg.tasks.dead"
 #define MQ_DELIVERY_LIMIT 5
-#define MQ_HEARTBEAT_S	10
+#define MQ_HEARTBEAT_S    10
 
 typedef struct mq_conn mq_conn;
 
@@ -38,7 +38,7 @@ struct mq_msg {
 struct mq_delivery {
 	uint64_t tag;
 	bool redelivered;
-	bool dead; /* came from bulkreg.tasks.dead */
+	bool dead;           /* came from bulkreg.tasks.dead */
 	long delivery_count; /* x-delivery-count header; 0 on first delivery */
 	char message_id[64];
 	char *body; /* NUL-terminated copy, owned */
@@ -72,7 +72,7 @@ br_status mq_declare_topology(mq_conn *c) BR_MUST_USE;
  * route any; BR_MQ_CONN / BR_TIMEOUT leave the outcome of each unknown.
  */
 br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
-		     const struct mq_msg *msgs, size_t n, int timeout_ms) BR_MUST_USE;
+                     const struct mq_msg *msgs, size_t n, int timeout_ms) BR_MUST_USE;
 
 /* Sets basic.qos to prefetch and starts consuming queue (manual acks). */
 br_status mq_consume(mq_conn *c, const char *queue, int prefetch) BR_MUST_USE;
@@ -95,7 +95,7 @@ br_status mq_nack(mq_conn *c, uint64_t tag, bool multiple, bool requeue);
 
 /* Ready message and consumer counts of queue, by passive declare. */
 br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages,
-			 uint32_t *consumers) BR_MUST_USE;
+                         uint32_t *consumers) BR_MUST_USE;
 
 /* The last error's description; borrowed. */
 const char *mq_errmsg(const mq_conn *c);

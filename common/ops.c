@@ -27,8 +27,8 @@ struct ops {
 };
 
 static const db_stmt stmt_ping = {"ops_ping", "SELECT 1", 0};
-static const db_stmt stmt_in_flight = {
-	"ops_jobs_in_flight", "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
+static const db_stmt stmt_in_flight = {"ops_jobs_in_flight",
+                                       "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
 
 /* Queue depth and consumers of both queues; false when the broker is down. */
 static bool ops_queue_stats(ops *o, uint32_t stats[2][2])
@@ -56,9 +56,9 @@ static br_status gauge_queues(void *ctx, strbuf *out)
 	if (!ops_queue_stats(ctx, s))
 		return BR_OK; /* no sample beats a wrong one */
 	br_status st = sb_appendf(out,
-				  "bulkreg_queue_messages{queue=\"%s\"} %u\n"
-				  "bulkreg_queue_messages{queue=\"%s\"} %u\n",
-				  MQ_QUEUE_TASKS, s[0][0], MQ_QUEUE_DEAD, s[1][0]);
+	                          "bulkreg_queue_messages{queue=\"%s\"} %u\n"
+	                          "bulkreg_queue_messages{queue=\"%s\"} %u\n",
+	                          MQ_QUEUE_TASKS, s[0][0], MQ_QUEUE_DEAD, s[1][0]);
 	return st;
 }
 
@@ -68,9 +68,9 @@ static br_status gauge_consumers(void *ctx, strbuf *out)
 	if (!ops_queue_stats(ctx, s))
 		return BR_OK;
 	return sb_appendf(out,
-			  "bulkreg_queue_consumers{queue=\"%s\"} %u\n"
-			  "bulkreg_queue_consumers{queue=\"%s\"} %u\n",
-			  MQ_QUEUE_TASKS, s[0][1], MQ_QUEUE_DEAD, s[1][1]);
+	                  "bulkreg_queue_consumers{queue=\"%s\"} %u\n"
+	                  "bulkreg_queue_consumers{queue=\"%s\"} %u\n",
+	                  MQ_QUEUE_TASKS, s[0][1], MQ_QUEUE_DEAD, s[1][1]);
 }
 
 static br_status gauge_in_flight(void *ctx, strbuf *out)
@@ -90,7 +90,7 @@ static br_status gauge_in_flight(void *ctx, strbuf *out)
 }
 
 br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
-		   ops **out)
+                   ops **out)
 {
 	ops *o = calloc(1, sizeof(*o));
 	if (!o)
@@ -104,24 +104,24 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
 		st = http_metrics_init();
 	if (st == BR_OK) {
 		ops_tasks_processed = met_counter_new("bulkreg_tasks_processed_total",
-						      "Tasks finished by workers, by outcome.");
-		ops_task_duration = met_histogram_new(
-			"bulkreg_task_duration_seconds",
-			"Time from a task's delivery to the commit of its result.");
+		                                      "Tasks finished by workers, by outcome.");
+		ops_task_duration =
+		    met_histogram_new("bulkreg_task_duration_seconds",
+		                      "Time from a task's delivery to the commit of its result.");
 		ops_webhook_deliveries = met_counter_new("bulkreg_webhook_deliveries_total",
-							 "Webhook delivery attempts, by outcome.");
+		                                         "Webhook delivery attempts, by outcome.");
 		if (!ops_tasks_processed || !ops_task_duration || !ops_webhook_deliveries)
 			st = BR_NOMEM;
 	}
 	if (st == BR_OK)
 		st = met_gauge_register("bulkreg_queue_messages", "Messages ready in a queue.",
-					gauge_queues, o);
+		                        gauge_queues, o);
 	if (st == BR_OK)
 		st = met_gauge_register("bulkreg_queue_consumers", "Consumers of a queue.",
-					gauge_consumers, o);
+		                        gauge_consumers, o);
 	if (st == BR_OK)
 		st = met_gauge_register("bulkreg_jobs_in_flight", "Jobs still processing.",
-					gauge_in_flight, o);
+		                        gauge_in_flight, o);
 	if (st != BR_OK) {
 		ops_free(o);
 		return st;
@@ -142,7 +142,7 @@ void ops_free(ops *o)
 void ops_method_not_allowed(struct http_resp *resp, const char *allow)
 {
 	http_resp_error(resp, 405, "method_not_allowed", "Method not allowed",
-			"This resource does not support that method.");
+	                "This resource does not support that method.");
 	if (http_resp_header(resp, "Allow", "%s", allow) != BR_OK)
 		LOG_WARN("Allow header lost");
 }
@@ -151,7 +151,7 @@ static void ops_readyz(ops *o, struct http_resp *resp)
 {
 	db_conn *db = NULL;
 	bool db_ok = db_pool_get(o->db, OPS_DB_WAIT_MS, &db) == BR_OK &&
-		     db_run(db, &stmt_ping, NULL, NULL) == BR_OK;
+	             db_run(db, &stmt_ping, NULL, NULL) == BR_OK;
 	db_pool_put(o->db, db);
 	uint32_t s[2][2];
 	bool mq_ok = ops_queue_stats(o, s);
@@ -159,9 +159,9 @@ static void ops_readyz(ops *o, struct http_resp *resp)
 	bool ok = db_ok && mq_ok && proc_ok;
 	char body[128];
 	snprintf(body, sizeof(body),
-		 "{\"status\":\"%s\",\"database\":\"%s\",\"broker\":\"%s\",\"process\":\"%s\"}",
-		 ok ? "ready" : "unavailable", db_ok ? "up" : "down", mq_ok ? "up" : "down",
-		 proc_ok ? "up" : "down");
+	         "{\"status\":\"%s\",\"database\":\"%s\",\"broker\":\"%s\",\"process\":\"%s\"}",
+	         ok ? "ready" : "unavailable", db_ok ? "up" : "down", mq_ok ? "up" : "down",
+	         proc_ok ? "up" : "down");
 	http_resp_json(resp, ok ? 200 : 503, body);
 }
 
@@ -185,7 +185,7 @@ bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp)
 		resp->content_type = "text/plain; version=0.0.4";
 		if (met_render(&resp->body) != BR_OK)
 			http_resp_error(resp, 500, "internal_error", "Internal error",
-					"The metrics could not be rendered.");
+			                "The metrics could not be rendered.");
 	}
 	return true;
 }

@@ -18,9 +18,9 @@
 #include "status.h"
 
 /* Metrics shared by both processes (NULL-safe to use before ops_init). */
-extern met_counter *ops_tasks_processed;     /* {outcome} */
+extern met_counter *ops_tasks_processed; /* {outcome} */
 extern met_histogram *ops_task_duration;
-extern met_counter *ops_webhook_deliveries;  /* {outcome} */
+extern met_counter *ops_webhook_deliveries; /* {outcome} */
 
 typedef struct ops ops;
 
@@ -35,7 +35,7 @@ typedef bool (*ops_ready_fn)(void *ctx);
  * readiness and the jobs-in-flight gauge; amqp_url is copied.
  */
 br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
-		   ops **out) BR_MUST_USE;
+                   ops **out) BR_MUST_USE;
 void ops_free(ops *o);
 
 /* Serves req when its path is an ops endpoint; returns false otherwise. */

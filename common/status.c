@@ -7,13 +7,13 @@
 
 static const char *const messages[] = {
 #define BR_STATUS_MSG(name, msg) [BR_##name] = msg,
-	BR_STATUS_MAP(BR_STATUS_MSG)
+    BR_STATUS_MAP(BR_STATUS_MSG)
 #undef BR_STATUS_MSG
 };
 
 static const char *const names[] = {
 #define BR_STATUS_NAME(name, msg) [BR_##name] = #name,
-	BR_STATUS_MAP(BR_STATUS_NAME)
+    BR_STATUS_MAP(BR_STATUS_NAME)
 #undef BR_STATUS_NAME
 };
 

@@ -10,24 +10,24 @@
 #define BR_MUST_USE __attribute__((warn_unused_result))
 
 /* X(name, message) */
-#define BR_STATUS_MAP(X)                                                       \
-	X(OK, "success")                                                       \
-	X(NOMEM, "out of memory")                                              \
-	X(INVAL, "invalid argument")                                           \
-	X(TOOBIG, "value exceeds its size limit")                              \
-	X(CONFIG, "invalid configuration")                                     \
-	X(NOTFOUND, "not found")                                               \
-	X(CONFLICT, "conflicts with the current state")                        \
-	X(TIMEOUT, "timed out")                                                \
-	X(IO, "input/output error")                                            \
-	X(DB, "database error")                                                \
-	X(DB_CONN, "database connection lost or unavailable")                  \
-	X(DB_RETRY, "database transaction must be retried")                    \
-	X(MQ, "message broker error")                                          \
-	X(MQ_CONN, "message broker connection lost or unavailable")            \
-	X(MQ_NACK, "message broker refused a publish")                         \
-	X(HTTP, "HTTP error")                                                  \
-	X(CRYPTO, "cryptographic operation failed")                            \
+#define BR_STATUS_MAP(X)                                            \
+	X(OK, "success")                                            \
+	X(NOMEM, "out of memory")                                   \
+	X(INVAL, "invalid argument")                                \
+	X(TOOBIG, "value exceeds its size limit")                   \
+	X(CONFIG, "invalid configuration")                          \
+	X(NOTFOUND, "not found")                                    \
+	X(CONFLICT, "conflicts with the current state")             \
+	X(TIMEOUT, "timed out")                                     \
+	X(IO, "input/output error")                                 \
+	X(DB, "database error")                                     \
+	X(DB_CONN, "database connection lost or unavailable")       \
+	X(DB_RETRY, "database transaction must be retried")         \
+	X(MQ, "message broker error")                               \
+	X(MQ_CONN, "message broker connection lost or unavailable") \
+	X(MQ_NACK, "message broker refused a publish")              \
+	X(HTTP, "HTTP error")                                       \
+	X(CRYPTO, "cryptographic operation failed")                 \
 	X(STOPPED, "shutting down")
 
 typedef enum {

@@ -39,9 +39,9 @@ br_status sb_appends(strbuf *sb, const char *s) BR_MUST_USE;
 
 /* Appends printf-formatted text, as sb_append. */
 br_status sb_appendf(strbuf *sb, const char *fmt, ...) BR_MUST_USE
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 br_status sb_vappendf(strbuf *sb, const char *fmt, va_list ap) BR_MUST_USE
-	__attribute__((format(printf, 2, 0)));
+    __attribute__((format(printf, 2, 0)));
 
 /* Appends s as the body of a JSON string (escaped, no quotes). */
 br_status sb_append_json_escaped(strbuf *sb, const char *s, size_t len) BR_MUST_USE;

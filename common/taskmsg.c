@@ -11,7 +11,7 @@
 size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_MAX])
 {
 	int n = snprintf(out, TASKMSG_MAX, "{\"task_id\":\"%.36s\",\"job_id\":\"%.36s\"}", task_id,
-			 job_id);
+	                 job_id);
 	return n < 0 ? 0 : (size_t)n;
 }
 

@@ -13,7 +13,7 @@
 #include "status.h"
 
 #define TASKMSG_UUID_LEN 36
-#define TASKMSG_MAX	 128
+#define TASKMSG_MAX      128
 
 /* Writes the body for a task into out (TASKMSG_MAX bytes); returns its length. */
 size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_MAX]);
@@ -22,7 +22,8 @@ size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_
  * Extracts the task id (canonical lower-case UUID) from a body. BR_INVAL
  * when the body is not such an object.
  */
-br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1]) BR_MUST_USE;
+br_status taskmsg_parse(const char *body, size_t len,
+                        char task_id[TASKMSG_UUID_LEN + 1]) BR_MUST_USE;
 
 /* True when s is a canonical UUID of 36 characters. */
 bool taskmsg_is_uuid(const char *s, size_t len);

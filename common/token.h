@@ -13,7 +13,7 @@
 #include "crypto.h"
 #include "status.h"
 
-#define TOKEN_LEN	 36
+#define TOKEN_LEN        36
 #define TOKEN_PREFIX_LEN 12
 
 /* Writes a new token into out (TOKEN_LEN + 1 bytes). BR_CRYPTO on failure. */

@@ -23,6 +23,7 @@
 
 #include "backoff.h"
 #include "db.h"
+#include "fault.h"
 #include "log.h"
 #include "mq.h"
 #include "ops.h"
@@ -31,7 +32,7 @@
 #include "taskmsg.h"
 #include "worker.h"
 
-#define CONSUMER_WAIT_MS 1000
+#define CONSUMER_WAIT_MS    1000
 #define CONSUMER_DB_RETRIES 20
 
 struct consumer {
@@ -39,7 +40,7 @@ struct consumer {
 	int index;
 	pthread_t thread;
 	bool started;
-	int ready; /* atomic */
+	int ready;       /* atomic */
 	bool subscribed; /* consuming on the current AMQP connection */
 	db_conn *db;
 	mq_conn *mq;
@@ -47,10 +48,10 @@ struct consumer {
 };
 
 static const db_stmt stmt_process = {
-	"consumer_process",
-	"SELECT task_id, outcome, detail, job_ended FROM process_tasks($1::uuid[])", 1};
-static const db_stmt stmt_fail = {
-	"consumer_fail", "SELECT fail_task($1::uuid, 'internal_error')", 1};
+    "consumer_process", "SELECT task_id, outcome, detail, job_ended FROM process_tasks($1::uuid[])",
+    1};
+static const db_stmt stmt_fail = {"consumer_fail", "SELECT fail_task($1::uuid, 'internal_error')",
+                                  1};
 
 static bool stopping(const struct consumer *c)
 {
@@ -83,21 +84,38 @@ static br_status consumer_connect(struct consumer *c)
 }
 
 /*
- * Runs stmt until it succeeds, retrying serialization failures and
- * deadlocks at once and lost connections after a backoff. Gives up when
- * stopping (the deliveries stay unacked and return to the queue) or on
- * any other error.
+ * Runs stmt in its own transaction until it commits, retrying serialization
+ * failures and deadlocks at once and lost connections after a backoff. A
+ * commit whose outcome is unknown (the connection died) is simply run
+ * again: processing is idempotent. Gives up when stopping (the deliveries
+ * stay unacked and return to the queue), when the AMQP connection died
+ * meanwhile (the broker has already redelivered them), or on any other
+ * error.
  */
 static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const char *const *params,
-			      PGresult **res)
+                              PGresult **res)
 {
 	struct backoff b;
 	backoff_init(&b, 50, 5000);
 	for (int attempt = 0;; attempt++) {
+		PGresult *r = NULL;
 		br_status st = db_ensure(c->db);
 		if (st == BR_OK)
-			st = db_run(c->db, stmt, params, res);
-		if (st == BR_OK || st == BR_DB || st == BR_NOMEM)
+			st = db_cmd(c->db, "BEGIN");
+		if (st == BR_OK)
+			st = db_run(c->db, stmt, params, res ? &r : NULL);
+		if (st == BR_OK) {
+			FAULT_POINT("worker_mid_transaction");
+			st = db_cmd(c->db, "COMMIT");
+		}
+		if (st == BR_OK) {
+			if (res)
+				*res = r;
+			return BR_OK;
+		}
+		PQclear(r);
+		db_rollback(c->db);
+		if (st == BR_DB || st == BR_NOMEM)
 			return st;
 		if (stopping(c) && st == BR_DB_CONN)
 			return st;
@@ -108,7 +126,6 @@ static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const cha
 		__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
 		LOG_WARN("consumer %d: %s; retrying", c->index, db_errmsg(c->db));
 		proc_sleep_ms(backoff_next(&b), NULL);
-		/* A long outage: the broker may have redelivered these elsewhere. */
 		if (!mq_is_open(c->mq))
 			return BR_MQ_CONN;
 	}
@@ -157,7 +174,7 @@ static int find_delivery(char ids[][TASKMSG_UUID_LEN + 1], int n, const char *ta
 
 /* Processes the batch's live tasks in one statement, then acks. */
 static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
-			 bool may_ack_multiple)
+                         bool may_ack_multiple)
 {
 	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
 	unsigned char *nack = calloc((size_t)n, 1);
@@ -172,7 +189,7 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
 			/* Unreadable: straight to the dead-letter queue. */
 			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
-				  d[i].message_id);
+			          d[i].message_id);
 			mq_nack(c->mq, d[i].tag, false, false);
 			ids[i][0] = '\0';
 			nack[i] = 2;
@@ -190,7 +207,7 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 	if (st != BR_OK) {
 		if (st == BR_DB || st == BR_DB_RETRY) {
 			LOG_ERROR("consumer %d: batch of %d failed: %s", c->index, live,
-				  db_errmsg(c->db));
+			          db_errmsg(c->db));
 			for (int i = 0; i < n; i++) {
 				if (nack[i] != 2)
 					mq_nack(c->mq, d[i].tag, false, true);
@@ -198,6 +215,7 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 		}
 		goto out;
 	}
+	FAULT_POINT("worker_after_commit");
 	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
 	for (int row = 0; row < PQntuples(res); row++) {
 		const char *tid = PQgetvalue(res, row, 0);
@@ -207,7 +225,7 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 			continue;
 		if (strcmp(outcome, "error") == 0) {
 			LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
-				 d[i].delivery_count + 1, db_val(res, row, 2));
+			         d[i].delivery_count + 1, db_val(res, row, 2));
 			nack[i] = 1;
 		}
 		count_outcome(outcome, seconds);
@@ -305,7 +323,8 @@ br_status consumers_start(struct worker *w)
 		c->w = w;
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
-		br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &c->db);
+		br_status st =
+		    db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &c->db);
 		if (st == BR_OK)
 			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)

@@ -46,14 +46,14 @@ int main(void)
 	}
 	if (cfg.worker_metrics_port) {
 		struct http_opts opts = {
-			.bind = cfg.api_bind,
-			.port = cfg.worker_metrics_port,
-			.threads = WORKER_OPS_THREADS,
-			.max_body = 4096,
-			.conn_limit = 64,
-			.per_ip_limit = 0,
-			.idle_timeout_s = 30,
-			.conn_memory = 32 * 1024,
+		    .bind = cfg.api_bind,
+		    .port = cfg.worker_metrics_port,
+		    .threads = WORKER_OPS_THREADS,
+		    .max_body = 4096,
+		    .conn_limit = 64,
+		    .per_ip_limit = 0,
+		    .idle_timeout_s = 30,
+		    .conn_memory = 32 * 1024,
 		};
 		if (http_start(&opts, worker_http, NULL, &srv) != BR_OK)
 			goto out;
@@ -65,7 +65,7 @@ int main(void)
 		goto drain;
 	}
 	LOG_INFO("bulkreg-worker running %d consumer(s), metrics on port %d",
-		 cfg.worker_concurrency, cfg.worker_metrics_port);
+	         cfg.worker_concurrency, cfg.worker_metrics_port);
 
 	int sig = proc_wait_signal();
 	LOG_INFO("signal %d: draining", sig);

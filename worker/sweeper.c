@@ -27,9 +27,9 @@
 #include "taskmsg.h"
 
 /* "bulkreg sweeper" as a lock key. */
-#define SWEEP_LOCK_KEY "7263611021"
-#define SWEEP_GRACE "10 seconds"
-#define SWEEP_STRANDED_AFTER "15 minutes"
+#define SWEEP_LOCK_KEY           "7263611021"
+#define SWEEP_GRACE              "10 seconds"
+#define SWEEP_STRANDED_AFTER     "15 minutes"
 #define SWEEP_CONFIRM_TIMEOUT_MS 30000
 
 struct sweeper {
@@ -40,34 +40,34 @@ struct sweeper {
 };
 
 static const db_stmt stmt_lock = {"sweep_lock", "SELECT pg_try_advisory_lock(" SWEEP_LOCK_KEY ")",
-				  0};
-static const db_stmt stmt_unlock = {"sweep_unlock",
-				    "SELECT pg_advisory_unlock(" SWEEP_LOCK_KEY ")", 0};
+                                  0};
+static const db_stmt stmt_unlock = {"sweep_unlock", "SELECT pg_advisory_unlock(" SWEEP_LOCK_KEY ")",
+                                    0};
 /* Queued tasks of unpublished jobs past the grace period, oldest jobs first. */
 static const db_stmt stmt_unpublished = {
-	"sweep_unpublished",
-	"SELECT t.id, t.job_id FROM jobs j JOIN tasks t ON t.job_id = j.id"
-	" WHERE j.published_at IS NULL AND j.created_at < now() - interval '" SWEEP_GRACE "'"
-	"   AND t.status = 'queued'"
-	" ORDER BY j.created_at, t.idx LIMIT 500",
-	0};
+    "sweep_unpublished",
+    "SELECT t.id, t.job_id FROM jobs j JOIN tasks t ON t.job_id = j.id"
+    " WHERE j.published_at IS NULL AND j.created_at < now() - interval '" SWEEP_GRACE "'"
+    "   AND t.status = 'queued'"
+    " ORDER BY j.created_at, t.idx LIMIT 500",
+    0};
 static const db_stmt stmt_mark_published = {
-	"sweep_mark_published",
-	"UPDATE jobs SET published_at = now() WHERE id = ANY ($1::uuid[])"
-	"   AND published_at IS NULL"
-	"   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'queued'"
-	"                   AND NOT (t.id = ANY ($2::uuid[])))",
-	2};
+    "sweep_mark_published",
+    "UPDATE jobs SET published_at = now() WHERE id = ANY ($1::uuid[])"
+    "   AND published_at IS NULL"
+    "   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'queued'"
+    "                   AND NOT (t.id = ANY ($2::uuid[])))",
+    2};
 /* Claims long-queued tasks of published jobs: touching updated_at spaces out repeats. */
 static const db_stmt stmt_stranded = {
-	"sweep_stranded",
-	"UPDATE tasks SET updated_at = now() WHERE id IN ("
-	"  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
-	"  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
-	"    AND t.updated_at < now() - interval '" SWEEP_STRANDED_AFTER "'"
-	"  LIMIT 500)"
-	" RETURNING id, job_id",
-	0};
+    "sweep_stranded",
+    "UPDATE tasks SET updated_at = now() WHERE id IN ("
+    "  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
+    "  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
+    "    AND t.updated_at < now() - interval '" SWEEP_STRANDED_AFTER "'"
+    "  LIMIT 500)"
+    " RETURNING id, job_id",
+    0};
 
 /* Publishes the (task id, job id) rows of res; BR_OK when all were confirmed. */
 static br_status publish_rows(struct sweeper *s, PGresult *res)
@@ -81,12 +81,13 @@ static br_status publish_rows(struct sweeper *s, PGresult *res)
 	for (int i = 0; i < n; i++) {
 		msgs[i].message_id = PQgetvalue(res, i, 0);
 		msgs[i].body = bodies[i];
-		msgs[i].len = taskmsg_encode(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), bodies[i]);
+		msgs[i].len =
+		    taskmsg_encode(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), bodies[i]);
 	}
 	st = mq_ensure(s->mq);
 	if (st == BR_OK)
 		st = mq_publish(s->mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, (size_t)n,
-				SWEEP_CONFIRM_TIMEOUT_MS);
+		                SWEEP_CONFIRM_TIMEOUT_MS);
 out:
 	free(bodies);
 	free(msgs);
@@ -117,7 +118,7 @@ static void sweep_unpublished(struct sweeper *s)
 	br_status st = publish_rows(s, res);
 	if (st != BR_OK) {
 		LOG_WARN("sweeper: publishing %d stranded task(s) failed: %s", PQntuples(res),
-			 mq_errmsg(s->mq));
+		         mq_errmsg(s->mq));
 		goto out;
 	}
 	if (array_of(res, 1, &jobs) != BR_OK || array_of(res, 0, &tasks) != BR_OK)
@@ -139,7 +140,7 @@ static void sweep_stranded(struct sweeper *s)
 		goto out;
 	if (publish_rows(s, res) == BR_OK)
 		LOG_WARN("sweeper: republished %d task(s) queued for over " SWEEP_STRANDED_AFTER,
-			 PQntuples(res));
+		         PQntuples(res));
 out:
 	PQclear(res);
 }

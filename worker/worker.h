@@ -16,7 +16,7 @@
 #include "status.h"
 
 #define WORKER_STATEMENT_TIMEOUT_MS 30000
-#define WORKER_MAX_THREADS 256
+#define WORKER_MAX_THREADS          256
 
 struct consumer;
 struct deliverer;
@@ -24,7 +24,7 @@ struct sweeper;
 
 struct worker {
 	const struct br_config *cfg;
-	int stop;		  /* atomic: set once on SIGTERM */
+	int stop; /* atomic: set once on SIGTERM */
 	int nconsumers;
 	struct consumer *consumers;
 	struct deliverer *deliverer;

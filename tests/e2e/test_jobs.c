@@ -41,7 +41,7 @@ static void make_session(struct ctx *c, const char *attrs, char *id)
 	t_http(&r, "POST", url, c->org.token, body, NULL);
 	cr_assert_eq(r.status, 201, "session: %ld %s", r.status, r.body);
 	snprintf(id, 37, "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 }
 
@@ -50,11 +50,11 @@ static void post_job(struct ctx *c, const char *sid, const char *prefix, int n, 
 {
 	static char body[65536];
 	size_t len = (size_t)snprintf(body, sizeof(body),
-				      "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
+	                              "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
 	for (int i = 0; i < n; i++)
 		len += (size_t)snprintf(body + len, sizeof(body) - len,
-					"%s{\"attributes\":{\"email\":\"%s%d@example.com\"}}",
-					i ? "," : "", prefix, i);
+		                        "%s{\"attributes\":{\"email\":\"%s%d@example.com\"}}",
+		                        i ? "," : "", prefix, i);
 	snprintf(body + len, sizeof(body) - len, "]}}}");
 	char url[256];
 	struct t_resp r;
@@ -62,7 +62,7 @@ static void post_job(struct ctx *c, const char *sid, const char *prefix, int n, 
 	t_http(&r, "POST", url, c->org.token, body, NULL);
 	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
 	snprintf(job_id, 37, "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 }
 
@@ -75,8 +75,9 @@ static bool job_done(void *arg)
 {
 	struct done *d = arg;
 	const char *p[] = {d->job_id};
-	return t_sql_long(d->db, "SELECT count(*) FROM jobs WHERE id = $1 AND status <> 'processing'",
-			  1, p) == 1;
+	return t_sql_long(d->db,
+	                  "SELECT count(*) FROM jobs WHERE id = $1 AND status <> 'processing'", 1,
+	                  p) == 1;
 }
 
 static void wait_done(struct ctx *c, const char *job_id)
@@ -101,7 +102,7 @@ static long put_retry(struct ctx *c, const char *job_id, const char *body, char 
 	t_http(&r, "PUT", url, c->org.token, body, NULL);
 	long status = r.status;
 	const char *s = json_string_value(
-		json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code"));
+	    json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code"));
 	if (code)
 		snprintf(code, cap, "%s", s ? s : "");
 	t_resp_free(&r);
@@ -111,9 +112,9 @@ static long put_retry(struct ctx *c, const char *job_id, const char *body, char 
 static long ended_events(struct ctx *c, const char *job_id)
 {
 	const char *p[] = {job_id};
-	return t_sql_long(c->db,
-			  "SELECT count(*) FROM webhook_events WHERE job_id = $1 AND type = 'job.ended'",
-			  1, p);
+	return t_sql_long(
+	    c->db, "SELECT count(*) FROM webhook_events WHERE job_id = $1 AND type = 'job.ended'",
+	    1, p);
 }
 
 Test(jobs, retry_failed_with_and_without_override)
@@ -140,20 +141,21 @@ Test(jobs, retry_failed_with_and_without_override)
 
 	/* With override they succeed and update the people. */
 	cr_assert_eq(put_retry(&c, job,
-			       "{\"action\":\"retry_failed\",\"override_duplicates\":true}", code,
-			       sizeof(code)),
-		     202);
+	                       "{\"action\":\"retry_failed\",\"override_duplicates\":true}", code,
+	                       sizeof(code)),
+	             202);
 	wait_done(&c, job);
 	cr_assert_eq(job_long(&c, job, "retry_count"), 2);
 	cr_assert_eq(job_long(&c, job, "total_fail"), 0);
 	cr_assert_eq(job_long(&c, job, "total_success"), 8);
 	const char *p[] = {job};
-	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM jobs WHERE id = $1 AND status = 'ended'",
-				1, p),
-		     1);
+	cr_assert_eq(
+	    t_sql_long(c.db, "SELECT count(*) FROM jobs WHERE id = $1 AND status = 'ended'", 1, p),
+	    1);
 	cr_assert_eq(ended_events(&c, job), 3);
 	const char *ps[] = {sid};
-	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps), 8);
+	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps),
+	             8);
 
 	/* Nothing left to retry. */
 	cr_assert_eq(put_retry(&c, job, "{\"action\":\"retry_failed\"}", code, sizeof(code)), 409);
@@ -199,7 +201,7 @@ Test(jobs, retry_while_processing_and_concurrent_retries)
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
 	cr_assert((a.status == 202 && b.status == 409) || (a.status == 409 && b.status == 202),
-		  "concurrent retries answered %ld and %ld", a.status, b.status);
+	          "concurrent retries answered %ld and %ld", a.status, b.status);
 	cr_assert_eq(job_long(&c, job, "retry_count"), 1);
 	cr_assert_eq(put_retry(&c, job, "{\"action\":\"retry_failed\"}", code, sizeof(code)), 409);
 	cr_assert_str_eq(code, "job_in_progress");
@@ -264,7 +266,7 @@ Test(jobs, cancel_during_a_backlog)
 	}
 	/* One slow consumer works through the backlog while we cancel half. */
 	static const char *const slow[] = {"BULKREG_WORKER_CONCURRENCY=1",
-					   "BULKREG_WORKER_PREFETCH=1", NULL};
+	                                   "BULKREG_WORKER_PREFETCH=1", NULL};
 	struct t_proc w;
 	t_worker_start(&w, slow);
 	for (int i = 0; i < BACKLOG_JOBS; i += 2) {
@@ -279,21 +281,22 @@ Test(jobs, cancel_during_a_backlog)
 		wait_done(&c, jobs[i]);
 	for (int i = 0; i < BACKLOG_JOBS; i++) {
 		cr_assert_eq(ended_events(&c, jobs[i]), 1, "job %d has %ld job.ended", i,
-			     ended_events(&c, jobs[i]));
+		             ended_events(&c, jobs[i]));
 		cr_assert_eq(job_long(&c, jobs[i], "total_processed_items"), 50);
 		const char *p[] = {jobs[i]};
 		if (i % 2 == 0)
 			cr_assert_eq(t_sql_long(c.db,
-						"SELECT count(*) FROM jobs WHERE id = $1 AND "
-						"status IN ('cancelled', 'ended')",
-						1, p),
-				     1);
+			                        "SELECT count(*) FROM jobs WHERE id = $1 AND "
+			                        "status IN ('cancelled', 'ended')",
+			                        1, p),
+			             1);
 		/* No cancelled task ever registered anybody. */
-		cr_assert_eq(t_sql_long(c.db,
-					"SELECT count(*) FROM tasks t JOIN people p ON p.task_id = t.id"
-					" WHERE t.job_id = $1 AND t.status = 'cancelled'",
-					1, p),
-			     0);
+		cr_assert_eq(
+		    t_sql_long(c.db,
+		               "SELECT count(*) FROM tasks t JOIN people p ON p.task_id = t.id"
+		               " WHERE t.job_id = $1 AND t.status = 'cancelled'",
+		               1, p),
+		    0);
 	}
 	/* A late redelivery of every message of a cancelled job changes nothing. */
 	long before = job_long(&c, jobs[0], "total_cancelled");
@@ -302,10 +305,9 @@ Test(jobs, cancel_during_a_backlog)
 	cr_assert_eq(job_long(&c, jobs[0], "total_cancelled"), before);
 	cr_assert_eq(ended_events(&c, jobs[0]), 1);
 	const char *ps[] = {sid};
-	cr_assert_eq(t_sql_long(c.db,
-				"SELECT count(*) FROM people WHERE session_id = $1", 1, ps),
-		     t_sql_long(c.db,
-				"SELECT sum(total_success) FROM jobs WHERE session_id = $1", 1, ps));
+	cr_assert_eq(
+	    t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps),
+	    t_sql_long(c.db, "SELECT sum(total_success) FROM jobs WHERE session_id = $1", 1, ps));
 	t_check_invariants(c.db);
 	t_proc_stop(&w, SIGTERM, 20000);
 	t_proc_stop(&c.api, SIGTERM, 20000);
@@ -338,15 +340,16 @@ Test(jobs, late_redelivery_after_retry_and_delete)
 	cr_assert_eq(r.status, 200);
 	char msg[160];
 	snprintf(msg, sizeof(msg), "Bulk registration job %s deleted", job);
-	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "meta"), "message")),
-			 msg);
+	cr_assert_str_eq(
+	    json_string_value(json_object_get(json_object_get(r.json, "meta"), "message")), msg);
 	t_resp_free(&r);
 	t_http(&r, "GET", url, c.org.token, NULL, NULL);
 	cr_assert_eq(r.status, 404);
 	t_resp_free(&r);
 	const char *p[] = {job}, *ps[] = {sid};
 	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM tasks WHERE job_id = $1", 1, p), 0);
-	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps), 3);
+	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps),
+	             3);
 	/* Messages of a deleted job are acked and dropped. */
 	cr_assert(t_poll(queue_drained, NULL, 30000));
 	t_check_invariants(c.db);
@@ -384,8 +387,10 @@ Test(jobs, list_filters_and_pages)
 		cr_assert_eq(json_integer_value(json_object_get(meta, "page_count")), 3);
 		json_t *data = json_object_get(r.json, "data");
 		for (size_t i = 0; i < json_array_size(data); i++) {
-			const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
-			cr_assert_str_eq(id, ids[4 - nseen], "page %d item %zu out of order", pg, i);
+			const char *id =
+			    json_string_value(json_object_get(json_array_get(data, i), "id"));
+			cr_assert_str_eq(id, ids[4 - nseen], "page %d item %zu out of order", pg,
+			                 i);
 			nseen++;
 		}
 		t_resp_free(&r);
@@ -400,7 +405,7 @@ Test(jobs, list_filters_and_pages)
 	cr_assert_eq(json_array_size(json_object_get(r.json, "data")), 2u);
 	t_resp_free(&r);
 	snprintf(url, sizeof(url), "%s/v1/jobs?filter[session_id]=%s&filter[status]=ended", c.base,
-		 s1);
+	         s1);
 	t_http(&r, "GET", url, c.org.token, NULL, NULL);
 	cr_assert_eq(json_array_size(json_object_get(r.json, "data")), 3u);
 	t_resp_free(&r);

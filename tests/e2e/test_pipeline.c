@@ -12,8 +12,8 @@
 #include "support.h"
 
 static const char *const fast_env[] = {"BULKREG_WEBHOOK_ALLOW_PRIVATE=1",
-				       "BULKREG_WEBHOOK_RETRY_SCHEDULE=100ms,200ms,400ms",
-				       "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
+                                       "BULKREG_WEBHOOK_RETRY_SCHEDULE=100ms,200ms,400ms",
+                                       "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
 
 struct job_done {
 	const char *url;
@@ -25,11 +25,11 @@ static bool job_terminal(void *ctx)
 	struct job_done *d = ctx;
 	struct t_resp r;
 	t_http(&r, "GET", d->url, d->token, NULL, NULL);
-	bool done = r.status == 200 &&
-		    strcmp(json_string_value(json_object_get(
-				   json_object_get(json_object_get(r.json, "data"), "attributes"),
-				   "status")),
-			   "processing") != 0;
+	bool done =
+	    r.status == 200 &&
+	    strcmp(json_string_value(json_object_get(
+	               json_object_get(json_object_get(r.json, "data"), "attributes"), "status")),
+	           "processing") != 0;
 	t_resp_free(&r);
 	return done;
 }
@@ -82,15 +82,15 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	struct t_resp r;
 	snprintf(url, sizeof(url), "%s/v1/webhooks", base);
 	snprintf(body, sizeof(body),
-		 "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
-		 "\"events\":[\"job.ended\"]}}}",
-		 t_receiver_url(rc));
+	         "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
+	         "\"events\":[\"job.ended\"]}}}",
+	         t_receiver_url(rc));
 	t_http(&r, "POST", url, org.token, body, NULL);
 	cr_assert_eq(r.status, 201, "webhook create: %ld %s", r.status, r.body);
 	char secret[128];
 	snprintf(secret, sizeof(secret), "%s",
-		 json_string_value(json_object_get(
-			 json_object_get(json_object_get(r.json, "data"), "attributes"), "secret")));
+	         json_string_value(json_object_get(
+	             json_object_get(json_object_get(r.json, "data"), "attributes"), "secret")));
 	cr_assert(strncmp(secret, "whsec_", 6) == 0);
 	t_resp_free(&r);
 
@@ -108,18 +108,18 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 
 	/* 50 tasks; task 17 is that person again, in other case. */
 	size_t len = (size_t)snprintf(body, sizeof(body),
-				      "{\"type\":\"jobs\",\"data\":{\"attributes\":{\"tasks\":[");
+	                              "{\"type\":\"jobs\",\"data\":{\"attributes\":{\"tasks\":[");
 	for (int i = 0; i < 50; i++) {
 		if (i == 17)
 			len += (size_t)snprintf(body + len, sizeof(body) - len,
-						"%s{\"attributes\":{\"email\":\"DUP@example.com\","
-						"\"reference\":\"row-%d\"}}",
-						i ? "," : "", i);
+			                        "%s{\"attributes\":{\"email\":\"DUP@example.com\","
+			                        "\"reference\":\"row-%d\"}}",
+			                        i ? "," : "", i);
 		else
 			len += (size_t)snprintf(body + len, sizeof(body) - len,
-						"%s{\"attributes\":{\"email\":\"p%d@example.com\","
-						"\"first_name\":\"P%d\",\"reference\":\"row-%d\"}}",
-						i ? "," : "", i, i, i);
+			                        "%s{\"attributes\":{\"email\":\"p%d@example.com\","
+			                        "\"first_name\":\"P%d\",\"reference\":\"row-%d\"}}",
+			                        i ? "," : "", i, i, i);
 	}
 	snprintf(body + len, sizeof(body) - len, "]}}}");
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
@@ -141,9 +141,9 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	cr_assert(t_poll(job_terminal, &d, 30000), "job did not finish");
 	t_http(&r, "GET", job_url, org.token, NULL, NULL);
 	job = json_object_get(r.json, "data");
-	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(job, "attributes"),
-							   "status")),
-			 "failed");
+	cr_assert_str_eq(
+	    json_string_value(json_object_get(json_object_get(job, "attributes"), "status")),
+	    "failed");
 	cr_assert_eq(attr_int(job, "total_success"), 49);
 	cr_assert_eq(attr_int(job, "total_fail"), 1);
 	cr_assert_eq(attr_int(job, "total_processed_items"), 50);
@@ -158,7 +158,7 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	cr_assert_not_null(event);
 	cr_assert_str_eq(json_string_value(json_object_get(event, "type")), "job.ended");
 	cr_assert(json_equal(json_object_get(event, "data"), job),
-		  "event data differs from GET /v1/jobs/:id");
+	          "event data differs from GET /v1/jobs/:id");
 	json_decref(event);
 	free(hook.body);
 	t_resp_free(&r);
@@ -185,16 +185,18 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 				cr_assert_str_eq(st, "failed");
 				json_t *err = json_array_get(json_object_get(t, "errors"), 0);
 				cr_assert_str_eq(json_string_value(json_object_get(err, "code")),
-						 "already_registered");
+				                 "already_registered");
 				cr_assert(json_is_null(json_object_get(t, "data")));
 				cr_assert(json_is_object(json_object_get(t, "input")));
 			} else {
 				cr_assert_str_eq(st, "succeeded");
 				cr_assert_eq(json_array_size(json_object_get(t, "errors")), 0u);
-				json_t *pa = json_object_get(json_object_get(t, "data"),
-							     "attributes");
-				const char *join = json_string_value(json_object_get(pa, "join_url"));
-				cr_assert(join && strncmp(join, "https://join.example.com/s/", 27) == 0);
+				json_t *pa =
+				    json_object_get(json_object_get(t, "data"), "attributes");
+				const char *join =
+				    json_string_value(json_object_get(pa, "join_url"));
+				cr_assert(join &&
+				          strncmp(join, "https://join.example.com/s/", 27) == 0);
 				cr_assert_geq(strlen(join + 27), 22u);
 			}
 		}
@@ -213,10 +215,11 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	/* Still exactly one event after a moment more. */
 	cr_assert_eq(t_receiver_count(rc), 1);
 	const char *p1[] = {job_id};
-	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM webhook_events WHERE job_id = $1 AND "
-				    "type = 'job.ended'",
-				1, p1),
-		     1);
+	cr_assert_eq(t_sql_long(db,
+	                        "SELECT count(*) FROM webhook_events WHERE job_id = $1 AND "
+	                        "type = 'job.ended'",
+	                        1, p1),
+	             1);
 	t_check_invariants(db);
 	cr_assert_eq(t_proc_stop(&w1, SIGTERM, 20000), 0);
 	cr_assert_eq(t_proc_stop(&w2, SIGTERM, 20000), 0);

@@ -26,28 +26,28 @@ static void make_session(const char *base, const struct t_org *org, char *id)
 	       NULL);
 	cr_assert_eq(r.status, 201);
 	snprintf(id, 37, "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 }
 
 /* Posts n people; returns the job id. */
 static void post_job(const char *base, const struct t_org *org, const char *sid, int n,
-		     char *job_id)
+                     char *job_id)
 {
 	char url[256], body[8192];
 	size_t len = (size_t)snprintf(body, sizeof(body),
-				      "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
+	                              "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
 	for (int i = 0; i < n; i++)
 		len += (size_t)snprintf(body + len, sizeof(body) - len,
-					"%s{\"attributes\":{\"email\":\"r%d@example.com\"}}",
-					i ? "," : "", i);
+		                        "%s{\"attributes\":{\"email\":\"r%d@example.com\"}}",
+		                        i ? "," : "", i);
 	snprintf(body + len, sizeof(body) - len, "]}}}");
 	struct t_resp r;
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
 	t_http(&r, "POST", url, org->token, body, NULL);
 	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
 	snprintf(job_id, 37, "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 }
 
@@ -60,8 +60,9 @@ static bool job_done(void *ctx)
 {
 	struct done_ctx *d = ctx;
 	const char *p[] = {d->job_id};
-	return t_sql_long(d->db, "SELECT count(*) FROM jobs WHERE id = $1 AND status <> 'processing'",
-			  1, p) == 1;
+	return t_sql_long(d->db,
+	                  "SELECT count(*) FROM jobs WHERE id = $1 AND status <> 'processing'", 1,
+	                  p) == 1;
 }
 
 static bool queue_empty(void *ctx)
@@ -103,13 +104,13 @@ static void check_once(PGconn *db, const char *sid, const char *job_id, int n)
 	const char *ps[] = {sid}, *pj[] = {job_id};
 	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps), n);
 	cr_assert_eq(t_sql_long(db, "SELECT total_processed_items FROM jobs WHERE id = $1", 1, pj),
-		     n);
+	             n);
 	cr_assert_eq(t_sql_long(db, "SELECT total_success FROM jobs WHERE id = $1", 1, pj), n);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM webhook_events WHERE job_id = $1 AND type = "
-				"'job.ended'",
-				1, pj),
-		     1);
+	                        "SELECT count(*) FROM webhook_events WHERE job_id = $1 AND type = "
+	                        "'job.ended'",
+	                        1, pj),
+	             1);
 	t_check_invariants(db);
 }
 
@@ -124,7 +125,7 @@ Test(redelivery, every_message_delivered_twice)
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
 	make_session(base, &org, sid);
 	post_job(base, &org, sid, 20, job_id); /* no worker yet: the messages wait */
-	republish(db, job_id);		       /* every task now has two messages */
+	republish(db, job_id);                 /* every task now has two messages */
 	t_worker_start(&worker, NULL);
 	struct done_ctx d = {db, job_id};
 	cr_assert(t_poll(job_done, &d, 30000));
@@ -152,9 +153,9 @@ Test(redelivery, committed_but_never_acked)
 	 */
 	const char *pj[] = {job_id};
 	PGresult *res = t_sql(db,
-			      "SELECT count(*) FROM process_tasks(ARRAY(SELECT id FROM tasks "
-			      "WHERE job_id = $1 AND idx < 5))",
-			      1, pj);
+	                      "SELECT count(*) FROM process_tasks(ARRAY(SELECT id FROM tasks "
+	                      "WHERE job_id = $1 AND idx < 5))",
+	                      1, pj);
 	PQclear(res);
 	t_worker_start(&worker, NULL);
 	struct done_ctx d = {db, job_id};
@@ -162,10 +163,10 @@ Test(redelivery, committed_but_never_acked)
 	cr_assert(t_poll(queue_empty, NULL, 30000));
 	check_once(db, sid, job_id, 10);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM tasks WHERE job_id = $1 AND error_code = "
-				"'already_registered'",
-				1, pj),
-		     0);
+	                        "SELECT count(*) FROM tasks WHERE job_id = $1 AND error_code = "
+	                        "'already_registered'",
+	                        1, pj),
+	             0);
 	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0);
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 	PQfinish(db);

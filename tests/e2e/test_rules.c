@@ -47,31 +47,31 @@ static void make_session(const char *attrs, char *id)
 	t_http(&r, "POST", url, org.token, body, NULL);
 	cr_assert_eq(r.status, 201, "session create: %ld %s", r.status, r.body);
 	snprintf(id, 37, "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 }
 
 /* POSTs one person; returns the status, and the registration_status or code in what. */
 static long register_one(const char *sid, const char *email, const char *meta, char *what,
-			 size_t cap)
+                         size_t cap)
 {
 	char url[256], body[512];
 	struct t_resp r;
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people", base, sid);
 	snprintf(body, sizeof(body),
-		 "{\"data\":{\"type\":\"people\",\"attributes\":{\"email\":\"%s\","
-		 "\"first_name\":\"N\"}}%s%s}",
-		 email, meta ? ",\"meta\":" : "", meta ? meta : "");
+	         "{\"data\":{\"type\":\"people\",\"attributes\":{\"email\":\"%s\","
+	         "\"first_name\":\"N\"}}%s%s}",
+	         email, meta ? ",\"meta\":" : "", meta ? meta : "");
 	t_http(&r, "POST", url, org.token, body, NULL);
 	long status = r.status;
 	const char *s = NULL;
 	if (status == 201)
-		s = json_string_value(json_object_get(
-			json_object_get(json_object_get(r.json, "data"), "attributes"),
-			"registration_status"));
+		s = json_string_value(
+		    json_object_get(json_object_get(json_object_get(r.json, "data"), "attributes"),
+		                    "registration_status"));
 	else
 		s = json_string_value(
-			json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code"));
+		    json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code"));
 	snprintf(what, cap, "%s", s ? s : "?");
 	t_resp_free(&r);
 	return status;
@@ -87,7 +87,7 @@ static bool terminal(void *ctx)
 	struct t_resp r;
 	t_http(&r, "GET", w->url, org.token, NULL, NULL);
 	const char *st = json_string_value(json_object_get(
-		json_object_get(json_object_get(r.json, "data"), "attributes"), "status"));
+	    json_object_get(json_object_get(r.json, "data"), "attributes"), "status"));
 	bool done = st && strcmp(st, "processing") != 0;
 	t_resp_free(&r);
 	return done;
@@ -95,16 +95,16 @@ static bool terminal(void *ctx)
 
 /* Posts a bulk job of n people named prefix<i>@example.com; returns its URL in w. */
 static void post_bulk(const char *sid, const char *prefix, int n, const char *opts,
-		      struct job_wait *w)
+                      struct job_wait *w)
 {
 	static char body[65536];
-	size_t len = (size_t)snprintf(body, sizeof(body),
-				      "{\"data\":{\"type\":\"jobs\",\"attributes\":{%s%s\"tasks\":[",
-				      opts ? opts : "", opts ? "," : "");
+	size_t len = (size_t)snprintf(
+	    body, sizeof(body), "{\"data\":{\"type\":\"jobs\",\"attributes\":{%s%s\"tasks\":[",
+	    opts ? opts : "", opts ? "," : "");
 	for (int i = 0; i < n; i++)
 		len += (size_t)snprintf(body + len, sizeof(body) - len,
-					"%s{\"attributes\":{\"email\":\"%s%d@example.com\"}}",
-					i ? "," : "", prefix, i);
+		                        "%s{\"attributes\":{\"email\":\"%s%d@example.com\"}}",
+		                        i ? "," : "", prefix, i);
 	snprintf(body + len, sizeof(body) - len, "]}}}");
 	char url[256];
 	struct t_resp r;
@@ -128,13 +128,12 @@ Test(rules, capacity_holds_under_four_concurrent_jobs)
 	const char *p[] = {sid};
 	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM people WHERE session_id = $1", 1, p), 20);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
-				"WHERE j.session_id = $1 AND t.error_code = 'session_full'",
-				1, p),
-		     180);
-	cr_assert_eq(t_sql_long(db,
-				"SELECT sum(total_success) FROM jobs WHERE session_id = $1", 1, p),
-		     20);
+	                        "SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+	                        "WHERE j.session_id = $1 AND t.error_code = 'session_full'",
+	                        1, p),
+	             180);
+	cr_assert_eq(
+	    t_sql_long(db, "SELECT sum(total_success) FROM jobs WHERE session_id = $1", 1, p), 20);
 	t_check_invariants(db);
 }
 
@@ -147,15 +146,15 @@ Test(rules, waitlist_takes_who_does_not_fit)
 	cr_assert(t_poll(terminal, &w, 30000));
 	const char *p[] = {sid};
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM people WHERE session_id = $1 AND "
-				"registration_status = 'registered'",
-				1, p),
-		     2);
+	                        "SELECT count(*) FROM people WHERE session_id = $1 AND "
+	                        "registration_status = 'registered'",
+	                        1, p),
+	             2);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM people WHERE session_id = $1 AND "
-				"registration_status = 'waitlisted'",
-				1, p),
-		     3);
+	                        "SELECT count(*) FROM people WHERE session_id = $1 AND "
+	                        "registration_status = 'waitlisted'",
+	                        1, p),
+	             3);
 	cr_assert_eq(register_one(sid, "late@example.com", NULL, what, sizeof(what)), 201);
 	cr_assert_str_eq(what, "waitlisted");
 	struct t_resp r;
@@ -185,9 +184,9 @@ Test(rules, manual_approval_and_auto_approve)
 	make_session("{\"title\":\"Manual\",\"approval\":\"manual\"}", sid);
 	cr_assert_eq(register_one(sid, "m1@example.com", NULL, what, sizeof(what)), 201);
 	cr_assert_str_eq(what, "pending_approval");
-	cr_assert_eq(register_one(sid, "m2@example.com", "{\"auto_approve\":true}", what,
-				  sizeof(what)),
-		     201);
+	cr_assert_eq(
+	    register_one(sid, "m2@example.com", "{\"auto_approve\":true}", what, sizeof(what)),
+	    201);
 	cr_assert_str_eq(what, "registered");
 	struct job_wait w1j, w2j;
 	post_bulk(sid, "mp", 3, NULL, &w1j);
@@ -196,15 +195,15 @@ Test(rules, manual_approval_and_auto_approve)
 	cr_assert(t_poll(terminal, &w2j, 30000));
 	const char *p[] = {sid};
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM people WHERE session_id = $1 AND "
-				"registration_status = 'pending_approval'",
-				1, p),
-		     4);
+	                        "SELECT count(*) FROM people WHERE session_id = $1 AND "
+	                        "registration_status = 'pending_approval'",
+	                        1, p),
+	             4);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM people WHERE session_id = $1 AND "
-				"registration_status = 'registered'",
-				1, p),
-		     4);
+	                        "SELECT count(*) FROM people WHERE session_id = $1 AND "
+	                        "registration_status = 'registered'",
+	                        1, p),
+	             4);
 	t_check_invariants(db);
 }
 
@@ -212,9 +211,9 @@ Test(rules, registration_window)
 {
 	char closed[37], future[37], what[64];
 	make_session("{\"title\":\"Closed\",\"registration_closes_at\":\"2001-01-01T00:00:00Z\"}",
-		     closed);
+	             closed);
 	make_session("{\"title\":\"Later\",\"registration_opens_at\":\"2999-01-01T00:00:00Z\"}",
-		     future);
+	             future);
 	cr_assert_eq(register_one(closed, "w@example.com", NULL, what, sizeof(what)), 422);
 	cr_assert_str_eq(what, "registration_closed");
 	cr_assert_eq(register_one(future, "w@example.com", NULL, what, sizeof(what)), 422);
@@ -224,10 +223,10 @@ Test(rules, registration_window)
 	cr_assert(t_poll(terminal, &w, 30000));
 	const char *p[] = {closed};
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
-				"WHERE j.session_id = $1 AND t.error_code = 'registration_closed'",
-				1, p),
-		     3);
+	                        "SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+	                        "WHERE j.session_id = $1 AND t.error_code = 'registration_closed'",
+	                        1, p),
+	             3);
 	t_check_invariants(db);
 }
 
@@ -239,8 +238,8 @@ Test(rules, duplicates_case_insensitive_and_override)
 	cr_assert_eq(register_one(sid, "case@example.COM", NULL, what, sizeof(what)), 409);
 	cr_assert_str_eq(what, "already_registered");
 	cr_assert_eq(register_one(sid, "CASE@example.com", "{\"override_duplicates\":true}", what,
-				  sizeof(what)),
-		     201);
+	                          sizeof(what)),
+	             201);
 	/* Bulk: the same address twice plus an existing one, with and without override. */
 	struct job_wait w;
 	post_bulk(sid, "case", 1, NULL, &w); /* case0@example.com, new */
@@ -252,13 +251,13 @@ Test(rules, duplicates_case_insensitive_and_override)
 	const char *p[] = {sid};
 	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM people WHERE session_id = $1", 1, p), 2);
 	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
-				"WHERE j.session_id = $1 AND t.error_code = 'already_registered'",
-				1, p),
-		     1);
-	cr_assert_eq(t_sql_long(db,
-				"SELECT count(*) FROM jobs WHERE session_id = $1 AND status = 'ended'",
-				1, p),
-		     2);
+	                        "SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+	                        "WHERE j.session_id = $1 AND t.error_code = 'already_registered'",
+	                        1, p),
+	             1);
+	cr_assert_eq(
+	    t_sql_long(db, "SELECT count(*) FROM jobs WHERE session_id = $1 AND status = 'ended'",
+	               1, p),
+	    2);
 	t_check_invariants(db);
 }

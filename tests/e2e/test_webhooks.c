@@ -15,25 +15,25 @@
 TestSuite(webhooks, .timeout = 180);
 
 static const char *const env[] = {"BULKREG_WEBHOOK_ALLOW_PRIVATE=1",
-				  "BULKREG_WEBHOOK_RETRY_SCHEDULE=200ms,200ms,200ms",
-				  "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
+                                  "BULKREG_WEBHOOK_RETRY_SCHEDULE=200ms,200ms,200ms",
+                                  "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
 
 /* Creates an endpoint for url and returns its secret and id. */
-static void make_endpoint(const char *base, const struct t_org *org, const char *url,
-			  char *secret, char *id)
+static void make_endpoint(const char *base, const struct t_org *org, const char *url, char *secret,
+                          char *id)
 {
 	char u[256], body[512];
 	struct t_resp r;
 	snprintf(u, sizeof(u), "%s/v1/webhooks", base);
 	snprintf(body, sizeof(body),
-		 "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
-		 "\"events\":[\"job.ended\"]}}}",
-		 url);
+	         "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
+	         "\"events\":[\"job.ended\"]}}}",
+	         url);
 	t_http(&r, "POST", u, org->token, body, NULL);
 	cr_assert_eq(r.status, 201, "webhook: %ld %s", r.status, r.body);
 	json_t *data = json_object_get(r.json, "data");
 	snprintf(secret, 128, "%s",
-		 json_string_value(json_object_get(json_object_get(data, "attributes"), "secret")));
+	         json_string_value(json_object_get(json_object_get(data, "attributes"), "secret")));
 	snprintf(id, 37, "%s", json_string_value(json_object_get(data, "id")));
 	t_resp_free(&r);
 }
@@ -48,7 +48,7 @@ static void post_small_job(const char *base, const struct t_org *org)
 	       "{\"data\":{\"type\":\"sessions\",\"attributes\":{\"title\":\"Hooks\"}}}", NULL);
 	cr_assert_eq(r.status, 201);
 	snprintf(sid, sizeof(sid), "%s",
-		 json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
 	t_resp_free(&r);
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
 	t_http(&r, "POST", url, org->token,
@@ -87,8 +87,7 @@ Test(webhooks, retried_until_accepted_with_one_id)
 	post_small_job(base, &org);
 
 	struct count_wait w = {rc, 3};
-	cr_assert(t_poll(received, &w, 20000), "expected 3 attempts, got %d",
-		  t_receiver_count(rc));
+	cr_assert(t_poll(received, &w, 20000), "expected 3 attempts, got %d", t_receiver_count(rc));
 	struct t_hook first;
 	cr_assert(t_receiver_get(rc, 0, &first));
 	for (int i = 0; i < 3; i++) {
@@ -121,7 +120,7 @@ Test(webhooks, retried_until_accepted_with_one_id)
 	int ok = 0, failed = 0;
 	for (size_t i = 0; i < 3; i++) {
 		json_t *a = json_object_get(json_array_get(json_object_get(r.json, "data"), i),
-					    "attributes");
+		                            "attributes");
 		long s = (long)json_integer_value(json_object_get(a, "http_status"));
 		ok += s == 200;
 		failed += s == 500;
