@@ -234,6 +234,10 @@ static const char *cfg_set(struct br_config *cfg, const char *name, const char *
 		if (parse_long(v, 100, 3600000, &n))
 			return "expected milliseconds from 100 to 3600000";
 		cfg->sweep_interval_ms = (int)n;
+	} else if (strcmp(name, "BULKREG_STRANDED_AFTER_MS") == 0) {
+		if (parse_long(v, 1000, 7L * 86400 * 1000, &n))
+			return "expected milliseconds from 1000 to 604800000";
+		cfg->stranded_after_ms = n;
 	} else if (strcmp(name, "BULKREG_LOG_FORMAT") == 0) {
 		if (strcmp(v, "json") == 0)
 			cfg->log_format = CFG_LOG_JSON;
@@ -273,6 +277,9 @@ static const struct {
     {"BULKREG_RATE_LIMIT", "50/s,100"},
     {"BULKREG_JOIN_URL_BASE", "https://join.example.com/s/"},
     {"BULKREG_SWEEP_INTERVAL_MS", "5000"},
+    /* Beyond CONTRACT §3: how long a task may stay queued before the sweeper
+       assumes its message was lost (a purged queue) and publishes it again. */
+    {"BULKREG_STRANDED_AFTER_MS", "900000"},
     {"BULKREG_LOG_FORMAT", "json"},
     {"BULKREG_LOG_LEVEL", "info"},
 };

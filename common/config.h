@@ -48,6 +48,7 @@ struct br_config {
 	int rate_limit_burst;
 	char join_url_base[CFG_URL_MAX];
 	int sweep_interval_ms;
+	long stranded_after_ms; /* BULKREG_STRANDED_AFTER_MS, beyond CONTRACT §3 */
 	enum cfg_log_format log_format;
 	enum cfg_log_level log_level;
 };

@@ -27,9 +27,9 @@
 #include "taskmsg.h"
 
 /* "bulkreg sweeper" as a lock key. */
-#define SWEEP_LOCK_KEY           "7263611021"
-#define SWEEP_GRACE              "10 seconds"
-#define SWEEP_STRANDED_AFTER     "15 minutes"
+#define SWEEP_LOCK_KEY "7263611021"
+/* The API marks a job published within milliseconds; give it this long. */
+#define SWEEP_GRACE_MIN_MS       2000
 #define SWEEP_CONFIRM_TIMEOUT_MS 30000
 
 struct sweeper {
@@ -47,10 +47,10 @@ static const db_stmt stmt_unlock = {"sweep_unlock", "SELECT pg_advisory_unlock("
 static const db_stmt stmt_unpublished = {
     "sweep_unpublished",
     "SELECT t.id, t.job_id FROM jobs j JOIN tasks t ON t.job_id = j.id"
-    " WHERE j.published_at IS NULL AND j.created_at < now() - interval '" SWEEP_GRACE "'"
+    " WHERE j.published_at IS NULL AND j.created_at < now() - $1::int * interval '1 ms'"
     "   AND t.status = 'queued'"
     " ORDER BY j.created_at, t.idx LIMIT 500",
-    0};
+    1};
 static const db_stmt stmt_mark_published = {
     "sweep_mark_published",
     "UPDATE jobs SET published_at = now() WHERE id = ANY ($1::uuid[])"
@@ -59,15 +59,14 @@ static const db_stmt stmt_mark_published = {
     "                   AND NOT (t.id = ANY ($2::uuid[])))",
     2};
 /* Claims long-queued tasks of published jobs: touching updated_at spaces out repeats. */
-static const db_stmt stmt_stranded = {
-    "sweep_stranded",
-    "UPDATE tasks SET updated_at = now() WHERE id IN ("
-    "  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
-    "  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
-    "    AND t.updated_at < now() - interval '" SWEEP_STRANDED_AFTER "'"
-    "  LIMIT 500)"
-    " RETURNING id, job_id",
-    0};
+static const db_stmt stmt_stranded = {"sweep_stranded",
+                                      "UPDATE tasks SET updated_at = now() WHERE id IN ("
+                                      "  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                                      "  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
+                                      "    AND t.updated_at < now() - $1::bigint * interval '1 ms'"
+                                      "  LIMIT 500)"
+                                      " RETURNING id, job_id",
+                                      1};
 
 /* Publishes the (task id, job id) rows of res; BR_OK when all were confirmed. */
 static br_status publish_rows(struct sweeper *s, PGresult *res)
@@ -113,7 +112,11 @@ static void sweep_unpublished(struct sweeper *s)
 {
 	PGresult *res = NULL;
 	char *jobs = NULL, *tasks = NULL;
-	if (db_run(s->db, &stmt_unpublished, NULL, &res) != BR_OK || PQntuples(res) == 0)
+	char grace[24];
+	int g = 2 * s->w->cfg->sweep_interval_ms;
+	snprintf(grace, sizeof(grace), "%d", g > SWEEP_GRACE_MIN_MS ? g : SWEEP_GRACE_MIN_MS);
+	const char *gp[] = {grace};
+	if (db_run(s->db, &stmt_unpublished, gp, &res) != BR_OK || PQntuples(res) == 0)
 		goto out;
 	br_status st = publish_rows(s, res);
 	if (st != BR_OK) {
@@ -136,11 +139,14 @@ out:
 static void sweep_stranded(struct sweeper *s)
 {
 	PGresult *res = NULL;
-	if (db_run(s->db, &stmt_stranded, NULL, &res) != BR_OK || PQntuples(res) == 0)
+	char after[24];
+	snprintf(after, sizeof(after), "%ld", s->w->cfg->stranded_after_ms);
+	const char *ap[] = {after};
+	if (db_run(s->db, &stmt_stranded, ap, &res) != BR_OK || PQntuples(res) == 0)
 		goto out;
 	if (publish_rows(s, res) == BR_OK)
-		LOG_WARN("sweeper: republished %d task(s) queued for over " SWEEP_STRANDED_AFTER,
-		         PQntuples(res));
+		LOG_WARN("sweeper: republished %d task(s) queued for over %ld ms", PQntuples(res),
+		         s->w->cfg->stranded_after_ms);
 out:
 	PQclear(res);
 }
