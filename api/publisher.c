@@ -9,8 +9,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "proc.h"
 
 #define PUB_CONFIRM_TIMEOUT_MS 10000
+/* After a failed connect, requests skip the broker this long (the sweeper publishes). */
+#define PUB_BACKOFF_MS 1000
 
 struct pub_node {
 	mq_conn *conn;
@@ -23,6 +26,7 @@ struct pub_pool {
 	char *url;
 	int size, open;
 	struct pub_node *free_list;
+	long long down_until_ms; /* atomic: no connect attempts before this */
 };
 
 pub_pool *pub_pool_new(const char *url, int size)
@@ -97,16 +101,29 @@ static void pub_put(pub_pool *p, struct pub_node *n)
 
 br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n)
 {
+	/*
+	 * While the broker is known to be down, answer at once: the job is
+	 * committed and the sweeper will publish it, so waiting on connect
+	 * timeouts would only delay the client's 202.
+	 */
+	if (proc_now_ms() < __atomic_load_n(&p->down_until_ms, __ATOMIC_SEQ_CST))
+		return BR_MQ_CONN;
 	struct pub_node *node = NULL;
 	br_status st = pub_get(p, &node);
 	if (st != BR_OK)
 		return st;
 	for (int attempt = 0; attempt < 2; attempt++) {
+		bool was_open = mq_is_open(node->conn);
 		st = mq_ensure(node->conn);
-		if (st == BR_OK)
-			st = mq_publish(node->conn, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, n,
-			                PUB_CONFIRM_TIMEOUT_MS);
-		if (st != BR_MQ_CONN)
+		if (st != BR_OK) {
+			__atomic_store_n(&p->down_until_ms, proc_now_ms() + PUB_BACKOFF_MS,
+			                 __ATOMIC_SEQ_CST);
+			break;
+		}
+		st = mq_publish(node->conn, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, n,
+		                PUB_CONFIRM_TIMEOUT_MS);
+		/* Retry once only when a kept connection turned out to be dead. */
+		if (st != BR_MQ_CONN || !was_open)
 			break;
 	}
 	if (st != BR_OK)
