@@ -1,10 +1,9 @@
 /*
- * fault.c - test-only crash points (see fault.h). The hit counter is atomic;
- * the armed point is read from the environment once.
+ * fault.c - test-only crash points (see fault.h). Compiled only into builds
+ * configured with -DBULKREG_FAULT_HOOKS=ON. The hit counter is atomic; the
+ * armed point is read from the environment once.
  */
 #include "fault.h"
-
-#ifdef BULKREG_FAULT_HOOKS
 
 #include <pthread.h>
 #include <signal.h>
@@ -48,5 +47,3 @@ void fault_point(const char *name)
 	kill(getpid(), SIGKILL);
 	pause();
 }
-
-#endif
