@@ -22,7 +22,7 @@
 		"SELECT (SELECT count(*) FROM jobs j WHERE " where "),"                            \
 		" (SELECT COALESCE(json_agg(job_resource(x) ORDER BY x.created_at DESC, x.id DESC),"\
 		"  '[]'::json) FROM (SELECT * FROM jobs j WHERE " where                              \
-		"  ORDER BY j.created_at DESC, j.id DESC OFFSET $4::int LIMIT $5::int) x)",        \
+		"  ORDER BY j.created_at DESC, j.id DESC OFFSET $4::bigint LIMIT $5::int) x)",        \
 		5                                                                                  \
 	}
 
@@ -93,18 +93,18 @@ void route_jobs_update(struct api_req *r)
 	json_t *v;
 	json_object_foreach(doc, key, v)
 	{
-		if (strcmp(key, "action") != 0 && strcmp(key, "override_duplicates") != 0) {
-			char ptr[128];
-			ja_pointer(ptr, sizeof(ptr), "", key);
-			ja_error_add(&e, 422, "validation_failed", "Validation failed",
-				     "Unknown member.", ptr);
-		}
+		if (strcmp(key, "action") != 0 && strcmp(key, "override_duplicates") != 0)
+			val_unknown(&e, "", key, "member");
 	}
 	if (e.count) {
 		ja_errors_send(&e, r->resp);
 		goto out;
 	}
-	const char *params[] = {r->org_id, r->id, override ? "true" : "false"};
+	/* Absent, the job keeps the override_duplicates it had. */
+	const char *given = !json_object_get(doc, "override_duplicates") ? NULL
+	                    : override                                    ? "true"
+	                                                                  : "false";
+	const char *params[] = {r->org_id, r->id, given};
 	br_status st = db_run(r->db, &stmt_retry, params, &res);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);

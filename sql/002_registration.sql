@@ -416,7 +416,8 @@ $$;
 -- PUT /v1/jobs/:id {"action":"retry_failed"}: in one transaction the failed
 -- tasks go back to queued (their counts leave total_fail and so
 -- total_processed_items), the job returns to processing with retry_count + 1
--- and the request's override_duplicates. The caller publishes task_ids.
+-- and the request's override_duplicates (NULL keeps the job's). The caller
+-- publishes task_ids.
 -- outcome: 'retried', 'not_found', 'job_in_progress' or 'nothing_to_retry'.
 CREATE FUNCTION retry_failed(p_org uuid, p_job uuid, p_override boolean,
                              OUT outcome text, OUT job json, OUT task_ids uuid[])
@@ -443,7 +444,8 @@ BEGIN
         outcome := 'nothing_to_retry'; RETURN;
     END IF;
     UPDATE jobs SET status = 'processing', total_fail = total_fail - n,
-                    retry_count = retry_count + 1, override_duplicates = p_override,
+                    retry_count = retry_count + 1,
+                    override_duplicates = COALESCE(p_override, override_duplicates),
                     completed_at = NULL, published_at = NULL, cancelled_at = NULL,
                     updated_at = now()
     WHERE id = p_job
