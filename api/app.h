@@ -16,6 +16,7 @@
 #include "http.h"
 #include "ops.h"
 #include "publisher.h"
+#include "ratelimit.h"
 
 /* How long a request waits for a free database connection. */
 #define API_DB_WAIT_MS           5000
@@ -27,15 +28,17 @@ struct api_app {
 	db_pool *db;
 	pub_pool *pub;
 	ops *ops;
+	ratelimit *rl; /* NULL when BULKREG_RATE_LIMIT=0 */
 };
 
 struct api_req {
 	struct api_app *app;
 	struct http_req *http;
 	struct http_resp *resp;
-	db_conn *db;                   /* borrowed for the request by the router */
-	char org_id[API_UUID_LEN + 1]; /* the token's organization */
-	char id[API_UUID_LEN + 1];     /* the :id path segment, when the route has one */
+	db_conn *db;                     /* borrowed for the request by the router */
+	char org_id[API_UUID_LEN + 1];   /* the token's organization */
+	char token_id[API_UUID_LEN + 1]; /* the token itself (api_tokens.id) */
+	char id[API_UUID_LEN + 1];       /* the :id path segment, when the route has one */
 };
 
 /* The server's single handler: routes the request (see routes.c). */

@@ -11,10 +11,10 @@
 
 #define AUTH_TOKEN_MAX 256
 
-static const db_stmt stmt_token = {
-    "auth_token",
-    "SELECT organization_id FROM api_tokens WHERE token_hash = $1::bytea AND revoked_at IS NULL",
-    1};
+static const db_stmt stmt_token = {"auth_token",
+                                   "SELECT organization_id, id FROM api_tokens WHERE token_hash = "
+                                   "$1::bytea AND revoked_at IS NULL",
+                                   1};
 
 bool auth_request(struct api_req *r)
 {
@@ -41,8 +41,10 @@ bool auth_request(struct api_req *r)
 		return false;
 	}
 	bool ok = PQntuples(res) == 1;
-	if (ok)
+	if (ok) {
 		memcpy(r->org_id, PQgetvalue(res, 0, 0), API_UUID_LEN + 1);
+		memcpy(r->token_id, PQgetvalue(res, 0, 1), API_UUID_LEN + 1);
+	}
 	PQclear(res);
 	if (!ok)
 		ja_fail(r, 401, "unauthorized", "Unauthorized",

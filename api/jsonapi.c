@@ -5,6 +5,7 @@
 #include "jsonapi.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,44 +31,132 @@ void ja_errors_free(struct ja_errors *e)
 	e->count = 0;
 }
 
+size_t ja_utf8_decode(const char *s, size_t n, uint32_t *cp)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t len;
+	uint32_t v, min;
+	if (n == 0)
+		return 0;
+	if (u[0] < 0x80) {
+		*cp = u[0];
+		return 1;
+	}
+	if (u[0] >= 0xc2 && u[0] <= 0xdf) {
+		len = 2;
+		v = u[0] & 0x1fu;
+		min = 0x80;
+	} else if (u[0] >= 0xe0 && u[0] <= 0xef) {
+		len = 3;
+		v = u[0] & 0x0fu;
+		min = 0x800;
+	} else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
+		len = 4;
+		v = u[0] & 0x07u;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+		v = v << 6 | (u[i] & 0x3fu);
+	}
+	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return len;
+}
+
+/*
+ * Appends s as the body of a JSON string. Bytes that are not well-formed
+ * UTF-8 (a client's query key, a truncated echo of its body) become U+FFFD,
+ * so an error document is always valid JSON.
+ */
+static br_status append_text(strbuf *sb, const char *s)
+{
+	size_t len = strlen(s), run = 0;
+	for (size_t i = 0; i < len;) {
+		uint32_t cp;
+		size_t n = ja_utf8_decode(s + i, len - i, &cp);
+		if (n) {
+			i += n;
+			continue;
+		}
+		br_status st = sb_append_json_escaped(sb, s + run, i - run);
+		if (st == BR_OK)
+			st = sb_appends(sb, "\xef\xbf\xbd");
+		if (st != BR_OK)
+			return st;
+		run = ++i;
+	}
+	return sb_append_json_escaped(sb, s + run, len - run);
+}
+
 static br_status append_str_field(strbuf *sb, const char *key, const char *val)
 {
 	br_status st = sb_appendf(sb, ",\"%s\":\"", key);
 	if (st == BR_OK)
-		st = sb_append_json_escaped(sb, val, strlen(val));
+		st = append_text(sb, val);
 	if (st == BR_OK)
 		st = sb_appends(sb, "\"");
 	return st;
 }
 
+/* One error object into sb; detail and pointer may be NULL. */
+static br_status build_error(strbuf *sb, unsigned status, const char *code, const char *title,
+                             const char *detail, const char *pointer)
+{
+	br_status st = sb_appendf(sb, "{\"status\":\"%u\",\"code\":\"%s\"", status, code);
+	if (st == BR_OK)
+		st = append_str_field(sb, "title", title);
+	if (st == BR_OK && detail)
+		st = append_str_field(sb, "detail", detail);
+	if (st == BR_OK && pointer) {
+		st = sb_appends(sb, ",\"source\":{\"pointer\":\"");
+		if (st == BR_OK)
+			st = append_text(sb, pointer);
+		if (st == BR_OK)
+			st = sb_appends(sb, "\"}");
+	}
+	if (st == BR_OK)
+		st = sb_appends(sb, "}");
+	return st;
+}
+
 void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
-		  const char *detail, const char *pointer)
+                  const char *detail, const char *pointer)
 {
 	if (e->count >= JA_MAX_ERRORS)
 		return;
-	if (e->count == 0)
-		e->status = status;
-	br_status st = sb_appendf(&e->sb, "%s{\"status\":\"%u\",\"code\":\"%s\"",
-				  e->count ? "," : "", status, code);
-	if (st == BR_OK)
-		st = append_str_field(&e->sb, "title", title);
-	if (st == BR_OK && detail)
-		st = append_str_field(&e->sb, "detail", detail);
-	if (st == BR_OK && pointer) {
-		st = sb_appends(&e->sb, ",\"source\":{\"pointer\":\"");
-		if (st == BR_OK)
-			st = sb_append_json_escaped(&e->sb, pointer, strlen(pointer));
-		if (st == BR_OK)
-			st = sb_appends(&e->sb, "\"}");
+	/*
+	 * Built apart first: a problem that does not fit what is left of the
+	 * document is dropped and the ones before it stay. The first problem is
+	 * kept in any case, without its detail and pointer if need be.
+	 */
+	strbuf one;
+	sb_init(&one, e->sb.max);
+	br_status st = build_error(&one, status, code, title, detail, pointer);
+	if ((st != BR_OK || e->sb.len + one.len + 1 > e->sb.max) && e->count == 0) {
+		sb_free(&one);
+		st = build_error(&one, status, code, title, NULL, NULL);
 	}
-	if (st == BR_OK)
-		st = sb_appends(&e->sb, "}");
-	if (st != BR_OK) {
-		/* The buffer freed itself: keep what matters, that it failed. */
-		e->count = JA_MAX_ERRORS;
-		return;
+	if (st == BR_OK && e->sb.len + one.len + 1 <= e->sb.max) {
+		if (e->count)
+			st = sb_appends(&e->sb, ",");
+		if (st == BR_OK)
+			st = sb_append(&e->sb, sb_str(&one), one.len);
+		if (st == BR_OK) {
+			if (e->count == 0)
+				e->status = status;
+			e->count++;
+		} else {
+			e->count = JA_MAX_ERRORS; /* out of memory: the buffer freed itself */
+		}
 	}
-	e->count++;
+	sb_free(&one);
 }
 
 void ja_errors_send(struct ja_errors *e, struct http_resp *resp)
@@ -82,14 +171,18 @@ void ja_errors_send(struct ja_errors *e, struct http_resp *resp)
 		st = sb_appends(&resp->body, "]}");
 	if (st != BR_OK || e->sb.len == 0)
 		http_resp_error(resp, resp->status, "internal_error", "Internal error",
-				"The error document could not be built.");
+		                "The error document could not be built.");
 	ja_errors_free(e);
 }
 
 void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
-	     const char *detail)
+             const char *detail)
 {
-	http_resp_error(r->resp, status, code, title, detail);
+	/* Through ja_errors, so that an echo of client input stays valid UTF-8. */
+	struct ja_errors e;
+	ja_errors_init(&e);
+	ja_error_add(&e, status, code, title, detail, NULL);
+	ja_errors_send(&e, r->resp);
 }
 
 void ja_db_fail(struct api_req *r, br_status st)
@@ -148,16 +241,17 @@ json_t *ja_parse_body(struct api_req *r)
 {
 	if (!media_type_ok(http_req_header(r->http, "Content-Type"))) {
 		ja_fail(r, 415, "unsupported_media_type", "Unsupported media type",
-			"Send the body as application/json or application/vnd.api+json.");
+		        "Send the body as application/json or application/vnd.api+json.");
 		return NULL;
 	}
 	json_error_t jerr;
 	const strbuf *b = &r->http->body;
 	json_t *doc = json_loadb(sb_str(b), b->len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!doc) {
-		char detail[256];
-		snprintf(detail, sizeof(detail), "%s (line %d, column %d)",
-			 b->len ? jerr.text : "The body is empty", jerr.line, jerr.column);
+		char detail[256] = "The body is empty.";
+		if (b->len)
+			snprintf(detail, sizeof(detail), "%s (line %d, column %d)", jerr.text,
+			         jerr.line, jerr.column);
 		ja_fail(r, 400, "invalid_json", "Invalid JSON", detail);
 		return NULL;
 	}
@@ -202,21 +296,33 @@ static bool parse_nonneg(const char *s, long max, long *out)
 	return true;
 }
 
+bool ja_parse_page(const char *number, const char *size, struct ja_page *page,
+		   struct ja_errors *e)
+{
+	struct ja_page p = {.number = 0, .size = JA_PAGE_SIZE_DEFAULT};
+	bool ok = true;
+	if (number && !parse_nonneg(number, 100000000L, &p.number)) {
+		ja_error_add(e, 400, "invalid_parameter", "Invalid parameter",
+			     "page[number] must be a whole number from 0.", NULL);
+		ok = false;
+	}
+	if (size && (!parse_nonneg(size, JA_PAGE_SIZE_MAX, &p.size) || p.size < 1)) {
+		ja_error_add(e, 400, "invalid_parameter", "Invalid parameter",
+			     "page[size] must be a whole number from 1 to 100.", NULL);
+		ok = false;
+	}
+	if (ok)
+		*page = p;
+	return ok;
+}
+
 bool ja_page_params(struct api_req *r, struct ja_page *page)
 {
 	const char *num = http_req_query(r->http, "page[number]");
 	const char *size = http_req_query(r->http, "page[size]");
 	struct ja_errors e;
 	ja_errors_init(&e);
-	page->number = 0;
-	page->size = JA_PAGE_SIZE_DEFAULT;
-	if (num && !parse_nonneg(num, 100000000L, &page->number))
-		ja_error_add(&e, 400, "invalid_parameter", "Invalid parameter",
-			     "page[number] must be a whole number from 0.", NULL);
-	if (size && (!parse_nonneg(size, JA_PAGE_SIZE_MAX, &page->size) || page->size < 1))
-		ja_error_add(&e, 400, "invalid_parameter", "Invalid parameter",
-			     "page[size] must be a whole number from 1 to 100.", NULL);
-	if (e.count) {
+	if (!ja_parse_page(num, size, page, &e)) {
 		ja_errors_send(&e, r->resp);
 		return false;
 	}
@@ -274,18 +380,24 @@ struct param_check {
 	struct ja_errors *e;
 };
 
-static bool check_one(void *ctx, const char *key, const char *value)
+bool ja_check_param(const char *const *allowed, const char *key, struct ja_errors *e)
 {
-	(void)value;
-	struct param_check *pc = ctx;
-	for (const char *const *a = pc->allowed; *a; a++) {
+	for (const char *const *a = allowed; *a; a++) {
 		if (strcmp(*a, key) == 0)
 			return true;
 	}
 	char detail[160];
 	snprintf(detail, sizeof(detail), "Unknown query parameter %.100s.", key);
-	ja_error_add(pc->e, 400, "invalid_parameter", "Invalid parameter", detail, NULL);
-	return true;
+	ja_error_add(e, 400, "invalid_parameter", "Invalid parameter", detail, NULL);
+	return false;
+}
+
+static bool check_one(void *ctx, const char *key, const char *value)
+{
+	(void)value;
+	struct param_check *pc = ctx;
+	ja_check_param(pc->allowed, key, pc->e);
+	return true; /* every unknown parameter is reported, not just the first */
 }
 
 bool ja_check_params(struct api_req *r, const char *const *allowed)

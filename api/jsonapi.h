@@ -9,6 +9,8 @@
 #define BULKREG_API_JSONAPI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -29,8 +31,10 @@ void ja_errors_free(struct ja_errors *e);
 
 /*
  * Adds one problem. pointer (a JSON pointer into the request, or NULL) goes
- * under source.pointer; strings are copied and escaped. Past JA_MAX_ERRORS
- * further problems are dropped.
+ * under source.pointer; strings are copied and escaped, bytes that are not
+ * UTF-8 replaced by U+FFFD. Past JA_MAX_ERRORS problems, or when one no
+ * longer fits the document's size cap, further problems are dropped (the
+ * first is always kept, without detail and pointer if it must).
  */
 void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
 		  const char *detail, const char *pointer);
@@ -66,6 +70,16 @@ struct ja_page {
 bool ja_page_params(struct api_req *r, struct ja_page *page);
 
 /*
+ * The pure part of ja_page_params: parses the raw (URL-decoded) values of
+ * page[number] and page[size], either NULL when absent (defaults 0 and 20).
+ * Each bad value adds a 400 invalid_parameter problem to e. Returns true
+ * and writes *page only when both are valid. No request needed: the query
+ * fuzzer calls it.
+ */
+bool ja_parse_page(const char *number, const char *size, struct ja_page *page,
+		   struct ja_errors *e);
+
+/*
  * Answers status with {"data": <array>, "meta": <pagination>} where array
  * is a JSON text.
  */
@@ -86,10 +100,23 @@ br_status ja_append_meta(strbuf *sb, const struct ja_page *page, long record_cou
 bool ja_check_params(struct api_req *r, const char *const *allowed);
 
 /*
+ * The pure part of ja_check_params for one query parameter: true when key
+ * is in allowed, else adds a 400 invalid_parameter problem naming it to e.
+ */
+bool ja_check_param(const char *const *allowed, const char *key, struct ja_errors *e);
+
+/*
  * Writes base + "/" + key into out as a JSON pointer, escaping "~" and "/"
  * in key (RFC 6901); truncated to cap.
  */
 void ja_pointer(char *out, size_t cap, const char *base, const char *key);
+
+/*
+ * Decodes the UTF-8 sequence at s (n bytes available) into *cp. Returns its
+ * length, or 0 when it is not well-formed (overlong, surrogate, past
+ * U+10FFFF, cut short); *cp is written only on success.
+ */
+size_t ja_utf8_decode(const char *s, size_t n, uint32_t *cp);
 
 /* True when s is a canonical UUID (8-4-4-4-12 hex digits). */
 bool ja_is_uuid(const char *s);

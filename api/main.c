@@ -7,6 +7,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "app.h"
 #include "log.h"
@@ -15,6 +16,38 @@
 
 #define API_THREADS  8
 #define API_DRAIN_MS 25000
+
+/*
+ * HTTP limits. Connections: at most API_CONN_LIMIT, fewer when the
+ * descriptor limit is lower (API_FD_RESERVE stay for PostgreSQL, AMQP and
+ * logs). Per client address API_PER_IP_LIMIT: room for a 32-connection
+ * benchmark from one host or a proxy's pool, while one host alone cannot
+ * exhaust the server with slow connections. A connection silent for
+ * API_IDLE_TIMEOUT_S is closed; a request head must arrive within
+ * HTTP_HEADER_TIMEOUT_S and its body within HTTP_BODY_TIMEOUT_S however
+ * slowly it trickles (common/http.h). API_CONN_MEMORY bounds MHD's buffers
+ * per connection (request line and headers included): request bodies are
+ * copied out of it as they arrive, up to BULKREG_MAX_BODY_BYTES.
+ */
+#define API_CONN_LIMIT     1024
+#define API_FD_RESERVE     128
+#define API_PER_IP_LIMIT   128
+#define API_IDLE_TIMEOUT_S 15
+#define API_CONN_MEMORY    (64 * 1024)
+/* Token buckets one API process keeps at most (about 100 bytes each). */
+#define API_RL_MAX_KEYS 16384
+
+/* API_CONN_LIMIT, or what the descriptor limit leaves room for. */
+static unsigned conn_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= API_CONN_LIMIT + API_FD_RESERVE)
+		return API_CONN_LIMIT;
+	if (rl.rlim_cur <= 2 * API_FD_RESERVE)
+		return API_FD_RESERVE;
+	return (unsigned)(rl.rlim_cur - API_FD_RESERVE);
+}
 
 int main(void)
 {
@@ -28,20 +61,24 @@ int main(void)
 	/* One connection per HTTP thread, plus one for scrapes and probes. */
 	app.db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, API_THREADS + 1);
 	app.pub = pub_pool_new(cfg.amqp_url, API_THREADS);
-	if (!app.db || !app.pub ||
+	if (cfg.rate_limit_enabled)
+		app.rl = rl_new(cfg.rate_limit_per_sec, cfg.rate_limit_burst, API_RL_MAX_KEYS);
+	if (!app.db || !app.pub || (cfg.rate_limit_enabled && !app.rl) ||
 	    ops_init(app.db, cfg.amqp_url, NULL, NULL, &app.ops) != BR_OK) {
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}
 	struct http_opts opts = {
-		.bind = cfg.api_bind,
-		.port = cfg.api_port,
-		.threads = API_THREADS,
-		.max_body = cfg.max_body_bytes,
-		.conn_limit = 1024,
-		.per_ip_limit = 0,
-		.idle_timeout_s = 30,
-		.conn_memory = 64 * 1024,
+	    .bind = cfg.api_bind,
+	    .port = cfg.api_port,
+	    .threads = API_THREADS,
+	    .max_body = cfg.max_body_bytes,
+	    .conn_limit = conn_limit(),
+	    .per_ip_limit = API_PER_IP_LIMIT,
+	    .idle_timeout_s = API_IDLE_TIMEOUT_S,
+	    .header_timeout_s = HTTP_HEADER_TIMEOUT_S,
+	    .body_timeout_s = HTTP_BODY_TIMEOUT_S,
+	    .conn_memory = API_CONN_MEMORY,
 	};
 	if (http_start(&opts, api_handle, &app, &srv) != BR_OK)
 		goto out;
@@ -54,6 +91,7 @@ int main(void)
 	rc = 0;
 out:
 	ops_free(app.ops);
+	rl_free(app.rl);
 	pub_pool_free(app.pub);
 	db_pool_free(app.db);
 	met_shutdown();

@@ -3,40 +3,56 @@
  * from one table. For /v1 it borrows a database connection for the whole
  * request, authenticates, checks the :id segment is a UUID (anything else is
  * 404, never a database error), and answers 405 with Allow for a known path
- * with another method. Stateless; thread-safe.
+ * with another method.
+ *
+ * The router also applies what routes must not each reimplement: the rate
+ * limit (every authenticated /v1 request takes a token from its
+ * organization's bucket and its response carries RateLimit-*; see
+ * ratelimit.h) and, for routes flagged ROUTE_IDEMPOTENT, the
+ * Idempotency-Key (idempotency.h).
+ *
+ * Process-wide state: the rate limiter, created on first use from the
+ * configuration and kept for the life of the process (its table is
+ * internally synchronised). Otherwise stateless; thread-safe.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "app.h"
 #include "auth.h"
+#include "idempotency.h"
 #include "jsonapi.h"
 #include "log.h"
+#include "ratelimit.h"
 
 typedef void (*route_fn)(struct api_req *r);
+
+/* The route honours Idempotency-Key. */
+#define ROUTE_IDEMPOTENT 1u
 
 /* A path pattern: literal segments and ":id" (a UUID). */
 struct route {
 	const char *pattern;
 	const char *method;
 	route_fn fn;
+	unsigned flags;
 };
 
 static const struct route routes[] = {
-	{"/v1/sessions", "POST", route_sessions_create},
-	{"/v1/sessions/:id", "GET", route_sessions_get},
-	{"/v1/sessions/:id/people", "GET", route_people_list},
-	{"/v1/sessions/:id/people", "POST", route_people_create},
-	{"/v1/sessions/:id/people/bulk", "POST", route_bulk_create},
-	{"/v1/jobs", "GET", route_jobs_list},
-	{"/v1/jobs/:id", "GET", route_jobs_get},
-	{"/v1/jobs/:id", "PUT", route_jobs_update},
-	{"/v1/jobs/:id", "DELETE", route_jobs_delete},
-	{"/v1/jobs/:id/tasks", "GET", route_jobs_tasks},
-	{"/v1/webhooks", "GET", route_webhooks_list},
-	{"/v1/webhooks", "POST", route_webhooks_create},
-	{"/v1/webhooks/:id", "DELETE", route_webhooks_delete},
-	{"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries},
+    {"/v1/sessions", "POST", route_sessions_create, 0},
+    {"/v1/sessions/:id", "GET", route_sessions_get, 0},
+    {"/v1/sessions/:id/people", "GET", route_people_list, 0},
+    {"/v1/sessions/:id/people", "POST", route_people_create, ROUTE_IDEMPOTENT},
+    {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, ROUTE_IDEMPOTENT},
+    {"/v1/jobs", "GET", route_jobs_list, 0},
+    {"/v1/jobs/:id", "GET", route_jobs_get, 0},
+    {"/v1/jobs/:id", "PUT", route_jobs_update, 0},
+    {"/v1/jobs/:id", "DELETE", route_jobs_delete, 0},
+    {"/v1/jobs/:id/tasks", "GET", route_jobs_tasks, 0},
+    {"/v1/webhooks", "GET", route_webhooks_list, 0},
+    {"/v1/webhooks", "POST", route_webhooks_create, 0},
+    {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, 0},
+    {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -73,6 +89,44 @@ static bool match(const char *pattern, const char *path, char *id, bool *bad_id)
 	return *p == '\0' && (*s == '\0' || (s[0] == '/' && s[1] == '\0'));
 }
 
+/*
+ * Takes a token from the API token's bucket (CONTRACT §3: per token) and
+ * adds the RateLimit-* headers (IETF
+ * draft-ietf-httpapi-ratelimit-headers: Limit = burst, Remaining = whole
+ * tokens left, Reset = seconds until the bucket is full again). Over the
+ * limit it answers 429 with Retry-After = seconds until the next token and
+ * returns false. A limiter that cannot allocate lets the request through.
+ */
+static bool rate_allows(struct api_req *r)
+{
+	const struct br_config *cfg = r->app->cfg;
+	if (!cfg->rate_limit_enabled)
+		return true;
+	ratelimit *rl = r->app->rl;
+	struct rl_result res;
+	if (!rl || rl_take(rl, r->token_id, rl_now_ns(), &res) != BR_OK) {
+		LOG_WARN("rate limiter out of memory: request not limited");
+		return true;
+	}
+	struct http_resp *resp = r->resp;
+	br_status st = http_resp_header(resp, "RateLimit-Limit", "%ld", res.limit);
+	if (st == BR_OK)
+		st = http_resp_header(resp, "RateLimit-Remaining", "%ld", res.remaining);
+	if (st == BR_OK)
+		st = http_resp_header(resp, "RateLimit-Reset", "%ld", res.reset_s);
+	if (st == BR_OK && !res.allowed)
+		st = http_resp_header(resp, "Retry-After", "%ld", res.retry_after);
+	if (st != BR_OK)
+		LOG_WARN("rate limit headers lost: %s", br_strerror(st));
+	if (res.allowed)
+		return true;
+	char detail[160];
+	snprintf(detail, sizeof(detail), "Too many requests with this token; retry after %ld s.",
+	         res.retry_after);
+	ja_fail(r, 429, "rate_limited", "Too many requests", detail);
+	return false;
+}
+
 static void dispatch(struct api_req *r)
 {
 	char allow[64] = "";
@@ -87,12 +141,15 @@ static void dispatch(struct api_req *r)
 		bad_id = bad_id || bad;
 		size_t used = strlen(allow);
 		snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
-			 routes[i].method);
+		         routes[i].method);
 		if (strcmp(routes[i].method, r->http->method) == 0) {
 			found = &routes[i];
 			memcpy(r->id, id, sizeof(r->id));
 		}
 	}
+	/* After matching, so a 429 is counted under its route's label. */
+	if (!rate_allows(r))
+		return;
 	if (!allow[0] || bad_id) {
 		ja_fail(r, 404, "not_found", "Not found", "No such resource.");
 		return;
@@ -101,7 +158,10 @@ static void dispatch(struct api_req *r)
 		ops_method_not_allowed(r->resp, allow);
 		return;
 	}
-	found->fn(r);
+	if (found->flags & ROUTE_IDEMPOTENT)
+		idem_run(r, found->fn);
+	else
+		found->fn(r);
 }
 
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)

@@ -19,24 +19,25 @@
 #define JOBS_LIST(name, where)                                                                     \
 	{                                                                                          \
 		name,                                                                              \
-		"SELECT (SELECT count(*) FROM jobs j WHERE " where "),"                            \
-		" (SELECT COALESCE(json_agg(job_resource(x) ORDER BY x.created_at DESC, x.id DESC),"\
-		"  '[]'::json) FROM (SELECT * FROM jobs j WHERE " where                              \
-		"  ORDER BY j.created_at DESC, j.id DESC OFFSET $4::bigint LIMIT $5::int) x)",        \
-		5                                                                                  \
+		    "SELECT (SELECT count(*) FROM jobs j WHERE " where "),"                        \
+		    " (SELECT COALESCE(json_agg(job_resource(x) ORDER BY x.created_at DESC, x.id " \
+		    "DESC),"                                                                       \
+		    "  '[]'::json) FROM (SELECT * FROM jobs j WHERE " where                        \
+		    "  ORDER BY j.created_at DESC, j.id DESC OFFSET $4::bigint LIMIT $5::int) x)", \
+		    5                                                                              \
 	}
 
 static const db_stmt stmt_list[4] = {
-	JOBS_LIST("jobs_list", "j.organization_id = $1 AND $2::text IS NULL AND $3::uuid IS NULL"),
-	JOBS_LIST("jobs_list_status", "j.organization_id = $1 AND j.status = $2 AND $3::uuid IS NULL"),
-	JOBS_LIST("jobs_list_session",
-		  "j.organization_id = $1 AND $2::text IS NULL AND j.session_id = $3"),
-	JOBS_LIST("jobs_list_both", "j.organization_id = $1 AND j.status = $2 AND j.session_id = $3"),
+    JOBS_LIST("jobs_list", "j.organization_id = $1 AND $2::text IS NULL AND $3::uuid IS NULL"),
+    JOBS_LIST("jobs_list_status", "j.organization_id = $1 AND j.status = $2 AND $3::uuid IS NULL"),
+    JOBS_LIST("jobs_list_session",
+              "j.organization_id = $1 AND $2::text IS NULL AND j.session_id = $3"),
+    JOBS_LIST("jobs_list_both", "j.organization_id = $1 AND j.status = $2 AND j.session_id = $3"),
 };
 static const db_stmt stmt_retry = {
-	"jobs_retry", "SELECT outcome, job, task_ids FROM retry_failed($1, $2, $3::boolean)", 3};
-static const db_stmt stmt_cancel = {
-	"jobs_cancel", "SELECT outcome, job FROM cancel_or_delete_job($1, $2)", 2};
+    "jobs_retry", "SELECT outcome, job, task_ids FROM retry_failed($1, $2, $3::boolean)", 3};
+static const db_stmt stmt_cancel = {"jobs_cancel",
+                                    "SELECT outcome, job FROM cancel_or_delete_job($1, $2)", 2};
 
 static bool job_status_ok(const char *s)
 {
@@ -47,7 +48,7 @@ static bool job_status_ok(const char *s)
 void route_jobs_list(struct api_req *r)
 {
 	static const char *const allowed[] = {"page[number]", "page[size]", "filter[status]",
-					      "filter[session_id]", NULL};
+	                                      "filter[session_id]", NULL};
 	struct ja_page page;
 	if (!ja_check_params(r, allowed) || !ja_page_params(r, &page))
 		return;
@@ -55,8 +56,8 @@ void route_jobs_list(struct api_req *r)
 	const char *session = http_req_query(r->http, "filter[session_id]");
 	if ((status && !job_status_ok(status)) || (session && !ja_is_uuid(session))) {
 		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
-			"filter[status] is processing, ended, failed or cancelled; "
-			"filter[session_id] is a session id.");
+		        "filter[status] is processing, ended, failed or cancelled; "
+		        "filter[session_id] is a session id.");
 		return;
 	}
 	char from[24], size[24];
@@ -64,7 +65,8 @@ void route_jobs_list(struct api_req *r)
 	snprintf(size, sizeof(size), "%ld", page.size);
 	const char *params[] = {r->org_id, status, session, from, size};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_list[(status ? 1 : 0) + (session ? 2 : 0)], params, &res);
+	br_status st =
+	    db_run(r->db, &stmt_list[(status ? 1 : 0) + (session ? 2 : 0)], params, &res);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);
 		return;
@@ -87,7 +89,7 @@ void route_jobs_update(struct api_req *r)
 	const json_t *action = json_object_get(doc, "action");
 	if (!json_is_string(action) || strcmp(json_string_value(action), "retry_failed") != 0)
 		ja_error_add(&e, 422, "validation_failed", "Validation failed",
-			     "action must be retry_failed.", "/action");
+		             "action must be retry_failed.", "/action");
 	val_optional_bool(doc, "override_duplicates", "", &e, &override);
 	const char *key;
 	json_t *v;
@@ -102,8 +104,8 @@ void route_jobs_update(struct api_req *r)
 	}
 	/* Absent, the job keeps the override_duplicates it had. */
 	const char *given = !json_object_get(doc, "override_duplicates") ? NULL
-	                    : override                                    ? "true"
-	                                                                  : "false";
+	                    : override                                   ? "true"
+	                                                                 : "false";
 	const char *params[] = {r->org_id, r->id, given};
 	br_status st = db_run(r->db, &stmt_retry, params, &res);
 	if (st != BR_OK) {
@@ -115,9 +117,10 @@ void route_jobs_update(struct api_req *r)
 		ja_fail(r, 404, "not_found", "Not found", "No such job.");
 	} else if (strcmp(outcome, "job_in_progress") == 0) {
 		ja_fail(r, 409, "job_in_progress", "Job in progress",
-			"The job is still processing; retry it once it has finished.");
+		        "The job is still processing; retry it once it has finished.");
 	} else if (strcmp(outcome, "nothing_to_retry") == 0) {
-		ja_fail(r, 409, "nothing_to_retry", "Nothing to retry", "The job has no failed task.");
+		ja_fail(r, 409, "nothing_to_retry", "Nothing to retry",
+		        "The job has no failed task.");
 	} else {
 		log_set_job_id(r->id);
 		jobs_publish(r, r->id, PQgetvalue(res, 0, 2));
@@ -147,7 +150,7 @@ void route_jobs_delete(struct api_req *r)
 	} else if (strcmp(outcome, "deleted") == 0) {
 		char body[160];
 		snprintf(body, sizeof(body),
-			 "{\"meta\":{\"message\":\"Bulk registration job %s deleted\"}}", r->id);
+		         "{\"meta\":{\"message\":\"Bulk registration job %s deleted\"}}", r->id);
 		http_resp_json(r->resp, 200, body);
 		r->resp->content_type = "application/vnd.api+json";
 	} else {

@@ -15,31 +15,30 @@
 #include "validate.h"
 
 static const db_stmt stmt_session_insert = {
-	"sessions_insert",
-	"INSERT INTO sessions (organization_id, title, starts_at, capacity,"
-	" registration_opens_at, registration_closes_at, approval, waitlist)"
-	" VALUES ($1, $2, $3::timestamptz, $4::int, $5::timestamptz, $6::timestamptz,"
-	"         COALESCE($7, 'automatic'), COALESCE($8::boolean, false))"
-	" RETURNING id, session_resource(sessions)",
-	8};
+    "sessions_insert",
+    "INSERT INTO sessions (organization_id, title, starts_at, capacity,"
+    " registration_opens_at, registration_closes_at, approval, waitlist)"
+    " VALUES ($1, $2, $3::timestamptz, $4::int, $5::timestamptz, $6::timestamptz,"
+    "         COALESCE($7, 'automatic'), COALESCE($8::boolean, false))"
+    " RETURNING id, session_resource(sessions)",
+    8};
 static const db_stmt stmt_session_get = {
-	"sessions_get",
-	"SELECT session_resource(s) FROM sessions s WHERE s.id = $1 AND s.organization_id = $2", 2};
+    "sessions_get",
+    "SELECT session_resource(s) FROM sessions s WHERE s.id = $1 AND s.organization_id = $2", 2};
 static const db_stmt stmt_people_count = {
-	"people_count",
-	"SELECT people_count FROM sessions WHERE id = $1 AND organization_id = $2", 2};
+    "people_count", "SELECT people_count FROM sessions WHERE id = $1 AND organization_id = $2", 2};
 /* people_count numbers every person: a page is a range of positions. */
 static const db_stmt stmt_people_page = {
-	"people_page",
-	"SELECT COALESCE(json_agg(person_resource(p, $4) ORDER BY p.position), '[]'::json)"
-	" FROM people p WHERE p.session_id = $1"
-	"  AND p.position >= $2::int AND p.position < $2::int + $3::int",
-	4};
+    "people_page",
+    "SELECT COALESCE(json_agg(person_resource(p, $4) ORDER BY p.position), '[]'::json)"
+    " FROM people p WHERE p.session_id = $1"
+    "  AND p.position >= $2::int AND p.position < $2::int + $3::int",
+    4};
 static const db_stmt stmt_register = {
-	"people_register",
-	"SELECT outcome, error_code, person"
-	" FROM register_one($2, $1, $3::jsonb, $4::boolean, $5::boolean, $6)",
-	6};
+    "people_register",
+    "SELECT outcome, error_code, person"
+    " FROM register_one($2, $1, $3::jsonb, $4::boolean, $5::boolean, $6)",
+    6};
 
 /* A JSON member as a text parameter: NULL for absent/null, strings unquoted. */
 static char *param_of(const json_t *obj, const char *key)
@@ -54,9 +53,9 @@ static char *param_of(const json_t *obj, const char *key)
 
 void route_sessions_create(struct api_req *r)
 {
-	static const char *const keys[] = {"title", "starts_at", "capacity",
-					   "registration_opens_at", "registration_closes_at",
-					   "approval", "waitlist"};
+	static const char *const keys[] = {
+	    "title",    "starts_at", "capacity", "registration_opens_at", "registration_closes_at",
+	    "approval", "waitlist"};
 	char *vals[7] = {0};
 	PGresult *res = NULL;
 	struct ja_errors e;
@@ -78,8 +77,11 @@ void route_sessions_create(struct api_req *r)
 	}
 	br_status st = db_run(r->db, &stmt_session_insert, params, &res);
 	if (st == BR_DB && strcmp(db_sqlstate(r->db), "23514") == 0) {
-		ja_fail(r, 422, "validation_failed", "Validation failed",
-			"registration_opens_at must not be after registration_closes_at.");
+		/* val_session checks the window; this is the database's word on it. */
+		ja_error_add(&e, 422, "validation_failed", "Validation failed",
+		             "registration_closes_at must not be before registration_opens_at.",
+		             "/data/attributes/registration_closes_at");
+		ja_errors_send(&e, r->resp);
 		goto out;
 	}
 	if (st != BR_OK) {
@@ -157,12 +159,12 @@ static void registration_failed(struct api_req *r, const char *code)
 {
 	if (strcmp(code, "already_registered") == 0)
 		ja_fail(r, 409, code, "Already registered",
-			"User already registered for this session.");
+		        "User already registered for this session.");
 	else if (strcmp(code, "session_full") == 0)
 		ja_fail(r, 422, code, "Session full", "The session has no seat left.");
 	else if (strcmp(code, "registration_closed") == 0)
 		ja_fail(r, 422, code, "Registration closed",
-			"Registration for this session is not open.");
+		        "Registration for this session is not open.");
 	else
 		ja_fail(r, 404, "not_found", "Not found", "No such session.");
 }
@@ -183,8 +185,16 @@ void route_people_create(struct api_req *r)
 	const json_t *meta = json_object_get(doc, "meta");
 	if (meta && !json_is_object(meta))
 		ja_error_add(&e, 422, "validation_failed", "Validation failed",
-			     "meta must be an object.", "/meta");
+		             "meta must be an object.", "/meta");
 	if (json_is_object(meta)) {
+		const char *key;
+		json_t *v;
+		json_object_foreach((json_t *)meta, key, v)
+		{
+			if (strcmp(key, "override_duplicates") != 0 &&
+			    strcmp(key, "auto_approve") != 0)
+				val_unknown(&e, "/meta", key, "member");
+		}
 		val_optional_bool(meta, "override_duplicates", "/meta", &e, &override);
 		val_optional_bool(meta, "auto_approve", "/meta", &e, &auto_approve);
 	}
@@ -198,11 +208,11 @@ void route_people_create(struct api_req *r)
 		goto out;
 	}
 	const char *params[] = {r->id,
-				r->org_id,
-				person,
-				override ? "true" : "false",
-				auto_approve ? "true" : "false",
-				r->app->cfg->join_url_base};
+	                        r->org_id,
+	                        person,
+	                        override ? "true" : "false",
+	                        auto_approve ? "true" : "false",
+	                        r->app->cfg->join_url_base};
 	br_status st = db_run(r->db, &stmt_register, params, &res);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);

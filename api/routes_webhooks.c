@@ -20,8 +20,6 @@
 #include "validate.h"
 #include "webhook.h"
 
-#define WH_PTR_MAX 160
-
 /*
  * The webhook resource of endpoint row e, in two halves so the creation
  * response can add the secret between them.
@@ -137,12 +135,8 @@ static br_status check_attributes(struct api_req *r, const json_t *attrs, struct
 	const json_t *v;
 	json_object_foreach((json_t *)attrs, key, v)
 	{
-		if (strcmp(key, "url") == 0 || strcmp(key, "events") == 0)
-			continue;
-		char p[WH_PTR_MAX], detail[160];
-		ja_pointer(p, sizeof(p), "/data/attributes", key);
-		snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
-		problem(e, p, detail);
+		if (strcmp(key, "url") != 0 && strcmp(key, "events") != 0)
+			val_unknown(e, "/data/attributes", key, "attribute");
 	}
 	check_events(json_object_get(attrs, "events"), e, events, evcap);
 

@@ -3,19 +3,58 @@
  */
 #include "validate.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define VAL_PTR_MAX 256
+/* PostgreSQL refuses UTC offsets of 16 hours or more. */
+#define VAL_TZ_MAX_HOURS 15
+#define VAL_US_PER_DAY   (86400LL * 1000000LL)
 
+/*
+ * Adds a 422 validation_failed problem at pointer, or at pointer + "/" +
+ * key. The pointer is exact however long the key: a key that does not fit
+ * the stack buffer gets a heap one.
+ */
 static void problem(struct ja_errors *e, const char *pointer, const char *key, const char *detail)
 {
-	char ptr[VAL_PTR_MAX];
-	if (key)
-		ja_pointer(ptr, sizeof(ptr), pointer, key);
-	else
-		snprintf(ptr, sizeof(ptr), "%s", pointer);
+	char small[VAL_PTR_MAX];
+	char *ptr = small;
+	size_t cap = sizeof(small);
+	if (key) {
+		/* Each key byte becomes at most two ("~0", "~1"). */
+		size_t need = strlen(pointer) + 2 * strlen(key) + 4;
+		if (need > cap) {
+			char *big = malloc(need);
+			if (big) {
+				ptr = big;
+				cap = need;
+			}
+		}
+		ja_pointer(ptr, cap, pointer, key);
+	} else {
+		snprintf(ptr, cap, "%s", pointer);
+	}
 	ja_error_add(e, 422, "validation_failed", "Validation failed", detail, ptr);
+	if (ptr != small)
+		free(ptr);
+}
+
+void val_unknown(struct ja_errors *e, const char *pointer, const char *key, const char *what)
+{
+	/* The detail names at most 100 bytes of the key, cut between characters. */
+	size_t len = strlen(key), n = len;
+	if (n > 100) {
+		n = 100;
+		while (n > 0 && ((unsigned char)key[n] & 0xc0) == 0x80)
+			n--;
+	}
+	char detail[192];
+	snprintf(detail, sizeof(detail), "Unknown %.20s %.*s%s.", what, (int)n, key,
+	         n < len ? "..." : "");
+	problem(e, pointer, key, detail);
 }
 
 size_t val_utf8_len(const char *s, size_t len)
@@ -31,6 +70,19 @@ static bool is_ctl(unsigned char c)
 	return c < 0x20 || c == 0x7f;
 }
 
+/*
+ * Code points never part of an address: controls (C0, DEL, C1), spaces of
+ * every kind, and invisible format characters (soft hyphen, zero-width and
+ * bidirectional marks, byte order mark, interlinear annotation).
+ */
+static bool cp_forbidden(uint32_t c)
+{
+	return c <= 0x20 || (c >= 0x7f && c <= 0xa0) || c == 0xad || c == 0x34f || c == 0x61c ||
+	       c == 0x1680 || c == 0x180e || (c >= 0x2000 && c <= 0x200f) ||
+	       (c >= 0x2028 && c <= 0x202f) || (c >= 0x205f && c <= 0x206f) || c == 0x3000 ||
+	       c == 0xfeff || (c >= 0xfff9 && c <= 0xfffb);
+}
+
 static bool local_part_ok(const char *s, size_t n)
 {
 	static const char specials[] = "\"(),:;<>[\\]@ ";
@@ -40,44 +92,66 @@ static bool local_part_ok(const char *s, size_t n)
 		unsigned char c = (unsigned char)s[i];
 		if (is_ctl(c) || (c < 0x80 && strchr(specials, c)))
 			return false;
-		if (c == '.' && s[i + 1] == '.')
+		if (c == '.' && i + 1 < n && s[i + 1] == '.')
 			return false;
 	}
 	return true;
 }
 
+/*
+ * Labels of letters, digits, hyphens (not at either end) and non-ASCII
+ * characters (internationalised names), 1 to 63 bytes each, at least two,
+ * the last not all digits.
+ */
 static bool domain_ok(const char *s, size_t n)
 {
 	size_t labels = 0, start = 0;
+	bool numeric = true;
 	if (n == 0 || n > 253)
 		return false;
 	for (size_t i = 0; i <= n; i++) {
 		if (i < n && s[i] != '.') {
 			unsigned char c = (unsigned char)s[i];
-			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-				  (c >= '0' && c <= '9') || c == '-' || c >= 0x80;
+			bool digit = c >= '0' && c <= '9';
+			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || digit ||
+			          c == '-' || c >= 0x80;
 			if (!ok)
 				return false;
+			numeric = numeric && digit;
 			continue;
 		}
 		size_t len = i - start;
 		if (len == 0 || len > 63 || s[start] == '-' || s[i - 1] == '-')
 			return false;
 		labels++;
-		start = i + 1;
+		if (i < n) {
+			start = i + 1;
+			numeric = true;
+		}
 	}
-	return labels >= 2;
+	return labels >= 2 && !numeric;
 }
 
 bool val_email(const char *s, size_t len)
 {
 	if (len < 3 || len > VAL_EMAIL_MAX)
 		return false;
-	const char *at = memchr(s, '@', len);
-	if (!at || memchr(at + 1, '@', len - (size_t)(at - s) - 1))
+	size_t at = len;
+	for (size_t i = 0; i < len;) {
+		uint32_t cp = 0;
+		size_t n = ja_utf8_decode(s + i, len - i, &cp);
+		if (n == 0 || cp_forbidden(cp))
+			return false;
+		if (cp == '@') {
+			if (at != len)
+				return false; /* a second @ */
+			at = i;
+		}
+		i += n;
+	}
+	if (at == len)
 		return false;
-	size_t local = (size_t)(at - s);
-	return local_part_ok(s, local) && domain_ok(at + 1, len - local - 1);
+	return local_part_ok(s, at) && domain_ok(s + at + 1, len - at - 1);
 }
 
 static bool digits(const char *s, int n)
@@ -97,41 +171,81 @@ static int num(const char *s, int n)
 	return v;
 }
 
-bool val_rfc3339(const char *s)
+/* Days from 1970-01-01 to y-m-d, proleptic Gregorian calendar, y >= 0. */
+static long long days_from_civil(int y, int m, int d)
 {
-	/* YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm) */
+	y -= m <= 2;
+	long long era = y / 400;
+	long long yoe = y - era * 400;
+	long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/*
+ * Parses YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm) into microseconds since
+ * the Unix epoch (the fraction rounded to microseconds, as PostgreSQL
+ * stores it). False when malformed, when the offset is past +-15:59 (which
+ * PostgreSQL refuses) or when the instant is outside years 1 to 9999 in UTC
+ * (which rfc3339() could not print as RFC 3339).
+ */
+static bool parse_rfc3339(const char *s, long long *us)
+{
 	size_t len = strlen(s);
 	if (len < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
 	    !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) ||
 	    s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
 		return false;
 	int year = num(s, 4), mon = num(s + 5, 2), day = num(s + 8, 2);
+	int hh = num(s + 11, 2), mi = num(s + 14, 2), ss = num(s + 17, 2);
 	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] ||
-	    num(s + 11, 2) > 23 || num(s + 14, 2) > 59 || num(s + 17, 2) > 60)
+	if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] || hh > 23 ||
+	    mi > 59 || ss > 60)
 		return false;
 	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
 	if (mon == 2 && day == 29 && !leap)
 		return false;
 	const char *p = s + 19;
+	long long frac = 0;
 	if (*p == '.') {
 		p++;
 		int n = 0;
-		while (p[n] >= '0' && p[n] <= '9')
-			n++;
+		long long nanos = 0;
+		while (p[n] >= '0' && p[n] <= '9' && n <= 9)
+			nanos = nanos * 10 + (p[n++] - '0');
 		if (n == 0 || n > 9)
 			return false;
+		for (int k = n; k < 9; k++)
+			nanos *= 10;
+		frac = (nanos + 500) / 1000;
 		p += n;
 	}
+	int off;
 	if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
-		return true;
-	return (*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
-	       p[6] == '\0' && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59;
+		off = 0;
+	else if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
+	         p[6] == '\0' && num(p + 1, 2) <= VAL_TZ_MAX_HOURS && num(p + 4, 2) <= 59)
+		off = (*p == '-' ? -1 : 1) * (num(p + 1, 2) * 60 + num(p + 4, 2));
+	else
+		return false;
+	long long t = days_from_civil(year, mon, day) * VAL_US_PER_DAY +
+	              ((long long)hh * 3600 + mi * 60 + ss - off * 60LL) * 1000000LL + frac;
+	if (t < days_from_civil(1, 1, 1) * VAL_US_PER_DAY ||
+	    t >= days_from_civil(10000, 1, 1) * VAL_US_PER_DAY)
+		return false;
+	*us = t;
+	return true;
+}
+
+bool val_rfc3339(const char *s)
+{
+	long long us;
+	return parse_rfc3339(s, &us);
 }
 
 /* An optional string of at most max characters (null counts as absent). */
 static void check_string(const json_t *attrs, const char *key, size_t max, const char *pointer,
-			 struct ja_errors *e)
+                         struct ja_errors *e)
 {
 	const json_t *v = json_object_get(attrs, key);
 	char detail[96];
@@ -171,7 +285,8 @@ static void check_fields(const json_t *fields, const char *pointer, struct ja_er
 {
 	char ptr[VAL_PTR_MAX];
 	snprintf(ptr, sizeof(ptr), "%.200s/fields", pointer);
-	if (!fields || json_is_null(fields))
+	/* null is refused, not taken for []: the database would store it as a JSON null. */
+	if (!fields)
 		return;
 	if (!json_is_array(fields)) {
 		problem(e, ptr, NULL, "fields must be an array.");
@@ -192,20 +307,21 @@ static void check_fields(const json_t *fields, const char *pointer, struct ja_er
 		    json_string_length(id) == 0 ||
 		    val_utf8_len(json_string_value(id), json_string_length(id)) > VAL_NAME_MAX ||
 		    !json_object_get(f, "value")) {
-			problem(e, fp, NULL,
-				"Each field is {\"id\": \"...\", \"value\": \"...\" or [\"...\"]}.");
+			problem(
+			    e, fp, NULL,
+			    "Each field is {\"id\": \"...\", \"value\": \"...\" or [\"...\"]}.");
 			continue;
 		}
 		if (!field_value_ok(json_object_get(f, "value")))
 			problem(e, fp, "value",
-				"A field value is a string or an array of strings (at most 4096 "
-				"characters each).");
+			        "A field value is a string or an array of strings (at most 4096 "
+			        "characters each).");
 	}
 }
 
-static const char *const person_keys[] = {
-	"email",      "first_name", "last_name",    "fields",	"referrer",    "utm_source",
-	"utm_medium", "utm_term",   "utm_campaign", "utm_content", "reference",	NULL};
+static const char *const person_keys[] = {"email",        "first_name",  "last_name",  "fields",
+                                          "referrer",     "utm_source",  "utm_medium", "utm_term",
+                                          "utm_campaign", "utm_content", "reference",  NULL};
 
 static bool known(const char *const *keys, const char *key)
 {
@@ -227,17 +343,14 @@ bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e)
 	const json_t *v;
 	json_object_foreach((json_t *)attrs, key, v)
 	{
-		if (!known(person_keys, key)) {
-			char detail[160];
-			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
-			problem(e, pointer, key, detail);
-		}
+		if (!known(person_keys, key))
+			val_unknown(e, pointer, key, "attribute");
 	}
 	const json_t *email = json_object_get(attrs, "email");
 	if (!email || json_is_null(email))
 		problem(e, pointer, "email", "email is required.");
 	else if (!json_is_string(email) ||
-		 !val_email(json_string_value(email), json_string_length(email)))
+	         !val_email(json_string_value(email), json_string_length(email)))
 		problem(e, pointer, "email", "email must be a valid e-mail address.");
 	check_string(attrs, "first_name", VAL_NAME_MAX, pointer, e);
 	check_string(attrs, "last_name", VAL_NAME_MAX, pointer, e);
@@ -252,8 +365,8 @@ bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e)
 	return e->count == before;
 }
 
-bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
-		       struct ja_errors *e, bool *out)
+bool val_optional_bool(const json_t *obj, const char *key, const char *pointer, struct ja_errors *e,
+                       bool *out)
 {
 	const json_t *v = json_object_get(obj, key);
 	*out = false;
@@ -270,7 +383,7 @@ bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
 }
 
 static void check_time(const json_t *attrs, const char *key, const char *pointer,
-		       struct ja_errors *e)
+                       struct ja_errors *e)
 {
 	const json_t *v = json_object_get(attrs, key);
 	if (!v || json_is_null(v))
@@ -278,14 +391,26 @@ static void check_time(const json_t *attrs, const char *key, const char *pointer
 	if (!json_is_string(v) || !val_rfc3339(json_string_value(v))) {
 		char detail[128];
 		snprintf(detail, sizeof(detail),
-			 "%s must be an RFC 3339 date-time such as 2030-01-31T09:00:00Z.", key);
+		         "%s must be an RFC 3339 date-time such as 2030-01-31T09:00:00Z.", key);
 		problem(e, pointer, key, detail);
 	}
 }
 
+/* registration_opens_at must not be after registration_closes_at. */
+static void check_window(const json_t *attrs, const char *pointer, struct ja_errors *e)
+{
+	const json_t *o = json_object_get(attrs, "registration_opens_at");
+	const json_t *c = json_object_get(attrs, "registration_closes_at");
+	long long opens, closes;
+	if (json_is_string(o) && json_is_string(c) && parse_rfc3339(json_string_value(o), &opens) &&
+	    parse_rfc3339(json_string_value(c), &closes) && opens > closes)
+		problem(e, pointer, "registration_closes_at",
+		        "registration_closes_at must not be before registration_opens_at.");
+}
+
 static const char *const session_keys[] = {
-	"title",		  "starts_at", "capacity", "registration_opens_at",
-	"registration_closes_at", "approval",  "waitlist", NULL};
+    "title",    "starts_at", "capacity", "registration_opens_at", "registration_closes_at",
+    "approval", "waitlist",  NULL};
 
 bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
 {
@@ -298,11 +423,8 @@ bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
 	const json_t *v;
 	json_object_foreach((json_t *)attrs, key, v)
 	{
-		if (!known(session_keys, key)) {
-			char detail[160];
-			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
-			problem(e, pointer, key, detail);
-		}
+		if (!known(session_keys, key))
+			val_unknown(e, pointer, key, "attribute");
 	}
 	const json_t *title = json_object_get(attrs, "title");
 	if (!json_is_string(title) || json_string_length(title) == 0)
@@ -312,16 +434,17 @@ bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
 	check_time(attrs, "starts_at", pointer, e);
 	check_time(attrs, "registration_opens_at", pointer, e);
 	check_time(attrs, "registration_closes_at", pointer, e);
+	check_window(attrs, pointer, e);
 	const json_t *cap = json_object_get(attrs, "capacity");
 	if (cap && !json_is_null(cap) &&
 	    (!json_is_integer(cap) || json_integer_value(cap) < 0 ||
 	     json_integer_value(cap) > 10000000))
 		problem(e, pointer, "capacity",
-			"capacity must be null (unlimited) or a whole number from 0 to 10000000.");
+		        "capacity must be null (unlimited) or a whole number from 0 to 10000000.");
 	const json_t *appr = json_object_get(attrs, "approval");
 	if (appr && !json_is_null(appr) &&
 	    (!json_is_string(appr) || (strcmp(json_string_value(appr), "automatic") != 0 &&
-				       strcmp(json_string_value(appr), "manual") != 0)))
+	                               strcmp(json_string_value(appr), "manual") != 0)))
 		problem(e, pointer, "approval", "approval must be automatic or manual.");
 	const json_t *wl = json_object_get(attrs, "waitlist");
 	if (wl && !json_is_null(wl) && !json_is_boolean(wl))
@@ -366,15 +489,8 @@ void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_er
 	const json_t *v;
 	json_object_foreach((json_t *)attrs, key, v)
 	{
-		bool ok = false;
-		for (const char *const *k = bulk_keys; *k; k++)
-			ok = ok || strcmp(*k, key) == 0;
-		if (!ok) {
-			char detail[160], ptr[160];
-			snprintf(detail, sizeof(detail), "Unknown attribute %.100s.", key);
-			ja_pointer(ptr, sizeof(ptr), "/data/attributes", key);
-			ja_error_add(e, 422, "validation_failed", "Validation failed", detail, ptr);
-		}
+		if (!known(bulk_keys, key))
+			val_unknown(e, "/data/attributes", key, "attribute");
 	}
 	val_optional_bool(attrs, "override_duplicates", "/data/attributes", e, &b->override);
 	val_optional_bool(attrs, "auto_approve", "/data/attributes", e, &b->auto_approve);
@@ -382,15 +498,16 @@ void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_er
 	size_t n = json_array_size(tasks);
 	if (!json_is_array(tasks) || n == 0) {
 		ja_error_add(e, 422, "validation_failed", "Validation failed",
-			     "tasks must be an array of 1 or more people.", "/data/attributes/tasks");
+		             "tasks must be an array of 1 or more people.",
+		             "/data/attributes/tasks");
 		return;
 	}
 	if (n > (size_t)max_tasks) {
 		char detail[96];
 		snprintf(detail, sizeof(detail), "A job holds at most %d tasks; this one has %zu.",
-			 max_tasks, n);
+		         max_tasks, n);
 		ja_error_add(e, 422, "too_many_tasks", "Too many tasks", detail,
-			     "/data/attributes/tasks");
+		             "/data/attributes/tasks");
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -401,10 +518,10 @@ void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_er
 		const json_t *type = json_object_get(task, "type");
 		if (!json_is_object(task) || !json_is_object(pattrs) ||
 		    json_object_size(task) != 1 + (type != NULL) ||
-		    (type && (!json_is_string(type) ||
-			      strcmp(json_string_value(type), "people") != 0))) {
+		    (type &&
+		     (!json_is_string(type) || strcmp(json_string_value(type), "people") != 0))) {
 			ja_error_add(e, 422, "validation_failed", "Validation failed",
-				     "Each task is {\"attributes\": {person}}.", ptr);
+			             "Each task is {\"attributes\": {person}}.", ptr);
 			continue;
 		}
 		char aptr[112];

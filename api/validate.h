@@ -14,17 +14,26 @@
 
 #include "jsonapi.h"
 
-#define VAL_EMAIL_MAX	  254
-#define VAL_EMAIL_LOCAL	  64
-#define VAL_NAME_MAX	  255
+#define VAL_EMAIL_MAX     254
+#define VAL_EMAIL_LOCAL   64
+#define VAL_NAME_MAX      255
 #define VAL_REFERRER_MAX  2048
-#define VAL_FIELDS_MAX	  50
+#define VAL_FIELDS_MAX    50
 #define VAL_FIELD_VAL_MAX 4096
 
-/* True when s (len bytes, UTF-8) is an acceptable e-mail address. */
+/*
+ * True when s (len bytes) is an acceptable e-mail address: well-formed
+ * UTF-8 of at most 254 bytes without controls, spaces or invisible
+ * characters; exactly one @; a dot-atom local part of at most 64 bytes; a
+ * domain of at least two valid labels whose last is not all digits.
+ */
 bool val_email(const char *s, size_t len);
 
-/* True when s is an RFC 3339 date-time with a time zone (Z or ±hh:mm). */
+/*
+ * True when s is an RFC 3339 date-time with a time zone (Z or +-hh:mm) that
+ * PostgreSQL stores as given: offset at most 15:59, the instant within years
+ * 1 to 9999 in UTC.
+ */
 bool val_rfc3339(const char *s);
 
 /* Number of UTF-8 code points in s. */
@@ -42,9 +51,16 @@ bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e);
  */
 bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e);
 
+/*
+ * Adds a 422 validation_failed problem for an unknown member key of the
+ * object at pointer: "Unknown <what> <key>." with the exact pointer of the
+ * member. what is a short noun ("attribute", "member").
+ */
+void val_unknown(struct ja_errors *e, const char *pointer, const char *key, const char *what);
+
 /* An optional boolean member; false (and a problem) when present and not boolean. */
-bool val_optional_bool(const json_t *obj, const char *key, const char *pointer,
-		       struct ja_errors *e, bool *out);
+bool val_optional_bool(const json_t *obj, const char *key, const char *pointer, struct ja_errors *e,
+                       bool *out);
 
 /*
  * Finds the attributes object of a JSON:API document: data.attributes.
@@ -56,7 +72,7 @@ const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja
 /* The validated pieces of a bulk request (CONTRACT §5 Bulk registration). */
 struct val_bulk {
 	json_t *people; /* array of the tasks' person attribute objects; the caller
-			   creates it (json_array()) and owns it */
+	                   creates it (json_array()) and owns it */
 	bool override;
 	bool auto_approve;
 };
