@@ -142,7 +142,10 @@ static void dispatch(struct api_req *r)
 		size_t used = strlen(allow);
 		snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
 		         routes[i].method);
-		if (strcmp(routes[i].method, r->http->method) == 0) {
+		/* HEAD is GET without the body (libmicrohttpd drops it). */
+		bool head =
+		    strcmp(r->http->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
+		if (head || strcmp(routes[i].method, r->http->method) == 0) {
 			found = &routes[i];
 			memcpy(r->id, id, sizeof(r->id));
 		}
