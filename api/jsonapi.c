@@ -13,10 +13,10 @@
 
 #include "log.h"
 
-#define JA_ERRORS_MAX_BYTES (1u << 20)
+#define JA_ERRORS_MAX_BYTES  (1u << 20)
 #define JA_PAGE_SIZE_DEFAULT 20
-#define JA_PAGE_SIZE_MAX 100
-#define JA_MAX_DEPTH 32
+#define JA_PAGE_SIZE_MAX     100
+#define JA_MAX_DEPTH         32
 
 void ja_errors_init(struct ja_errors *e)
 {
@@ -190,13 +190,13 @@ void ja_db_fail(struct api_req *r, br_status st)
 	if (st == BR_DB_CONN || st == BR_TIMEOUT) {
 		LOG_WARN("database unavailable: %s", r->db ? db_errmsg(r->db) : br_strerror(st));
 		ja_fail(r, 503, "unavailable", "Service unavailable",
-			"The database is unreachable; nothing was written. Retry later.");
+		        "The database is unreachable; nothing was written. Retry later.");
 		return;
 	}
 	LOG_ERROR("database error %s: %s", r->db ? db_sqlstate(r->db) : "",
-		  r->db ? db_errmsg(r->db) : br_strerror(st));
+	          r->db ? db_errmsg(r->db) : br_strerror(st));
 	ja_fail(r, 500, "internal_error", "Internal error",
-		"The request failed unexpectedly; nothing was written.");
+	        "The request failed unexpectedly; nothing was written.");
 }
 
 static bool media_type_ok(const char *ct)
@@ -296,19 +296,18 @@ static bool parse_nonneg(const char *s, long max, long *out)
 	return true;
 }
 
-bool ja_parse_page(const char *number, const char *size, struct ja_page *page,
-		   struct ja_errors *e)
+bool ja_parse_page(const char *number, const char *size, struct ja_page *page, struct ja_errors *e)
 {
 	struct ja_page p = {.number = 0, .size = JA_PAGE_SIZE_DEFAULT};
 	bool ok = true;
 	if (number && !parse_nonneg(number, 100000000L, &p.number)) {
 		ja_error_add(e, 400, "invalid_parameter", "Invalid parameter",
-			     "page[number] must be a whole number from 0.", NULL);
+		             "page[number] must be a whole number from 0.", NULL);
 		ok = false;
 	}
 	if (size && (!parse_nonneg(size, JA_PAGE_SIZE_MAX, &p.size) || p.size < 1)) {
 		ja_error_add(e, 400, "invalid_parameter", "Invalid parameter",
-			     "page[size] must be a whole number from 1 to 100.", NULL);
+		             "page[size] must be a whole number from 1 to 100.", NULL);
 		ok = false;
 	}
 	if (ok)
@@ -348,13 +347,13 @@ br_status ja_append_meta(strbuf *sb, const struct ja_page *page, long record_cou
 	if (page->number + 1 < pages)
 		snprintf(next, sizeof(next), "%ld", page->number + 1);
 	return sb_appendf(sb,
-			  "\"meta\":{\"current_page\":%ld,\"previous_page\":%s,\"next_page\":%s,"
-			  "\"record_count\":%ld,\"page_count\":%ld,\"items_per_page\":%ld}",
-			  page->number, prev, next, record_count, pages, page->size);
+	                  "\"meta\":{\"current_page\":%ld,\"previous_page\":%s,\"next_page\":%s,"
+	                  "\"record_count\":%ld,\"page_count\":%ld,\"items_per_page\":%ld}",
+	                  page->number, prev, next, record_count, pages, page->size);
 }
 
-void ja_send_page(struct api_req *r, unsigned status, const char *array,
-		  const struct ja_page *page, long record_count)
+void ja_send_page(struct api_req *r, unsigned status, const char *array, const struct ja_page *page,
+                  long record_count)
 {
 	strbuf *b = &r->resp->body;
 	sb_reset(b);
@@ -437,8 +436,8 @@ bool ja_is_uuid(const char *s)
 		char c = s[i];
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
 		if (dash ? c != '-'
-			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F')))
+		         : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		             (c >= 'A' && c <= 'F')))
 			return false;
 	}
 	return s[API_UUID_LEN] == '\0';

@@ -21,7 +21,7 @@
 
 /* A list of problems collected before answering. */
 struct ja_errors {
-	strbuf sb;	 /* the "errors" array's members so far */
+	strbuf sb; /* the "errors" array's members so far */
 	int count;
 	unsigned status; /* of the first problem */
 };
@@ -37,14 +37,14 @@ void ja_errors_free(struct ja_errors *e);
  * first is always kept, without detail and pointer if it must).
  */
 void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
-		  const char *detail, const char *pointer);
+                  const char *detail, const char *pointer);
 
 /* Answers with the collected problems (status of the first); frees e. */
 void ja_errors_send(struct ja_errors *e, struct http_resp *resp);
 
 /* Answers with a single problem. */
 void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
-	     const char *detail);
+             const char *detail);
 
 /*
  * Answers for a failed database call: 503 unavailable when the database is
@@ -76,15 +76,14 @@ bool ja_page_params(struct api_req *r, struct ja_page *page);
  * and writes *page only when both are valid. No request needed: the query
  * fuzzer calls it.
  */
-bool ja_parse_page(const char *number, const char *size, struct ja_page *page,
-		   struct ja_errors *e);
+bool ja_parse_page(const char *number, const char *size, struct ja_page *page, struct ja_errors *e);
 
 /*
  * Answers status with {"data": <array>, "meta": <pagination>} where array
  * is a JSON text.
  */
-void ja_send_page(struct api_req *r, unsigned status, const char *array,
-		  const struct ja_page *page, long record_count);
+void ja_send_page(struct api_req *r, unsigned status, const char *array, const struct ja_page *page,
+                  long record_count);
 
 /*
  * Appends Livestorm's pagination meta object for record_count records.

@@ -24,36 +24,34 @@
 #include "validate.h"
 
 static const db_stmt stmt_create = {
-	"jobs_create",
-	"SELECT job_id, job, task_ids FROM create_job($1, $2, $3::boolean, $4::boolean, $5::jsonb)",
-	5};
+    "jobs_create",
+    "SELECT job_id, job, task_ids FROM create_job($1, $2, $3::boolean, $4::boolean, $5::jsonb)", 5};
 static const db_stmt stmt_published = {
-	"jobs_published",
-	"UPDATE jobs SET published_at = now() WHERE id = $1 AND published_at IS NULL", 1};
+    "jobs_published", "UPDATE jobs SET published_at = now() WHERE id = $1 AND published_at IS NULL",
+    1};
 static const db_stmt stmt_get = {
-	"jobs_get",
-	"SELECT job_resource(j) FROM jobs j WHERE j.id = $1 AND j.organization_id = $2", 2};
+    "jobs_get", "SELECT job_resource(j) FROM jobs j WHERE j.id = $1 AND j.organization_id = $2", 2};
 static const db_stmt stmt_task_count = {
-	"jobs_task_count",
-	"SELECT CASE WHEN $3::text IS NULL THEN j.total_items"
-	"            ELSE (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = $3)"
-	"       END"
-	" FROM jobs j WHERE j.id = $1 AND j.organization_id = $2",
-	3};
+    "jobs_task_count",
+    "SELECT CASE WHEN $3::text IS NULL THEN j.total_items"
+    "            ELSE (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.status = $3)"
+    "       END"
+    " FROM jobs j WHERE j.id = $1 AND j.organization_id = $2",
+    3};
 /* Unfiltered: the page is a range of indexes, one index range scan at any depth. */
 static const db_stmt stmt_tasks_page = {
-	"jobs_tasks_page",
-	"SELECT COALESCE(json_agg(task_resource(t, p, $4) ORDER BY t.idx), '[]'::json)"
-	" FROM tasks t LEFT JOIN people p ON p.id = t.person_id"
-	" WHERE t.job_id = $1 AND t.idx >= $2::int AND t.idx < $2::int + $3::int",
-	4};
+    "jobs_tasks_page",
+    "SELECT COALESCE(json_agg(task_resource(t, p, $4) ORDER BY t.idx), '[]'::json)"
+    " FROM tasks t LEFT JOIN people p ON p.id = t.person_id"
+    " WHERE t.job_id = $1 AND t.idx >= $2::int AND t.idx < $2::int + $3::int",
+    4};
 static const db_stmt stmt_tasks_page_status = {
-	"jobs_tasks_page_status",
-	"SELECT COALESCE(json_agg(task_resource(x, p, $5) ORDER BY x.idx), '[]'::json)"
-	" FROM (SELECT * FROM tasks t WHERE t.job_id = $1 AND t.status = $4"
-	"       ORDER BY t.idx OFFSET $2::int LIMIT $3::int) x"
-	" LEFT JOIN people p ON p.id = x.person_id",
-	5};
+    "jobs_tasks_page_status",
+    "SELECT COALESCE(json_agg(task_resource(x, p, $5) ORDER BY x.idx), '[]'::json)"
+    " FROM (SELECT * FROM tasks t WHERE t.job_id = $1 AND t.status = $4"
+    "       ORDER BY t.idx OFFSET $2::int LIMIT $3::int) x"
+    " LEFT JOIN people p ON p.id = x.person_id",
+    5};
 
 /* Publishes one message per task id of a "{id,id,...}" array; true when all confirmed. */
 static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids)
@@ -120,7 +118,7 @@ void route_bulk_create(struct api_req *r)
 		goto out;
 	}
 	const char *params[] = {r->org_id, r->id, b.override ? "true" : "false",
-				b.auto_approve ? "true" : "false", people};
+	                        b.auto_approve ? "true" : "false", people};
 	br_status st = db_run(r->db, &stmt_create, params, &res);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);
@@ -180,7 +178,7 @@ void route_jobs_tasks(struct api_req *r)
 	const char *status = http_req_query(r->http, "filter[status]");
 	if (status && !task_status_ok(status)) {
 		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
-			"filter[status] must be queued, succeeded, failed or cancelled.");
+		        "filter[status] must be queued, succeeded, failed or cancelled.");
 		return;
 	}
 	const char *cparams[] = {r->id, r->org_id, status};
