@@ -152,10 +152,13 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 	const char *params[] = {task_id};
 	br_status st = run_retrying(c, &stmt_fail, params, NULL);
 	if (st == BR_OK) {
-		LOG_WARN("task gave up after %d deliveries: internal_error", MQ_DELIVERY_LIMIT);
+		LOG_WARN("task dead-lettered by the broker after its delivery limit (%d): "
+		         "failed with internal_error",
+		         MQ_DELIVERY_LIMIT);
 		count_outcome("internal_error", 0);
 		mq_ack(c->mq, d->tag, false);
-	} else if (st == BR_DB) {
+	} else if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM) {
+		/* Back to bulkreg.tasks.dead, to be failed on a later try. */
 		LOG_ERROR("failing dead-lettered task: %s", db_errmsg(c->db));
 		mq_nack(c->mq, d->tag, false, true);
 	}

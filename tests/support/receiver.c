@@ -170,6 +170,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 t_receiver *t_receiver_start(void)
 {
+	return t_receiver_start_on(0);
+}
+
+t_receiver *t_receiver_start_on(int port)
+{
 	t_receiver *rc = calloc(1, sizeof(*rc));
 	cr_assert_not_null(rc, "out of memory");
 	pthread_mutex_init(&rc->mu, NULL);
@@ -183,13 +188,13 @@ t_receiver *t_receiver_start(void)
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	addr.sin_port = 0;
+	addr.sin_port = htons((uint16_t)port);
 	rc->daemon = MHD_start_daemon(
 	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
 	    NULL, NULL, on_request, rc, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, rc, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned int)120, MHD_OPTION_END);
-	cr_assert_not_null(rc->daemon, "the webhook receiver could not start");
+	cr_assert_not_null(rc->daemon, "the webhook receiver could not start on port %d", port);
 	const union MHD_DaemonInfo *info =
 	    MHD_get_daemon_info(rc->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	cr_assert(info && info->port, "the webhook receiver has no port");
@@ -201,6 +206,11 @@ t_receiver *t_receiver_start(void)
 const char *t_receiver_url(t_receiver *rc)
 {
 	return rc->url;
+}
+
+int t_receiver_port(t_receiver *rc)
+{
+	return rc->port;
 }
 
 void t_receiver_stop(t_receiver *rc)

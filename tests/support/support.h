@@ -191,6 +191,16 @@ typedef struct t_receiver t_receiver;
 /* Starts a receiver on 127.0.0.1:<free port>; its URL is t_receiver_url(). */
 t_receiver *t_receiver_start(void);
 const char *t_receiver_url(t_receiver *rc);
+int t_receiver_port(t_receiver *rc);
+
+/*
+ * Starts a receiver on 127.0.0.1:port (0: a free port), e.g. to bring back
+ * a stopped receiver at the URL an endpoint already names. Fatal when the
+ * port cannot be bound: while it is closed, any outgoing connection may be
+ * given a port of the ephemeral range, so choose one below it (see
+ * tests/e2e/test_fault_webhook.c).
+ */
+t_receiver *t_receiver_start_on(int port);
 void t_receiver_stop(t_receiver *rc);
 
 /*
