@@ -102,21 +102,7 @@ out:
 
 void route_sessions_get(struct api_req *r)
 {
-	static const char *const none[] = {NULL};
-	if (!ja_check_params(r, none))
-		return;
-	const char *params[] = {r->id, r->org_id};
-	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_session_get, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
-		return;
-	}
-	if (PQntuples(res) == 0)
-		ja_fail(r, 404, "not_found", "Not found", "No such session.");
-	else
-		ja_send_data(r, 200, PQgetvalue(res, 0, 0));
-	PQclear(res);
+	ja_get_resource(r, &stmt_session_get, "No such session.");
 }
 
 void route_people_list(struct api_req *r)
