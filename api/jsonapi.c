@@ -202,7 +202,7 @@ void ja_db_fail(struct api_req *r, br_status st)
 static bool media_type_ok(const char *ct)
 {
 	if (!ct)
-		return true; /* lenient: curl -d without -H still works */
+		return true; /* no Content-Type at all: read the body as JSON */
 	size_t n = strcspn(ct, ";");
 	while (n && ct[n - 1] == ' ')
 		n--;

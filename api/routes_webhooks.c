@@ -48,7 +48,7 @@ static const db_stmt stmt_list = {
     3};
 static const db_stmt stmt_delete = {
     "webhooks_delete", "DELETE FROM webhook_endpoints WHERE id = $1 AND organization_id = $2", 2};
-/* Newest first; an attempt's id is its identity number, as text. */
+/* Newest first; an attempt is named by its UUID. */
 static const db_stmt stmt_attempts = {
     "webhooks_attempts",
     "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1 AND organization_id = $2),"
