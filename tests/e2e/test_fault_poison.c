@@ -68,8 +68,8 @@ Test(fault_poison, unprocessable_task_is_dead_lettered)
 	/* Every delivery of the poisoned task was tried, then the broker gave up on it. */
 	int tries = t_fleet_log_count(&f.workers[0], task, "failed to process") +
 	            t_fleet_log_count(&f.workers[1], task, "failed to process");
-	int gave_up = t_fleet_log_count(&f.workers[0], task, "gave up") +
-	              t_fleet_log_count(&f.workers[1], task, "gave up");
+	int gave_up = t_fleet_log_count(&f.workers[0], task, "dead-lettered by the broker") +
+	              t_fleet_log_count(&f.workers[1], task, "dead-lettered by the broker");
 	cr_assert_geq(tries, DELIVERY_LIMIT, "the poisoned task was tried %d times", tries);
 	cr_assert_eq(gave_up, 1, "the dead-lettered task was failed %d times", gave_up);
 	t_fleet_note(&f, "the poisoned task was delivered %d times, then dead-lettered;", tries);
