@@ -96,7 +96,7 @@ static char *job_body(int job, int ntasks)
 	return b.data;
 }
 
-/* Appends "{id,id,...}" of n job ids. */
+/* A new "{id,id,...}" array literal of n job ids; the caller frees it. */
 static char *id_array(char (*ids)[BENCH_UUID_LEN + 1], int n)
 {
 	struct bbuf b;
