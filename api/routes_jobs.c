@@ -61,28 +61,22 @@ static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids
 		n += *p == ',';
 	if (n == 0)
 		return true;
-	struct mq_msg *msgs = calloc(n, sizeof(*msgs));
-	char(*bodies)[TASKMSG_MAX] = calloc(n, sizeof(*bodies));
-	char(*tids)[TASKMSG_UUID_LEN + 1] = calloc(n, sizeof(*tids));
-	bool ok = false;
-	if (!msgs || !bodies || !tids)
-		goto out;
+	struct taskmsg_batch b;
+	if (taskmsg_batch_init(&b, n) != BR_OK)
+		return false;
+	bool ok = true;
 	const char *p = ids + 1;
-	for (size_t i = 0; i < n; i++) {
-		if (strlen(p) < TASKMSG_UUID_LEN)
-			goto out;
-		memcpy(tids[i], p, TASKMSG_UUID_LEN);
-		tids[i][TASKMSG_UUID_LEN] = '\0';
-		p += TASKMSG_UUID_LEN + 1;
-		msgs[i].message_id = tids[i];
-		msgs[i].body = bodies[i];
-		msgs[i].len = taskmsg_encode(tids[i], job_id, bodies[i]);
+	for (size_t i = 0; i < n && ok; i++, p += TASKMSG_UUID_LEN + 1) {
+		char id[TASKMSG_UUID_LEN + 1];
+		ok = strlen(p) >= TASKMSG_UUID_LEN;
+		if (ok) {
+			memcpy(id, p, TASKMSG_UUID_LEN);
+			id[TASKMSG_UUID_LEN] = '\0';
+			ok = taskmsg_batch_add(&b, id, job_id) == BR_OK;
+		}
 	}
-	ok = pub_tasks(r->app->pub, msgs, n) == BR_OK;
-out:
-	free(tids);
-	free(bodies);
-	free(msgs);
+	ok = ok && pub_tasks(r->app->pub, b.msgs, b.n) == BR_OK;
+	taskmsg_batch_free(&b);
 	return ok;
 }
 

@@ -4,6 +4,7 @@
 #include "taskmsg.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -43,4 +44,42 @@ br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_
 	}
 	json_decref(doc);
 	return st;
+}
+
+br_status taskmsg_batch_init(struct taskmsg_batch *b, size_t cap)
+{
+	memset(b, 0, sizeof(*b));
+	b->cap = cap;
+	if (cap == 0)
+		return BR_OK;
+	b->msgs = calloc(cap, sizeof(*b->msgs));
+	b->ids = calloc(cap, sizeof(*b->ids));
+	b->bodies = calloc(cap, sizeof(*b->bodies));
+	if (!b->msgs || !b->ids || !b->bodies) {
+		taskmsg_batch_free(b);
+		return BR_NOMEM;
+	}
+	return BR_OK;
+}
+
+br_status taskmsg_batch_add(struct taskmsg_batch *b, const char *task_id, const char *job_id)
+{
+	if (b->n >= b->cap)
+		return BR_TOOBIG;
+	if (!taskmsg_is_uuid(task_id, strlen(task_id)))
+		return BR_INVAL;
+	size_t i = b->n++;
+	memcpy(b->ids[i], task_id, TASKMSG_UUID_LEN + 1);
+	b->msgs[i].message_id = b->ids[i];
+	b->msgs[i].body = b->bodies[i];
+	b->msgs[i].len = taskmsg_encode(task_id, job_id, b->bodies[i]);
+	return BR_OK;
+}
+
+void taskmsg_batch_free(struct taskmsg_batch *b)
+{
+	free(b->msgs);
+	free(b->ids);
+	free(b->bodies);
+	memset(b, 0, sizeof(*b));
 }

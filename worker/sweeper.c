@@ -72,24 +72,16 @@ static const db_stmt stmt_stranded = {"sweep_stranded",
 static br_status publish_rows(struct sweeper *s, PGresult *res)
 {
 	int n = PQntuples(res);
-	struct mq_msg *msgs = calloc((size_t)n, sizeof(*msgs));
-	char(*bodies)[TASKMSG_MAX] = calloc((size_t)n, sizeof(*bodies));
-	br_status st = BR_NOMEM;
-	if (!msgs || !bodies)
-		goto out;
-	for (int i = 0; i < n; i++) {
-		msgs[i].message_id = PQgetvalue(res, i, 0);
-		msgs[i].body = bodies[i];
-		msgs[i].len =
-		    taskmsg_encode(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), bodies[i]);
-	}
-	st = mq_ensure(s->mq);
+	struct taskmsg_batch b;
+	br_status st = taskmsg_batch_init(&b, (size_t)n);
+	for (int i = 0; i < n && st == BR_OK; i++)
+		st = taskmsg_batch_add(&b, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
 	if (st == BR_OK)
-		st = mq_publish(s->mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, (size_t)n,
+		st = mq_ensure(s->mq);
+	if (st == BR_OK)
+		st = mq_publish(s->mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, b.msgs, b.n,
 		                SWEEP_CONFIRM_TIMEOUT_MS);
-out:
-	free(bodies);
-	free(msgs);
+	taskmsg_batch_free(&b);
 	return st;
 }
 
