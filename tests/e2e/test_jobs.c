@@ -11,9 +11,7 @@
 
 #include <criterion/criterion.h>
 
-#include "mq.h"
 #include "support.h"
-#include "taskmsg.h"
 
 TestSuite(jobs, .timeout = 300);
 
@@ -34,15 +32,7 @@ static void start(struct ctx *c)
 
 static void make_session(struct ctx *c, const char *attrs, char *id)
 {
-	char url[256], body[512];
-	struct t_resp r;
-	snprintf(url, sizeof(url), "%s/v1/sessions", c->base);
-	snprintf(body, sizeof(body), "{\"data\":{\"type\":\"sessions\",\"attributes\":%s}}", attrs);
-	t_http(&r, "POST", url, c->org.token, body, NULL);
-	cr_assert_eq(r.status, 201, "session: %ld %s", r.status, r.body);
-	snprintf(id, 37, "%s",
-	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
-	t_resp_free(&r);
+	t_session_new(c->base, c->org.token, attrs, id);
 }
 
 /* n people prefix<i>@example.com; returns the job id. */
@@ -217,40 +207,6 @@ Test(jobs, retry_while_processing_and_concurrent_retries)
 	PQfinish(c.db);
 }
 
-/* Publishes the messages of the given tasks again, as a late redelivery would. */
-static void republish(struct ctx *c, const char *job)
-{
-	const char *p[] = {job};
-	PGresult *res = t_sql(c->db, "SELECT id FROM tasks WHERE job_id = $1", 1, p);
-	int n = PQntuples(res);
-	struct mq_msg *msgs = calloc((size_t)n, sizeof(*msgs));
-	char(*bodies)[TASKMSG_MAX] = calloc((size_t)n, sizeof(*bodies));
-	for (int i = 0; i < n; i++) {
-		msgs[i].message_id = PQgetvalue(res, i, 0);
-		msgs[i].body = bodies[i];
-		msgs[i].len = taskmsg_encode(PQgetvalue(res, i, 0), job, bodies[i]);
-	}
-	mq_conn *mq = NULL;
-	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &mq), BR_OK);
-	cr_assert_eq(mq_publish(mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, (size_t)n, 10000), BR_OK);
-	mq_close(mq);
-	free(bodies);
-	free(msgs);
-	PQclear(res);
-}
-
-static bool queue_drained(void *arg)
-{
-	(void)arg;
-	mq_conn *mq = NULL;
-	uint32_t msgs = 1, consumers = 0;
-	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
-		return false;
-	bool ok = mq_queue_stats(mq, MQ_QUEUE_TASKS, &msgs, &consumers) == BR_OK && msgs == 0;
-	mq_close(mq);
-	return ok;
-}
-
 #define BACKLOG_JOBS 12
 
 Test(jobs, cancel_during_a_backlog)
@@ -300,8 +256,8 @@ Test(jobs, cancel_during_a_backlog)
 	}
 	/* A late redelivery of every message of a cancelled job changes nothing. */
 	long before = job_long(&c, jobs[0], "total_cancelled");
-	republish(&c, jobs[0]);
-	cr_assert(t_poll(queue_drained, NULL, 30000));
+	t_republish_job(c.db, jobs[0]);
+	cr_assert(t_poll(t_tasks_queue_empty, NULL, 30000));
 	cr_assert_eq(job_long(&c, jobs[0], "total_cancelled"), before);
 	cr_assert_eq(ended_events(&c, jobs[0]), 1);
 	const char *ps[] = {sid};
@@ -327,8 +283,8 @@ Test(jobs, late_redelivery_after_retry_and_delete)
 	cr_assert_eq(put_retry(&c, job, "{\"action\":\"retry_failed\"}", code, sizeof(code)), 202);
 	wait_done(&c, job);
 	long processed = job_long(&c, job, "total_processed_items");
-	republish(&c, job); /* every original message again, late */
-	cr_assert(t_poll(queue_drained, NULL, 30000));
+	t_republish_job(c.db, job); /* every original message again, late */
+	cr_assert(t_poll(t_tasks_queue_empty, NULL, 30000));
 	cr_assert_eq(job_long(&c, job, "total_processed_items"), processed);
 	cr_assert_eq(ended_events(&c, job), 2);
 
@@ -351,7 +307,7 @@ Test(jobs, late_redelivery_after_retry_and_delete)
 	cr_assert_eq(t_sql_long(c.db, "SELECT count(*) FROM people WHERE session_id = $1", 1, ps),
 	             3);
 	/* Messages of a deleted job are acked and dropped. */
-	cr_assert(t_poll(queue_drained, NULL, 30000));
+	cr_assert(t_poll(t_tasks_queue_empty, NULL, 30000));
 	t_check_invariants(c.db);
 	t_proc_stop(&w, SIGTERM, 20000);
 	t_proc_stop(&c.api, SIGTERM, 20000);

@@ -53,16 +53,7 @@ static bool hooks_at_least(void *ctx)
 /* Creates a session; returns its id in id (37 bytes). */
 static void make_session(const char *api, const struct t_org *org, const char *attrs, char *id)
 {
-	char url[256], body[1024];
-	struct t_resp r;
-	snprintf(url, sizeof(url), "%s/v1/sessions", api);
-	snprintf(body, sizeof(body), "{\"data\":{\"type\":\"sessions\",\"attributes\":%s}}", attrs);
-	t_http(&r, "POST", url, org->token, body, NULL);
-	cr_assert_eq(r.status, 201, "session create: %ld %s", r.status, r.body);
-	const char *sid = json_string_value(json_object_get(json_object_get(r.json, "data"), "id"));
-	cr_assert_not_null(sid);
-	snprintf(id, 37, "%s", sid);
-	t_resp_free(&r);
+	t_session_new(api, org->token, attrs, id);
 }
 
 Test(pipeline, fifty_tasks_with_one_duplicate)

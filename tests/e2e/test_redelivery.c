@@ -10,24 +10,13 @@
 
 #include <criterion/criterion.h>
 
-#include "mq.h"
 #include "support.h"
-#include "taskmsg.h"
 
 TestSuite(redelivery, .timeout = 180);
 
 static void make_session(const char *base, const struct t_org *org, char *id)
 {
-	char url[256];
-	struct t_resp r;
-	snprintf(url, sizeof(url), "%s/v1/sessions", base);
-	t_http(&r, "POST", url, org->token,
-	       "{\"data\":{\"type\":\"sessions\",\"attributes\":{\"title\":\"Redelivery\"}}}",
-	       NULL);
-	cr_assert_eq(r.status, 201);
-	snprintf(id, 37, "%s",
-	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
-	t_resp_free(&r);
+	t_session_new(base, org->token, "{\"title\":\"Redelivery\"}", id);
 }
 
 /* Posts n people; returns the job id. */
@@ -65,40 +54,6 @@ static bool job_done(void *ctx)
 	                  p) == 1;
 }
 
-static bool queue_empty(void *ctx)
-{
-	(void)ctx;
-	mq_conn *mq = NULL;
-	uint32_t msgs = 1, consumers = 0;
-	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
-		return false;
-	bool ok = mq_queue_stats(mq, MQ_QUEUE_TASKS, &msgs, &consumers) == BR_OK && msgs == 0;
-	mq_close(mq);
-	return ok;
-}
-
-/* Publishes the task messages of job_id again, as a broker redelivery would. */
-static void republish(PGconn *db, const char *job_id)
-{
-	const char *p[] = {job_id};
-	PGresult *res = t_sql(db, "SELECT id FROM tasks WHERE job_id = $1 ORDER BY idx", 1, p);
-	int n = PQntuples(res);
-	struct mq_msg *msgs = calloc((size_t)n, sizeof(*msgs));
-	char(*bodies)[TASKMSG_MAX] = calloc((size_t)n, sizeof(*bodies));
-	for (int i = 0; i < n; i++) {
-		msgs[i].message_id = PQgetvalue(res, i, 0);
-		msgs[i].body = bodies[i];
-		msgs[i].len = taskmsg_encode(PQgetvalue(res, i, 0), job_id, bodies[i]);
-	}
-	mq_conn *mq = NULL;
-	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &mq), BR_OK);
-	cr_assert_eq(mq_publish(mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, msgs, (size_t)n, 10000), BR_OK);
-	mq_close(mq);
-	free(bodies);
-	free(msgs);
-	PQclear(res);
-}
-
 static void check_once(PGconn *db, const char *sid, const char *job_id, int n)
 {
 	const char *ps[] = {sid}, *pj[] = {job_id};
@@ -125,11 +80,11 @@ Test(redelivery, every_message_delivered_twice)
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
 	make_session(base, &org, sid);
 	post_job(base, &org, sid, 20, job_id); /* no worker yet: the messages wait */
-	republish(db, job_id);                 /* every task now has two messages */
+	t_republish_job(db, job_id);           /* every task now has two messages */
 	t_worker_start(&worker, NULL);
 	struct done_ctx d = {db, job_id};
 	cr_assert(t_poll(job_done, &d, 30000));
-	cr_assert(t_poll(queue_empty, NULL, 30000), "duplicates left in bulkreg.tasks");
+	cr_assert(t_poll(t_tasks_queue_empty, NULL, 30000), "duplicates left in bulkreg.tasks");
 	check_once(db, sid, job_id, 20);
 	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0);
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
@@ -160,7 +115,7 @@ Test(redelivery, committed_but_never_acked)
 	t_worker_start(&worker, NULL);
 	struct done_ctx d = {db, job_id};
 	cr_assert(t_poll(job_done, &d, 30000));
-	cr_assert(t_poll(queue_empty, NULL, 30000));
+	cr_assert(t_poll(t_tasks_queue_empty, NULL, 30000));
 	check_once(db, sid, job_id, 10);
 	cr_assert_eq(t_sql_long(db,
 	                        "SELECT count(*) FROM tasks WHERE job_id = $1 AND error_code = "

@@ -40,15 +40,7 @@ TestSuite(rules, .init = setup, .fini = teardown, .timeout = 180);
 
 static void make_session(const char *attrs, char *id)
 {
-	char url[256], body[1024];
-	struct t_resp r;
-	snprintf(url, sizeof(url), "%s/v1/sessions", base);
-	snprintf(body, sizeof(body), "{\"data\":{\"type\":\"sessions\",\"attributes\":%s}}", attrs);
-	t_http(&r, "POST", url, org.token, body, NULL);
-	cr_assert_eq(r.status, 201, "session create: %ld %s", r.status, r.body);
-	snprintf(id, 37, "%s",
-	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
-	t_resp_free(&r);
+	t_session_new(base, org.token, attrs, id);
 }
 
 /* POSTs one person; returns the status, and the registration_status or code in what. */

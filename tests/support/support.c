@@ -25,6 +25,8 @@
 #include "crypto.h"
 #include "db.h"
 #include "migrate.h"
+#include "mq.h"
+#include "taskmsg.h"
 
 #define T_MIGRATE_TIMEOUT_MS 600000
 #define T_POLL_STEP_MS       20
@@ -286,4 +288,46 @@ long long t_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void t_session_new(const char *base, const char *token, const char *attrs, char id[37])
+{
+	char url[256], body[2048];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/sessions", base);
+	snprintf(body, sizeof(body), "{\"data\":{\"type\":\"sessions\",\"attributes\":%s}}", attrs);
+	t_http(&r, "POST", url, token, body, NULL);
+	cr_assert_eq(r.status, 201, "session create: %ld %s", r.status, r.body);
+	const char *sid = json_string_value(json_object_get(json_object_get(r.json, "data"), "id"));
+	cr_assert_not_null(sid, "session create answered no id");
+	snprintf(id, 37, "%s", sid);
+	t_resp_free(&r);
+}
+
+void t_republish_job(PGconn *db, const char *job_id)
+{
+	const char *p[] = {job_id};
+	PGresult *res = t_sql(db, "SELECT id FROM tasks WHERE job_id = $1 ORDER BY idx", 1, p);
+	struct taskmsg_batch b;
+	cr_assert_eq(taskmsg_batch_init(&b, (size_t)PQntuples(res)), BR_OK);
+	for (int i = 0; i < PQntuples(res); i++)
+		cr_assert_eq(taskmsg_batch_add(&b, PQgetvalue(res, i, 0), job_id), BR_OK);
+	mq_conn *mq = NULL;
+	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &mq), BR_OK);
+	cr_assert_eq(mq_publish(mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, b.msgs, b.n, 10000), BR_OK);
+	mq_close(mq);
+	taskmsg_batch_free(&b);
+	PQclear(res);
+}
+
+bool t_tasks_queue_empty(void *ctx)
+{
+	(void)ctx;
+	mq_conn *mq = NULL;
+	uint32_t msgs = 1, consumers = 0;
+	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
+		return false;
+	bool ok = mq_queue_stats(mq, MQ_QUEUE_TASKS, &msgs, &consumers) == BR_OK && msgs == 0;
+	mq_close(mq);
+	return ok;
 }

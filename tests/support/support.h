@@ -174,6 +174,20 @@ long t_http_status(const char *url, int timeout_ms);
 /* A header's value from r->headers (case-insensitive); NULL when absent. Static buffer. */
 const char *t_resp_header(const struct t_resp *r, const char *name);
 
+/* ---- API fixtures ---- */
+
+/*
+ * POSTs /v1/sessions with the attributes object attrs (a JSON text) to the
+ * API at base ("http://127.0.0.1:port") and writes the new id into id.
+ */
+void t_session_new(const char *base, const char *token, const char *attrs, char id[37]);
+
+/* Publishes the message of every task of job_id again, as a late redelivery would. */
+void t_republish_job(PGconn *db, const char *job_id);
+
+/* A t_poll condition: bulkreg.tasks holds no ready message (ctx unused). */
+bool t_tasks_queue_empty(void *ctx);
+
 /* ---- webhook receiver (receiver.c) ---- */
 
 struct t_hook {
