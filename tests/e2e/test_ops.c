@@ -1,0 +1,121 @@
+/*
+ * test_ops.c - what operators and list clients rely on: every metric that
+ * CONTRACT §5 names is exposed on both the API port and the worker's
+ * metrics port, task outcomes are counted, and a session's people page
+ * like Livestorm's lists.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "support.h"
+
+TestSuite(ops, .timeout = 180);
+
+static const char *const contract_metrics[] = {
+    "bulkreg_http_requests_total",   "bulkreg_http_request_duration_seconds",
+    "bulkreg_tasks_processed_total", "bulkreg_task_duration_seconds",
+    "bulkreg_queue_messages",        "bulkreg_queue_consumers",
+    "bulkreg_jobs_in_flight",        "bulkreg_webhook_deliveries_total",
+};
+
+static void check_metrics(const char *base, const char *who)
+{
+	char url[128];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/metrics", base);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_eq(r.status, 200, "%s /metrics: %ld", who, r.status);
+	for (size_t i = 0; i < sizeof(contract_metrics) / sizeof(contract_metrics[0]); i++) {
+		char type[128];
+		snprintf(type, sizeof(type), "# TYPE %s ", contract_metrics[i]);
+		cr_assert_not_null(strstr(r.body, type), "%s /metrics lacks %s", who,
+		                   contract_metrics[i]);
+	}
+	cr_assert_not_null(strstr(r.body, "bulkreg_queue_messages{queue=\"bulkreg.tasks\"}"),
+	                   "%s /metrics has no bulkreg.tasks depth", who);
+	t_resp_free(&r);
+}
+
+struct done {
+	PGconn *db;
+	const char *job;
+};
+
+static bool job_done(void *arg)
+{
+	struct done *d = arg;
+	const char *p[] = {d->job};
+	return t_sql_long(d->db,
+	                  "SELECT count(*) FROM jobs WHERE id = $1 AND status <> 'processing'", 1,
+	                  p) == 1;
+}
+
+Test(ops, metrics_and_people_pages)
+{
+	PGconn *db = t_db();
+	struct t_org org;
+	t_org_new(&org);
+	struct t_proc api, worker;
+	t_api_start(&api, NULL);
+	t_worker_start(&worker, NULL);
+	check_metrics(api.url, "API");
+	check_metrics(worker.url, "worker");
+
+	char sid[37], url[512], body[8192];
+	t_session_new(api.url, org.token, "{\"title\":\"Ops\"}", sid);
+	size_t len = (size_t)snprintf(body, sizeof(body),
+	                              "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
+	for (int i = 0; i < 25; i++)
+		len += (size_t)snprintf(body + len, sizeof(body) - len,
+		                        "%s{\"attributes\":{\"email\":\"ops%d@example.com\"}}",
+		                        i ? "," : "", i);
+	snprintf(body + len, sizeof(body) - len, "]}}}");
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", api.url, sid);
+	t_http(&r, "POST", url, org.token, body, NULL);
+	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
+	char job[37];
+	snprintf(job, sizeof(job), "%s",
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	t_resp_free(&r);
+	struct done d = {db, job};
+	cr_assert(t_poll(job_done, &d, 60000), "job did not finish");
+
+	/* The worker counted the outcomes it committed. */
+	snprintf(url, sizeof(url), "%s/metrics", worker.url);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_not_null(strstr(r.body, "bulkreg_tasks_processed_total{outcome=\"succeeded\"}"),
+	                   "no succeeded outcome counted");
+	t_resp_free(&r);
+
+	/* 25 people, 10 a page: 10, 10, 5, then past the end. */
+	static const size_t sizes[] = {10, 10, 5};
+	for (int pg = 0; pg < 3; pg++) {
+		snprintf(url, sizeof(url), "%s/v1/sessions/%s/people?page[number]=%d&page[size]=10",
+		         api.url, sid, pg);
+		t_http(&r, "GET", url, org.token, NULL, NULL);
+		cr_assert_eq(r.status, 200, "people page %d: %ld", pg, r.status);
+		json_t *meta = json_object_get(r.json, "meta");
+		cr_assert_eq(json_integer_value(json_object_get(meta, "record_count")), 25);
+		cr_assert_eq(json_integer_value(json_object_get(meta, "page_count")), 3);
+		cr_assert_eq(json_array_size(json_object_get(r.json, "data")), sizes[pg]);
+		if (pg == 2)
+			cr_assert(json_is_null(json_object_get(meta, "next_page")));
+		t_resp_free(&r);
+	}
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people?page[number]=3&page[size]=10", api.url,
+	         sid);
+	t_http(&r, "GET", url, org.token, NULL, NULL);
+	cr_assert_eq(r.status, 400);
+	cr_assert_str_eq(json_string_value(json_object_get(
+	                     json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+	                 "invalid_page");
+	t_resp_free(&r);
+	t_check_invariants(db);
+	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	PQfinish(db);
+}
