@@ -10,6 +10,8 @@
  *
  * Points: "worker_after_commit" (a batch committed, not yet acked),
  * "worker_mid_transaction" (inside the batch's open transaction),
+ * "worker_between_passes" (a batch committed its own and claimed tasks and
+ * is about to wait for the ones another consumer held; nothing acked),
  * "publish_before_confirm" (messages sent, the broker's confirms not yet
  * read: in the API, after the job's commit).
  */

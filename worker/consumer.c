@@ -3,12 +3,14 @@
  *
  * Each thread owns one AMQP connection and one PostgreSQL connection. It
  * takes a delivery, gathers whatever else the broker already sent (up to
- * the prefetch), and runs the whole batch as ONE statement, process_tasks()
- * (sql/002_registration.sql): one transaction and one commit for the batch,
- * a subtransaction per task so a failure affects only its task. Only after
- * the commit does it ack, with `multiple` when every task went through. A
- * crash anywhere before the ack leaves the messages unacked: the broker
- * redelivers them and process_tasks skips tasks already terminal.
+ * the prefetch), and runs the whole batch as ONE statement, process_batch()
+ * (sql/003_batches.sql), in one transaction with one commit. That statement
+ * also claims the other queued tasks of the batch's jobs, so a job's tasks
+ * are registered together instead of in small batches queued on the same
+ * session row; their own messages later find them done. Only after the
+ * commit does it ack, with `multiple` when every task went through. A crash
+ * anywhere before the ack leaves the messages unacked: the broker
+ * redelivers them and process_batch skips tasks already terminal.
  *
  * Dead-lettered messages (bulkreg.tasks.dead) are the broker giving up on a
  * task after x-delivery-limit deliveries: the task is failed with
@@ -34,6 +36,12 @@
 
 #define CONSUMER_WAIT_MS    1000
 #define CONSUMER_DB_RETRIES 20
+/*
+ * Tasks one transaction may claim: its deliveries plus the queued rest of
+ * their jobs. 64 holds a whole 50-task job; a session's registrations are
+ * serialized on its row anyway, so bigger batches share more commits.
+ */
+#define CONSUMER_CLAIM 64
 
 struct consumer {
 	struct worker *w;
@@ -48,8 +56,8 @@ struct consumer {
 };
 
 static const db_stmt stmt_process = {
-    "consumer_process", "SELECT task_id, outcome, detail, job_ended FROM process_tasks($1::uuid[])",
-    1};
+    "consumer_process",
+    "SELECT task_id, outcome, detail, job_ended FROM process_batch($1::uuid[], $2::int)", 2};
 static const db_stmt stmt_fail = {"consumer_fail", "SELECT fail_task($1::uuid, 'internal_error')",
                                   1};
 
@@ -165,96 +173,144 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 	log_set_task_id(NULL);
 }
 
-/* Finds the delivery of a task id in the batch; -1 when none. */
-static int find_delivery(char ids[][TASKMSG_UUID_LEN + 1], int n, const char *task_id)
-{
-	for (int i = 0; i < n; i++) {
-		if (strcmp(ids[i], task_id) == 0)
-			return i;
-	}
-	return -1;
-}
+/* What became of one delivery of a batch. */
+enum delivery_state {
+	D_PENDING,  /* not run yet */
+	D_BUSY,     /* its task is held by another transaction: wait for it */
+	D_DONE,     /* committed or nothing to do: ack */
+	D_REQUEUE,  /* raised: nack with requeue, towards x-delivery-limit */
+	D_REJECTED, /* unreadable: already nacked to the dead-letter queue */
+};
 
-/* Processes the batch's live tasks in one statement, then acks. */
-static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
-                         bool may_ack_multiple)
+/*
+ * Runs the deliveries in state `from` as one process_batch() call and one
+ * transaction (claiming up to `claim` tasks in all; 0 waits for busy tasks
+ * instead), then records each delivery's new state. Rows for tasks the
+ * batch claimed beyond its deliveries are only counted.
+ */
+static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
+                          char ids[][TASKMSG_UUID_LEN + 1], unsigned char *state, int n,
+                          enum delivery_state from, int claim, long long start_ms)
 {
-	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
-	unsigned char *nack = calloc((size_t)n, 1);
 	strbuf arr;
 	sb_init(&arr, (size_t)n * 40 + 8);
-	PGresult *res = NULL;
-	int live = 0;
-	if (!ids || !nack)
-		goto out; /* unacked: redelivered after the connection drops */
 	bool ok = sb_appends(&arr, "{") == BR_OK;
+	int count = 0;
 	for (int i = 0; i < n && ok; i++) {
-		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
-			/* Unreadable: straight to the dead-letter queue. */
-			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
-			          d[i].message_id);
-			mq_nack(c->mq, d[i].tag, false, false);
-			ids[i][0] = '\0';
-			nack[i] = 2;
-			continue;
-		}
-		ok = sb_appendf(&arr, "%s%s", live ? "," : "", ids[i]) == BR_OK;
-		live++;
+		if (state[i] == from)
+			ok = sb_appendf(&arr, "%s%s", count++ ? "," : "", ids[i]) == BR_OK;
 	}
-	if (!ok || sb_appends(&arr, "}") != BR_OK)
-		goto out;
-	if (live == 0)
-		goto out;
-	const char *params[] = {sb_str(&arr)};
+	if (!ok || sb_appends(&arr, "}") != BR_OK) {
+		sb_free(&arr);
+		return BR_NOMEM;
+	}
+	char claim_s[16];
+	snprintf(claim_s, sizeof(claim_s), "%d", claim);
+	const char *params[] = {sb_str(&arr), claim_s};
+	PGresult *res = NULL;
 	br_status st = run_retrying(c, &stmt_process, params, &res);
-	if (st != BR_OK) {
-		if (st == BR_DB || st == BR_DB_RETRY) {
-			LOG_ERROR("consumer %d: batch of %d failed: %s", c->index, live,
-			          db_errmsg(c->db));
-			for (int i = 0; i < n; i++) {
-				if (nack[i] != 2)
-					mq_nack(c->mq, d[i].tag, false, true);
-			}
-		}
-		goto out;
-	}
-	FAULT_POINT("worker_after_commit");
+	sb_free(&arr);
+	if (st != BR_OK)
+		return st;
 	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
+	/* A delivery the result does not mention has nothing left to do. */
+	for (int i = 0; i < n; i++) {
+		if (state[i] == from)
+			state[i] = D_DONE;
+	}
 	for (int row = 0; row < PQntuples(res); row++) {
 		const char *tid = PQgetvalue(res, row, 0);
 		const char *outcome = PQgetvalue(res, row, 1);
-		int i = find_delivery(ids, n, tid);
-		if (i < 0)
-			continue;
-		if (strcmp(outcome, "error") == 0) {
-			LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
-			         d[i].delivery_count + 1, db_val(res, row, 2));
-			nack[i] = 1;
+		enum delivery_state to = D_DONE;
+		if (strcmp(outcome, "busy") == 0)
+			to = from == D_BUSY ? D_REQUEUE : D_BUSY;
+		else if (strcmp(outcome, "error") == 0)
+			to = D_REQUEUE;
+		else
+			count_outcome(outcome, seconds);
+		for (int i = 0; i < n; i++) {
+			if (state[i] != D_REJECTED && strcmp(ids[i], tid) == 0) {
+				if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
+					LOG_WARN("task %s failed to process (delivery %ld): %s",
+					         tid, d[i].delivery_count + 1, db_val(res, row, 2));
+				state[i] = (unsigned char)to;
+			}
 		}
-		count_outcome(outcome, seconds);
 		if (strcmp(db_val(res, row, 3) ? db_val(res, row, 3) : "f", "t") == 0) {
 			log_set_task_id(tid);
 			LOG_INFO("job ended");
 			log_set_task_id(NULL);
 		}
 	}
-	bool all_ok = true;
+	PQclear(res);
+	return BR_OK;
+}
+
+/*
+ * Processes the batch's readable deliveries, then acks. The first pass
+ * claims the rest of their jobs; deliveries whose task another consumer's
+ * transaction held are run again once that pass committed, waiting for the
+ * holder, and are then normally found done.
+ */
+static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
+                         bool may_ack_multiple)
+{
+	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
+	unsigned char *state = calloc((size_t)n, 1);
+	if (!ids || !state)
+		goto out; /* unacked: redelivered after the connection drops */
+	int live = 0;
+	for (int i = 0; i < n; i++) {
+		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
+			/* Unreadable: straight to the dead-letter queue. */
+			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
+			          d[i].message_id);
+			mq_nack(c->mq, d[i].tag, false, false);
+			state[i] = D_REJECTED;
+			continue;
+		}
+		state[i] = D_PENDING;
+		live++;
+	}
+	if (live == 0)
+		goto out;
+	int claim = live > CONSUMER_CLAIM ? live : CONSUMER_CLAIM;
+	br_status st = run_pass(c, d, ids, state, n, D_PENDING, claim, start_ms);
+	bool busy = false;
+	for (int i = 0; i < n && st == BR_OK; i++)
+		busy = busy || state[i] == D_BUSY;
+	if (st == BR_OK && busy) {
+		FAULT_POINT("worker_between_passes");
+		st = run_pass(c, d, ids, state, n, D_BUSY, 0, start_ms);
+	}
+	if (st != BR_OK) {
+		/* Unresolved deliveries go back; committed ones are found done later. */
+		if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM) {
+			LOG_ERROR("consumer %d: batch of %d failed: %s", c->index, live,
+			          db_errmsg(c->db));
+			for (int i = 0; i < n; i++) {
+				if (state[i] != D_REJECTED)
+					mq_nack(c->mq, d[i].tag, false, true);
+			}
+		}
+		goto out;
+	}
+	FAULT_POINT("worker_after_commit");
+	bool all_done = true;
 	for (int i = 0; i < n; i++)
-		all_ok = all_ok && nack[i] == 0;
-	if (all_ok && may_ack_multiple) {
+		all_done = all_done && state[i] == D_DONE;
+	if (all_done && may_ack_multiple) {
 		mq_ack(c->mq, d[n - 1].tag, true);
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		if (nack[i] == 0)
+		if (state[i] == D_DONE)
 			mq_ack(c->mq, d[i].tag, false);
-		else if (nack[i] == 1)
+		else if (state[i] == D_REQUEUE)
 			mq_nack(c->mq, d[i].tag, false, true);
 	}
 out:
-	PQclear(res);
-	sb_free(&arr);
-	free(nack);
+	free(state);
 	free(ids);
 }
 

@@ -58,15 +58,21 @@ static const db_stmt stmt_mark_published = {
     "   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'queued'"
     "                   AND NOT (t.id = ANY ($2::uuid[])))",
     2};
-/* Claims long-queued tasks of published jobs: touching updated_at spaces out repeats. */
-static const db_stmt stmt_stranded = {"sweep_stranded",
-                                      "UPDATE tasks SET updated_at = now() WHERE id IN ("
-                                      "  SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                                      "  WHERE t.status = 'queued' AND j.published_at IS NOT NULL"
-                                      "    AND t.updated_at < now() - $1::bigint * interval '1 ms'"
-                                      "  LIMIT 500)"
-                                      " RETURNING id, job_id",
-                                      1};
+/*
+ * Claims long-queued tasks of published jobs: touching updated_at spaces out
+ * repeats. Only processing jobs have queued tasks; they are few and indexed
+ * (jobs_processing), and each one's queued tasks are an index range.
+ */
+static const db_stmt stmt_stranded = {
+    "sweep_stranded",
+    "UPDATE tasks SET updated_at = now() WHERE id IN ("
+    "  SELECT q.id FROM jobs j CROSS JOIN LATERAL ("
+    "    SELECT t.id FROM tasks t WHERE t.job_id = j.id AND t.status = 'queued'"
+    "      AND t.updated_at < now() - $1::bigint * interval '1 ms') q"
+    "  WHERE j.status = 'processing' AND j.published_at IS NOT NULL"
+    "  LIMIT 500)"
+    " RETURNING id, job_id",
+    1};
 
 /* Publishes the (task id, job id) rows of res; BR_OK when all were confirmed. */
 static br_status publish_rows(struct sweeper *s, PGresult *res)

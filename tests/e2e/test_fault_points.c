@@ -9,6 +9,9 @@
  *                           its deliveries redelivered and processed once;
  *   worker_after_commit     the batch committed, never acked: redelivered,
  *                           and the redelivery changes nothing;
+ *   worker_between_passes   a batch committed its own and its claimed tasks
+ *                           and was about to wait for those another consumer
+ *                           held; nothing acked: every delivery comes back;
  *   publish_before_confirm  the API dies after committing a job and sending
  *                           its messages, before reading the confirms: the
  *                           client gets no answer, the job stays unpublished
@@ -88,16 +91,28 @@ Test(fault_points, worker_after_commit)
 }
 
 /*
- * Issue 7: a worker taking up to 16 deliveries per transaction is killed
- * inside its 4th batch's transaction. One consumer thread on a backlog of
- * 500 tasks, so every batch after the first is as large as the prefetch
- * allows: up to 16 registrations die together and must all come back once.
+ * Issue 7: a worker taking up to 16 deliveries per transaction, and
+ * claiming the rest of their jobs up to 64 tasks, is killed inside its 4th
+ * batch's transaction. One consumer thread on a backlog of 500 tasks: a
+ * whole job or more of registrations dies together, and every one must come
+ * back exactly once.
  */
 Test(fault_points, worker_killed_in_the_middle_of_a_batch)
 {
 	static const char *const env[] = {"BULKREG_WORKER_PREFETCH=16",
 	                                  "BULKREG_WORKER_CONCURRENCY=1", NULL};
 	worker_point("mid-batch (prefetch 16)", "BULKREG_FAULT=worker_mid_transaction:4", env);
+}
+
+/*
+ * Four consumers on one backlog: their batches claim the rest of each job,
+ * so the others soon hold deliveries whose tasks are busy; the third time a
+ * consumer has committed a batch and is about to wait for them, it dies.
+ */
+Test(fault_points, worker_between_passes)
+{
+	static const char *const env[] = {"BULKREG_WORKER_CONCURRENCY=4", NULL};
+	worker_point("worker_between_passes", "BULKREG_FAULT=worker_between_passes:3", env);
 }
 
 static const char *const api_crash[] = {"BULKREG_FAULT=publish_before_confirm:1", NULL};
