@@ -44,13 +44,26 @@ struct api_req {
 /* The server's single handler: routes the request (see routes.c). */
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp);
 
+/*
+ * A GET of one resource by its :id whose statement also authenticates: it
+ * takes ($1 token digest, $2 id) and returns no row for an unknown or
+ * revoked token, else one row (organization id, token id, the resource or
+ * NULL when the organization has no such resource). One statement and one
+ * round trip per request instead of two (routes.c).
+ */
+struct api_read {
+	db_stmt stmt;
+	const char *missing; /* detail of the 404 */
+};
+
+extern const struct api_read route_sessions_read;
+extern const struct api_read route_jobs_read;
+
 /* Route functions, one file per resource. */
 void route_sessions_create(struct api_req *r);
-void route_sessions_get(struct api_req *r);
 void route_people_list(struct api_req *r);
 void route_people_create(struct api_req *r);
 void route_bulk_create(struct api_req *r);
-void route_jobs_get(struct api_req *r);
 void route_jobs_list(struct api_req *r);
 void route_jobs_update(struct api_req *r);
 void route_jobs_delete(struct api_req *r);

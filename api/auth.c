@@ -3,6 +3,7 @@
  */
 #include "auth.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -16,7 +17,7 @@ static const db_stmt stmt_token = {"auth_token",
                                    "$1::bytea AND revoked_at IS NULL",
                                    1};
 
-bool auth_request(struct api_req *r)
+bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN])
 {
 	const char *h = http_req_header(r->http, "Authorization");
 	if (h && strncasecmp(h, "Bearer ", 7) == 0)
@@ -31,8 +32,27 @@ bool auth_request(struct api_req *r)
 		        "Send a valid API token in the Authorization header.");
 		return false;
 	}
-	char digest[2 + 2 * CR_SHA256_LEN + 1];
 	token_digest_param(h, len, digest);
+	return true;
+}
+
+bool auth_accept(struct api_req *r, const PGresult *res)
+{
+	if (PQntuples(res) < 1) {
+		ja_fail(r, 401, "unauthorized", "Unauthorized",
+		        "The API token is unknown or has been revoked.");
+		return false;
+	}
+	snprintf(r->org_id, sizeof(r->org_id), "%s", PQgetvalue(res, 0, 0));
+	snprintf(r->token_id, sizeof(r->token_id), "%s", PQgetvalue(res, 0, 1));
+	return true;
+}
+
+bool auth_request(struct api_req *r)
+{
+	char digest[AUTH_DIGEST_LEN];
+	if (!auth_digest(r, digest))
+		return false;
 	const char *params[] = {digest};
 	PGresult *res = NULL;
 	br_status st = db_run(r->db, &stmt_token, params, &res);
@@ -40,14 +60,7 @@ bool auth_request(struct api_req *r)
 		ja_db_fail(r, st);
 		return false;
 	}
-	bool ok = PQntuples(res) == 1;
-	if (ok) {
-		memcpy(r->org_id, PQgetvalue(res, 0, 0), API_UUID_LEN + 1);
-		memcpy(r->token_id, PQgetvalue(res, 0, 1), API_UUID_LEN + 1);
-	}
+	bool ok = auth_accept(r, res);
 	PQclear(res);
-	if (!ok)
-		ja_fail(r, 401, "unauthorized", "Unauthorized",
-		        "The API token is unknown or has been revoked.");
 	return ok;
 }

@@ -6,7 +6,13 @@
 
 #include <stdbool.h>
 
+#include <libpq-fe.h>
+
 #include "app.h"
+#include "crypto.h"
+
+/* Size of the token digest parameter ("\\x" and 64 hex digits). */
+#define AUTH_DIGEST_LEN (2 + 2 * CR_SHA256_LEN + 1)
 
 /*
  * Resolves the request's token (Authorization: Bearer <token>, or the bare
@@ -16,5 +22,15 @@
  * false is returned.
  */
 bool auth_request(struct api_req *r);
+
+/*
+ * The two halves of auth_request, for a route that looks the token up in
+ * its own statement. auth_digest writes the token's digest parameter, or
+ * sets 401 and returns false when the request carries no usable token.
+ * auth_accept takes r->org_id and r->token_id from columns 0 and 1 of the
+ * first row of res, or sets 401 and returns false when res has no row.
+ */
+bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN]);
+bool auth_accept(struct api_req *r, const PGresult *res);
 
 #endif

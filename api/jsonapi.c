@@ -352,25 +352,6 @@ br_status ja_append_meta(strbuf *sb, const struct ja_page *page, long record_cou
 	                  page->number, prev, next, record_count, pages, page->size);
 }
 
-void ja_get_resource(struct api_req *r, const db_stmt *stmt, const char *missing)
-{
-	static const char *const none[] = {NULL};
-	if (!ja_check_params(r, none))
-		return;
-	const char *params[] = {r->id, r->org_id};
-	PGresult *res = NULL;
-	br_status st = db_run(r->db, stmt, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
-		return;
-	}
-	if (PQntuples(res) == 0)
-		ja_fail(r, 404, "not_found", "Not found", missing);
-	else
-		ja_send_data(r, 200, PQgetvalue(res, 0, 0));
-	PQclear(res);
-}
-
 void ja_send_page(struct api_req *r, unsigned status, const char *array, const struct ja_page *page,
                   long record_count)
 {

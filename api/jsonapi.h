@@ -59,13 +59,6 @@ void ja_db_fail(struct api_req *r, br_status st);
  */
 json_t *ja_parse_body(struct api_req *r);
 
-/*
- * Serves GET of one resource: refuses any query parameter, runs stmt with
- * ($1 = r->id, $2 = r->org_id), which returns the resource as one JSON
- * column, and answers 200 with it, or 404 not_found with detail missing.
- */
-void ja_get_resource(struct api_req *r, const db_stmt *stmt, const char *missing);
-
 /* Answers status with {"data": <json>} where json is a JSON text. */
 void ja_send_data(struct api_req *r, unsigned status, const char *json);
 

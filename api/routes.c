@@ -3,7 +3,8 @@
  * from one table. For /v1 it borrows a database connection for the whole
  * request, authenticates, checks the :id segment is a UUID (anything else is
  * 404, never a database error), and answers 405 with Allow for a known path
- * with another method.
+ * with another method. A GET of one resource authenticates in the same
+ * statement that reads it (struct api_read): one round trip per request.
  *
  * The router also applies what routes must not each reimplement: the rate
  * limit (every authenticated /v1 request takes a token from its
@@ -34,25 +35,26 @@ typedef void (*route_fn)(struct api_req *r);
 struct route {
 	const char *pattern;
 	const char *method;
-	route_fn fn;
+	route_fn fn;                 /* or NULL and: */
+	const struct api_read *read; /* a GET served by one statement (app.h) */
 	unsigned flags;
 };
 
 static const struct route routes[] = {
-    {"/v1/sessions", "POST", route_sessions_create, 0},
-    {"/v1/sessions/:id", "GET", route_sessions_get, 0},
-    {"/v1/sessions/:id/people", "GET", route_people_list, 0},
-    {"/v1/sessions/:id/people", "POST", route_people_create, ROUTE_IDEMPOTENT},
-    {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, ROUTE_IDEMPOTENT},
-    {"/v1/jobs", "GET", route_jobs_list, 0},
-    {"/v1/jobs/:id", "GET", route_jobs_get, 0},
-    {"/v1/jobs/:id", "PUT", route_jobs_update, 0},
-    {"/v1/jobs/:id", "DELETE", route_jobs_delete, 0},
-    {"/v1/jobs/:id/tasks", "GET", route_jobs_tasks, 0},
-    {"/v1/webhooks", "GET", route_webhooks_list, 0},
-    {"/v1/webhooks", "POST", route_webhooks_create, 0},
-    {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, 0},
-    {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, 0},
+    {"/v1/sessions", "POST", route_sessions_create, NULL, 0},
+    {"/v1/sessions/:id", "GET", NULL, &route_sessions_read, 0},
+    {"/v1/sessions/:id/people", "GET", route_people_list, NULL, 0},
+    {"/v1/sessions/:id/people", "POST", route_people_create, NULL, ROUTE_IDEMPOTENT},
+    {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, NULL, ROUTE_IDEMPOTENT},
+    {"/v1/jobs", "GET", route_jobs_list, NULL, 0},
+    {"/v1/jobs/:id", "GET", NULL, &route_jobs_read, 0},
+    {"/v1/jobs/:id", "PUT", route_jobs_update, NULL, 0},
+    {"/v1/jobs/:id", "DELETE", route_jobs_delete, NULL, 0},
+    {"/v1/jobs/:id/tasks", "GET", route_jobs_tasks, NULL, 0},
+    {"/v1/webhooks", "GET", route_webhooks_list, NULL, 0},
+    {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0},
+    {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
+    {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -127,21 +129,22 @@ static bool rate_allows(struct api_req *r)
 	return false;
 }
 
-static void dispatch(struct api_req *r)
+/*
+ * Finds the request's route among those whose path matches; allow collects
+ * their methods, *bad_id tells whether a path matched but for its :id.
+ */
+static const struct route *route_find(struct api_req *r, char *allow, size_t cap, bool *bad_id)
 {
-	char allow[64] = "";
 	char id[API_UUID_LEN + 1];
-	bool bad_id = false;
 	const struct route *found = NULL;
 	for (size_t i = 0; i < NROUTES; i++) {
 		bool bad = false;
 		if (!match(routes[i].pattern, r->http->path, id, &bad))
 			continue;
 		r->http->route = routes[i].pattern;
-		bad_id = bad_id || bad;
+		*bad_id = *bad_id || bad;
 		size_t used = strlen(allow);
-		snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
-		         routes[i].method);
+		snprintf(allow + used, cap - used, "%s%s", used ? ", " : "", routes[i].method);
 		/* HEAD is GET without the body (libmicrohttpd drops it). */
 		bool head =
 		    strcmp(r->http->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
@@ -150,6 +153,47 @@ static void dispatch(struct api_req *r)
 			memcpy(r->id, id, sizeof(r->id));
 		}
 	}
+	return found;
+}
+
+/*
+ * Serves a GET of one resource with its api_read statement, which also
+ * authenticates: 401, 429, 400 (no query parameter is accepted) and 404
+ * come in the same order as on every other route.
+ */
+static void read_one(struct api_req *r, const struct api_read *rd)
+{
+	static const char *const none[] = {NULL};
+	char digest[AUTH_DIGEST_LEN];
+	if (!auth_digest(r, digest))
+		return;
+	const char *params[] = {digest, r->id};
+	PGresult *res = NULL;
+	br_status st = db_run(r->db, &rd->stmt, params, &res);
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		return;
+	}
+	if (auth_accept(r, res) && rate_allows(r) && ja_check_params(r, none)) {
+		if (PQgetisnull(res, 0, 2))
+			ja_fail(r, 404, "not_found", "Not found", rd->missing);
+		else
+			ja_send_data(r, 200, PQgetvalue(res, 0, 2));
+	}
+	PQclear(res);
+}
+
+static void dispatch(struct api_req *r)
+{
+	char allow[64] = "";
+	bool bad_id = false;
+	const struct route *found = route_find(r, allow, sizeof(allow), &bad_id);
+	if (found && found->read && !bad_id) {
+		read_one(r, found->read);
+		return;
+	}
+	if (!auth_request(r))
+		return;
 	/* After matching, so a 429 is counted under its route's label. */
 	if (!rate_allows(r))
 		return;
@@ -182,7 +226,6 @@ void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)
 		ja_db_fail(&r, st);
 		return;
 	}
-	if (auth_request(&r))
-		dispatch(&r);
+	dispatch(&r);
 	db_pool_put(app->db, r.db);
 }

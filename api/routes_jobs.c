@@ -26,11 +26,15 @@
 static const db_stmt stmt_create = {
     "jobs_create",
     "SELECT job_id, job, task_ids FROM create_job($1, $2, $3::boolean, $4::boolean, $5::jsonb)", 5};
-static const db_stmt stmt_published = {
-    "jobs_published", "UPDATE jobs SET published_at = now() WHERE id = $1 AND published_at IS NULL",
-    1};
-static const db_stmt stmt_get = {
-    "jobs_get", "SELECT job_resource(j) FROM jobs j WHERE j.id = $1 AND j.organization_id = $2", 2};
+static const db_stmt stmt_published = {"jobs_published", "SELECT mark_job_published($1)", 1};
+const struct api_read route_jobs_read = {
+    {"jobs_read",
+     "SELECT t.organization_id, t.id, CASE WHEN j.id IS NOT NULL THEN job_resource(j) END"
+     " FROM api_tokens t"
+     " LEFT JOIN jobs j ON j.id = $2::uuid AND j.organization_id = t.organization_id"
+     " WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL",
+     2},
+    "No such job."};
 static const db_stmt stmt_task_count = {
     "jobs_task_count",
     "SELECT CASE WHEN $3::text IS NULL THEN j.total_items"
@@ -135,11 +139,6 @@ out:
 	json_decref(b.people);
 	PQclear(res);
 	json_decref(doc);
-}
-
-void route_jobs_get(struct api_req *r)
-{
-	ja_get_resource(r, &stmt_get, "No such job.");
 }
 
 static bool task_status_ok(const char *s)

@@ -22,9 +22,14 @@ static const db_stmt stmt_session_insert = {
     "         COALESCE($7, 'automatic'), COALESCE($8::boolean, false))"
     " RETURNING id, session_resource(sessions)",
     8};
-static const db_stmt stmt_session_get = {
-    "sessions_get",
-    "SELECT session_resource(s) FROM sessions s WHERE s.id = $1 AND s.organization_id = $2", 2};
+const struct api_read route_sessions_read = {
+    {"sessions_read",
+     "SELECT t.organization_id, t.id,"
+     " CASE WHEN s.id IS NOT NULL THEN session_resource(s) END FROM api_tokens t"
+     " LEFT JOIN sessions s ON s.id = $2::uuid AND s.organization_id = t.organization_id"
+     " WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL",
+     2},
+    "No such session."};
 static const db_stmt stmt_people_count = {
     "people_count", "SELECT people_count FROM sessions WHERE id = $1 AND organization_id = $2", 2};
 /* people_count numbers every person: a page is a range of positions. */
@@ -98,11 +103,6 @@ out:
 		free(vals[i]);
 	PQclear(res);
 	json_decref(doc);
-}
-
-void route_sessions_get(struct api_req *r)
-{
-	ja_get_resource(r, &stmt_session_get, "No such session.");
 }
 
 void route_people_list(struct api_req *r)
