@@ -14,6 +14,8 @@
  *   reads    makes one finished job for wrk and pgbench to read; prints its ids
  *   growth   one job of M tasks (BULKREG_MAX_TASKS must allow it): intake time,
  *            end-to-end processing rate, GET .../tasks page 0 vs the last page
+ *   warmup   8 jobs, each into a session of its own, and wait: warms the
+ *            stack's connections up before a measurement; prints nothing
  *
  * It talks to API_URL with BULKREG_TOKEN and watches jobs in DATABASE_URL.
  * Results go to stdout as key=value lines, progress to stderr. It starts no
@@ -218,6 +220,27 @@ static long report_outcomes(PGconn *db, const char *ids)
 
 /* ---- scenarios ---- */
 
+/*
+ * warmup: o->jobs jobs through the whole pipeline, each into a session of
+ * its own, then wait for them. scripts/bench runs it, untimed and outside
+ * its CPU accounting, before a throughput or latency scenario: every
+ * consumer's database connection has then compiled the registration
+ * functions and planned their statements, as in a deployment that has run
+ * for a while (pgbench's connections warm up within its first second).
+ */
+static void scenario_warmup(const struct opts *o)
+{
+	PGconn *db = bench_db(env.db_url);
+	struct post_plan p;
+	memset(&p, 0, sizeof(p));
+	post_jobs(o, &p);
+	char *ids = id_array(p.job_ids, p.njobs);
+	bench_wait_jobs(db, ids, POLL_MS, o->timeout_s);
+	free(ids);
+	post_plan_free(&p);
+	PQfinish(db);
+}
+
 /* spread and hot: throughput of the whole pipeline, first POST to last job terminal. */
 static void scenario_throughput(const struct opts *o)
 {
@@ -390,7 +413,8 @@ static void scenario_growth(const struct opts *o)
 
 static void usage(void)
 {
-	fputs("usage: bulkreg-bench spread|hot|latency|intake|reads|growth [--jobs N] [--tasks N]\n"
+	fputs("usage: bulkreg-bench spread|hot|latency|intake|reads|growth|warmup [--jobs N] "
+	      "[--tasks N]\n"
 	      "       [--sessions N] [--clients N] [--runs N] [--requests N] [--timeout S]\n"
 	      "environment: API_URL, DATABASE_URL, BULKREG_TOKEN\n",
 	      stderr);
@@ -412,6 +436,9 @@ static void defaults(struct opts *o)
 	} else if (strcmp(s, "hot") == 0) {
 		o->jobs = 10;
 		o->sessions = 1;
+	} else if (strcmp(s, "warmup") == 0) {
+		o->jobs = 8;
+		o->sessions = 8;
 	} else if (strcmp(s, "intake") == 0) {
 		o->jobs = 200;
 		o->sessions = 100;
@@ -463,6 +490,8 @@ int main(int argc, char **argv)
 	const char *s = o.scenario;
 	if (strcmp(s, "spread") == 0 || strcmp(s, "hot") == 0)
 		scenario_throughput(&o);
+	else if (strcmp(s, "warmup") == 0)
+		scenario_warmup(&o);
 	else if (strcmp(s, "intake") == 0)
 		scenario_intake(&o);
 	else if (strcmp(s, "latency") == 0)

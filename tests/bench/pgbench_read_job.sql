@@ -1,5 +1,8 @@
--- pgbench reference for the reads scenario (scripts/bench): the statement
--- GET /v1/jobs/:id runs (api/routes_jobs.c, jobs_get), on the job wrk reads.
--- The API also looks the token up (api/auth.c) for every request; pgbench
--- does not. Variables (pgbench -D): job, org.
-SELECT job_resource(j) FROM jobs j WHERE j.id = :job AND j.organization_id = :org;
+-- pgbench reference for the reads scenario (scripts/bench): the one
+-- statement GET /v1/jobs/:id runs (api/routes_jobs.c, jobs_read), which
+-- looks the token up and reads the job together, on the job wrk reads with
+-- wrk's token. Variables (pgbench -D): job, hash (the token's SHA-256).
+SELECT t.organization_id, t.id, CASE WHEN j.id IS NOT NULL THEN job_resource(j) END
+FROM api_tokens t
+LEFT JOIN jobs j ON j.id = :job::uuid AND j.organization_id = t.organization_id
+WHERE t.token_hash = :hash::bytea AND t.revoked_at IS NULL;
