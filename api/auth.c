@@ -54,12 +54,9 @@ bool auth_request(struct api_req *r)
 	if (!auth_digest(r, digest))
 		return false;
 	const char *params[] = {digest};
-	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_token, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	PGresult *res = ja_query(r, &stmt_token, params);
+	if (!res)
 		return false;
-	}
 	bool ok = auth_accept(r, res);
 	PQclear(res);
 	return ok;

@@ -199,6 +199,17 @@ void ja_db_fail(struct api_req *r, br_status st)
 	        "The request failed unexpectedly; nothing was written.");
 }
 
+PGresult *ja_query(struct api_req *r, const db_stmt *stmt, const char *const *params)
+{
+	PGresult *res = NULL;
+	br_status st = db_run(r->db, stmt, params, &res);
+	if (st != BR_OK) {
+		ja_db_fail(r, st);
+		return NULL;
+	}
+	return res;
+}
+
 static bool media_type_ok(const char *ct)
 {
 	if (!ct)

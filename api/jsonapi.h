@@ -53,6 +53,12 @@ void ja_fail(struct api_req *r, unsigned status, const char *code, const char *t
 void ja_db_fail(struct api_req *r, br_status st);
 
 /*
+ * Runs stmt on the request's connection. Returns its result (the caller
+ * PQclears it), or NULL after answering as ja_db_fail does.
+ */
+PGresult *ja_query(struct api_req *r, const db_stmt *stmt, const char *const *params);
+
+/*
  * Parses the request body as a JSON object. On failure the response is
  * already set (415 unsupported_media_type, 400 invalid_json) and NULL is
  * returned. The caller owns the result (json_decref).

@@ -169,11 +169,9 @@ static void read_one(struct api_req *r, const struct api_read *rd)
 		return;
 	const char *params[] = {digest, r->id};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &rd->stmt, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &rd->stmt, params);
+	if (!res)
 		return;
-	}
 	if (auth_accept(r, res) && rate_allows(r) && ja_check_params(r, none)) {
 		if (PQgetisnull(res, 0, 2))
 			ja_fail(r, 404, "not_found", "Not found", rd->missing);

@@ -117,11 +117,9 @@ void route_bulk_create(struct api_req *r)
 	}
 	const char *params[] = {r->org_id, r->id, b.override ? "true" : "false",
 	                        b.auto_approve ? "true" : "false", people};
-	br_status st = db_run(r->db, &stmt_create, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_create, params);
+	if (!res)
 		goto out;
-	}
 	if (PQntuples(res) == 0) {
 		ja_fail(r, 404, "not_found", "Not found", "No such session.");
 		goto out;
@@ -161,11 +159,9 @@ void route_jobs_tasks(struct api_req *r)
 		return;
 	}
 	const char *cparams[] = {r->id, r->org_id, status};
-	br_status st = db_run(r->db, &stmt_task_count, cparams, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_task_count, cparams);
+	if (!res)
 		return;
-	}
 	if (PQntuples(res) == 0) {
 		PQclear(res);
 		ja_fail(r, 404, "not_found", "Not found", "No such job.");
@@ -182,15 +178,13 @@ void route_jobs_tasks(struct api_req *r)
 	const char *base = r->app->cfg->join_url_base;
 	if (status) {
 		const char *p[] = {r->id, from, size, status, base};
-		st = db_run(r->db, &stmt_tasks_page_status, p, &res);
+		res = ja_query(r, &stmt_tasks_page_status, p);
 	} else {
 		const char *p[] = {r->id, from, size, base};
-		st = db_run(r->db, &stmt_tasks_page, p, &res);
+		res = ja_query(r, &stmt_tasks_page, p);
 	}
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	if (!res)
 		return;
-	}
 	ja_send_page(r, 207, PQgetvalue(res, 0, 0), &page, count);
 	PQclear(res);
 }

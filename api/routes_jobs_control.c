@@ -65,12 +65,9 @@ void route_jobs_list(struct api_req *r)
 	snprintf(size, sizeof(size), "%ld", page.size);
 	const char *params[] = {r->org_id, status, session, from, size};
 	PGresult *res = NULL;
-	br_status st =
-	    db_run(r->db, &stmt_list[(status ? 1 : 0) + (session ? 2 : 0)], params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_list[(status ? 1 : 0) + (session ? 2 : 0)], params);
+	if (!res)
 		return;
-	}
 	long count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	if (ja_page_check(r, &page, count))
 		ja_send_page(r, 200, PQgetvalue(res, 0, 1), &page, count);
@@ -107,11 +104,9 @@ void route_jobs_update(struct api_req *r)
 	                    : override                                   ? "true"
 	                                                                 : "false";
 	const char *params[] = {r->org_id, r->id, given};
-	br_status st = db_run(r->db, &stmt_retry, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_retry, params);
+	if (!res)
 		goto out;
-	}
 	const char *outcome = PQgetvalue(res, 0, 0);
 	if (strcmp(outcome, "not_found") == 0) {
 		ja_fail(r, 404, "not_found", "Not found", "No such job.");
@@ -139,11 +134,9 @@ void route_jobs_delete(struct api_req *r)
 		return;
 	const char *params[] = {r->org_id, r->id};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_cancel, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_cancel, params);
+	if (!res)
 		return;
-	}
 	const char *outcome = PQgetvalue(res, 0, 0);
 	if (strcmp(outcome, "not_found") == 0) {
 		ja_fail(r, 404, "not_found", "Not found", "No such job.");

@@ -113,11 +113,9 @@ void route_people_list(struct api_req *r)
 	if (!ja_check_params(r, allowed) || !ja_page_params(r, &page))
 		return;
 	const char *params[] = {r->id, r->org_id};
-	br_status st = db_run(r->db, &stmt_people_count, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_people_count, params);
+	if (!res)
 		return;
-	}
 	if (PQntuples(res) == 0) {
 		PQclear(res);
 		ja_fail(r, 404, "not_found", "Not found", "No such session.");
@@ -132,11 +130,9 @@ void route_people_list(struct api_req *r)
 	snprintf(from, sizeof(from), "%ld", page.number * page.size);
 	snprintf(size, sizeof(size), "%ld", page.size);
 	const char *pparams[] = {r->id, from, size, r->app->cfg->join_url_base};
-	st = db_run(r->db, &stmt_people_page, pparams, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_people_page, pparams);
+	if (!res)
 		return;
-	}
 	ja_send_page(r, 200, PQgetvalue(res, 0, 0), &page, count);
 	PQclear(res);
 }
@@ -199,11 +195,9 @@ void route_people_create(struct api_req *r)
 	                        override ? "true" : "false",
 	                        auto_approve ? "true" : "false",
 	                        r->app->cfg->join_url_base};
-	br_status st = db_run(r->db, &stmt_register, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_register, params);
+	if (!res)
 		goto out;
-	}
 	if (PQntuples(res) == 0)
 		registration_failed(r, "session_not_found");
 	else if (strcmp(PQgetvalue(res, 0, 0), "succeeded") != 0)

@@ -198,12 +198,10 @@ void route_webhooks_create(struct api_req *r)
 		goto out;
 	}
 	const char *params[] = {r->org_id, url, events, secret};
-	br_status st = db_run(r->db, &stmt_insert, params, &res);
+	res = ja_query(r, &stmt_insert, params);
 	memset(secret, 0, sizeof(secret));
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	if (!res)
 		goto out;
-	}
 	ja_send_data(r, 201, PQgetvalue(res, 0, 0));
 out:
 	ja_errors_free(&e);
@@ -222,11 +220,9 @@ void route_webhooks_list(struct api_req *r)
 	snprintf(offset, sizeof(offset), "%ld", page.number * page.size);
 	const char *params[] = {r->org_id, size, offset};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_list, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_list, params);
+	if (!res)
 		return;
-	}
 	long count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	if (ja_page_check(r, &page, count))
 		ja_send_page(r, 200, PQgetvalue(res, 0, 1), &page, count);
@@ -240,11 +236,9 @@ void route_webhooks_delete(struct api_req *r)
 		return;
 	const char *params[] = {r->id, r->org_id};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_delete, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_delete, params);
+	if (!res)
 		return;
-	}
 	bool deleted = strcmp(PQcmdTuples(res), "1") == 0;
 	PQclear(res);
 	if (!deleted) {
@@ -268,11 +262,9 @@ void route_webhooks_deliveries(struct api_req *r)
 	snprintf(offset, sizeof(offset), "%ld", page.number * page.size);
 	const char *params[] = {r->id, r->org_id, size, offset};
 	PGresult *res = NULL;
-	br_status st = db_run(r->db, &stmt_attempts, params, &res);
-	if (st != BR_OK) {
-		ja_db_fail(r, st);
+	res = ja_query(r, &stmt_attempts, params);
+	if (!res)
 		return;
-	}
 	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 		ja_fail(r, 404, "not_found", "Not found", "No such webhook.");
 	} else {
