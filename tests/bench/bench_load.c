@@ -218,6 +218,38 @@ static long report_outcomes(PGconn *db, const char *ids)
 	return failed;
 }
 
+/* A run of jobs: posted by post_jobs, then watched until all are terminal. */
+struct job_run {
+	struct post_plan plan;
+	char *ids;    /* "{id,...}" of the jobs, for SQL */
+	double start; /* the first POST */
+	double end;   /* every job terminal */
+};
+
+static void run_jobs(const struct opts *o, PGconn *db, struct job_run *run)
+{
+	memset(run, 0, sizeof(*run));
+	run->start = post_jobs(o, &run->plan);
+	run->ids = id_array(run->plan.job_ids, run->plan.njobs);
+	run->end = bench_wait_jobs(db, run->ids, POLL_MS, o->timeout_s);
+}
+
+static void job_run_free(struct job_run *run)
+{
+	free(run->ids);
+	post_plan_free(&run->plan);
+}
+
+/* o, reduced to one job into one session from one client. */
+static struct opts one_job(const struct opts *o)
+{
+	struct opts one = *o;
+	one.jobs = 1;
+	one.sessions = 1;
+	one.clients = 1;
+	return one;
+}
+
 /* ---- scenarios ---- */
 
 /*
@@ -231,13 +263,9 @@ static long report_outcomes(PGconn *db, const char *ids)
 static void scenario_warmup(const struct opts *o)
 {
 	PGconn *db = bench_db(env.db_url);
-	struct post_plan p;
-	memset(&p, 0, sizeof(p));
-	post_jobs(o, &p);
-	char *ids = id_array(p.job_ids, p.njobs);
-	bench_wait_jobs(db, ids, POLL_MS, o->timeout_s);
-	free(ids);
-	post_plan_free(&p);
+	struct job_run run;
+	run_jobs(o, db, &run);
+	job_run_free(&run);
 	PQfinish(db);
 }
 
@@ -245,21 +273,17 @@ static void scenario_warmup(const struct opts *o)
 static void scenario_throughput(const struct opts *o)
 {
 	PGconn *db = bench_db(env.db_url);
-	struct post_plan p;
-	memset(&p, 0, sizeof(p));
 	bench_log("%s: %d jobs x %d tasks over %d session(s), %d clients", o->scenario, o->jobs,
 	          o->tasks, o->sessions, o->clients);
-	double start = post_jobs(o, &p);
-	char *ids = id_array(p.job_ids, p.njobs);
-	double end = bench_wait_jobs(db, ids, POLL_MS, o->timeout_s);
-	double elapsed = end - start;
+	struct job_run run;
+	run_jobs(o, db, &run);
+	double elapsed = run.end - run.start;
 	long tasks = (long)o->jobs * o->tasks;
 	printf("tasks=%ld\nelapsed_s=%.3f\nrate=%.1f\n", tasks, elapsed, (double)tasks / elapsed);
-	printf("intake_s=%.3f\npost_p50_ms=%.1f\n", p.last_202 - start,
-	       1000 * bench_median(p.post_s, (size_t)p.njobs));
-	report_outcomes(db, ids);
-	free(ids);
-	post_plan_free(&p);
+	printf("intake_s=%.3f\npost_p50_ms=%.1f\n", run.plan.last_202 - run.start,
+	       1000 * bench_median(run.plan.post_s, (size_t)run.plan.njobs));
+	report_outcomes(db, run.ids);
+	job_run_free(&run);
 	PQfinish(db);
 }
 
@@ -332,21 +356,14 @@ static void scenario_latency(const struct opts *o)
 static void scenario_reads(const struct opts *o)
 {
 	PGconn *db = bench_db(env.db_url);
-	struct post_plan p;
-	memset(&p, 0, sizeof(p));
-	struct opts one = *o;
-	one.jobs = 1;
-	one.sessions = 1;
-	one.clients = 1;
-	post_jobs(&one, &p);
-	char *ids = id_array(p.job_ids, 1);
-	bench_wait_jobs(db, ids, POLL_MS, o->timeout_s);
-	const char *params[] = {p.job_ids[0]};
-	PGresult *res = bench_sql(db, "SELECT organization_id FROM jobs WHERE id = $1", 1, params);
-	printf("job_id=%s\norg_id=%s\n", p.job_ids[0], PQgetvalue(res, 0, 0));
+	struct opts one = one_job(o);
+	struct job_run run;
+	run_jobs(&one, db, &run);
+	const char *job = run.plan.job_ids[0];
+	PGresult *res = bench_sql(db, "SELECT organization_id FROM jobs WHERE id = $1", 1, &job);
+	printf("job_id=%s\norg_id=%s\n", job, PQgetvalue(res, 0, 0));
 	PQclear(res);
-	free(ids);
-	post_plan_free(&p);
+	job_run_free(&run);
 	PQfinish(db);
 }
 
@@ -373,28 +390,23 @@ static double get_median_ms(struct bclient *c, const char *url, int n, long expe
 static void scenario_growth(const struct opts *o)
 {
 	PGconn *db = bench_db(env.db_url);
-	struct post_plan p;
-	memset(&p, 0, sizeof(p));
-	struct opts one = *o;
-	one.jobs = 1;
-	one.sessions = 1;
-	one.clients = 1;
+	struct opts one = one_job(o);
 	bench_log("growth: one job of %d tasks", o->tasks);
-	double start = post_jobs(&one, &p);
-	char *ids = id_array(p.job_ids, 1);
-	double end = bench_wait_jobs(db, ids, POLL_MS, o->timeout_s);
-	printf("tasks=%d\nintake_s=%.3f\nelapsed_s=%.3f\nrate=%.1f\n", o->tasks, p.last_202 - start,
-	       end - start, o->tasks / (end - start));
-	report_outcomes(db, ids);
+	struct job_run run;
+	run_jobs(&one, db, &run);
+	double elapsed = run.end - run.start;
+	printf("tasks=%d\nintake_s=%.3f\nelapsed_s=%.3f\nrate=%.1f\n", o->tasks,
+	       run.plan.last_202 - run.start, elapsed, o->tasks / elapsed);
+	report_outcomes(db, run.ids);
 
 	struct bclient c;
 	bc_init(&c, env.token);
 	int last = (o->tasks + PAGE_SIZE - 1) / PAGE_SIZE - 1;
 	char url0[512], urln[512];
 	snprintf(url0, sizeof(url0), "%s/v1/jobs/%s/tasks?page[number]=0&page[size]=%d", env.api,
-	         p.job_ids[0], PAGE_SIZE);
+	         run.plan.job_ids[0], PAGE_SIZE);
 	snprintf(urln, sizeof(urln), "%s/v1/jobs/%s/tasks?page[number]=%d&page[size]=%d", env.api,
-	         p.job_ids[0], last, PAGE_SIZE);
+	         run.plan.job_ids[0], last, PAGE_SIZE);
 	/* Interleaved halves, so drift in machine load hits both pages alike. */
 	double a1 = get_median_ms(&c, url0, o->requests / 2, 207);
 	double b1 = get_median_ms(&c, urln, o->requests / 2, 207);
@@ -404,8 +416,7 @@ static void scenario_growth(const struct opts *o)
 	printf("page0_ms=%.2f\nlast_page=%d\nlast_page_ms=%.2f\npage_ratio=%.2f\n", first, last,
 	       lastms, lastms / first);
 	bc_free(&c);
-	free(ids);
-	post_plan_free(&p);
+	job_run_free(&run);
 	PQfinish(db);
 }
 
