@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "proc.h"
 
 #define DB_MAX_PREPARED    128
 #define DB_CONNECT_TIMEOUT "5"
@@ -229,11 +230,7 @@ db_pool *db_pool_new(const char *url, int statement_timeout_ms, int size)
 		return NULL;
 	}
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	proc_cond_init(&p->cv);
 	p->statement_timeout_ms = statement_timeout_ms;
 	p->size = size;
 	return p;
@@ -256,14 +253,7 @@ void db_pool_free(db_pool *p)
 
 br_status db_pool_get(db_pool *p, int wait_ms, db_conn **out)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += wait_ms / 1000;
-	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	struct timespec deadline = proc_deadline(wait_ms);
 	db_conn *c = NULL;
 	bool create = false;
 	pthread_mutex_lock(&p->mu);

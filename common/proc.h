@@ -5,6 +5,9 @@
 #ifndef BULKREG_PROC_H
 #define BULKREG_PROC_H
 
+#include <pthread.h>
+#include <time.h>
+
 #include "config.h"
 
 /*
@@ -27,5 +30,11 @@ long long proc_now_ms(void);
 
 /* Sleeps ms milliseconds, or less if *stop becomes non-zero meanwhile. */
 void proc_sleep_ms(long ms, const int *stop);
+
+/* Initialises cv so that its timed waits use the monotonic clock. */
+void proc_cond_init(pthread_cond_t *cv);
+
+/* The monotonic clock ms milliseconds from now: a deadline for a proc_cond_init condition. */
+struct timespec proc_deadline(long ms);
 
 #endif

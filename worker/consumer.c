@@ -12,13 +12,22 @@
  * anywhere before the ack leaves the messages unacked: the broker
  * redelivers them and process_batch skips tasks already terminal.
  *
+ * The consumers of one process are siblings. RabbitMQ spreads a job's
+ * messages over every consumer, so while one consumer's batch registers a
+ * job, its siblings receive that job's other messages. A sibling does not
+ * open a transaction of its own to find those tasks busy and wait for them:
+ * it waits in memory for the batch, and acks the deliveries whose tasks
+ * that batch locked and committed terminal. Anything else goes to the
+ * database as before.
+ *
  * Dead-lettered messages (bulkreg.tasks.dead) are the broker giving up on a
  * task after x-delivery-limit deliveries: the task is failed with
  * internal_error and counted like any other, so its job still ends.
  *
  * Thread-safety: a struct consumer is touched only by its thread, except
- * `ready`, which is atomic.
+ * `ready`, which is atomic. struct siblings is shared: see its comment.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +51,33 @@
  * serialized on its row anyway, so bigger batches share more commits.
  */
 #define CONSUMER_CLAIM 64
+
+/* Longest a sibling waits for another consumer's batch before asking the database. */
+#define SIBLING_WAIT_MS (2 * WORKER_STATEMENT_TIMEOUT_MS)
+
+/*
+ * One slot per consumer thread: the jobs of the batch it runs, and the
+ * tasks that batch locked and committed terminal. gen is odd while a batch
+ * runs. A slot's owner writes jobs while gen is even and done while it is
+ * odd, and bumps gen under mu; others read a slot only under mu, done only
+ * once gen moved to the even value after the one they waited on.
+ */
+struct slot {
+	unsigned long gen;
+	int njobs;
+	int ndone;
+	char (*jobs)[TASKMSG_UUID_LEN + 1]; /* up to the prefetch */
+	char (*done)[TASKMSG_UUID_LEN + 1]; /* up to max_done */
+};
+
+struct siblings {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int n;
+	int max_jobs;
+	int max_done;
+	struct slot *slots;
+};
 
 struct consumer {
 	struct worker *w;
@@ -176,6 +212,7 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 /* What became of one delivery of a batch. */
 enum delivery_state {
 	D_PENDING,  /* not run yet */
+	D_SIBLING,  /* its job is in a sibling's running batch: wait for that */
 	D_BUSY,     /* its task is held by another transaction: wait for it */
 	D_DONE,     /* committed or nothing to do: ack */
 	D_REQUEUE,  /* raised: nack with requeue, towards x-delivery-limit */
@@ -186,12 +223,14 @@ enum delivery_state {
  * Runs the deliveries in state `from` as one process_batch() call and one
  * transaction (claiming up to `claim` tasks in all; 0 waits for busy tasks
  * instead), then records each delivery's new state. Rows for tasks the
- * batch claimed beyond its deliveries are only counted.
+ * batch claimed beyond its deliveries are only counted, and, with `own`,
+ * the tasks it registered (locked, and committed terminal) go to own->done.
  */
 static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
                           char ids[][TASKMSG_UUID_LEN + 1], unsigned char *state, int n,
-                          enum delivery_state from, int claim, long long start_ms)
+                          enum delivery_state from, int claim, long long start_ms, struct slot *own)
 {
+	int max_done = c->w->siblings->max_done;
 	strbuf arr;
 	sb_init(&arr, (size_t)n * 40 + 8);
 	bool ok = sb_appends(&arr, "{") == BR_OK;
@@ -228,6 +267,10 @@ static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
 			to = D_REQUEUE;
 		else
 			count_outcome(outcome, seconds);
+		bool registered =
+		    strcmp(outcome, "succeeded") == 0 || strcmp(outcome, "failed") == 0;
+		if (own && registered && own->ndone < max_done && strlen(tid) == TASKMSG_UUID_LEN)
+			memcpy(own->done[own->ndone++], tid, TASKMSG_UUID_LEN + 1);
 		for (int i = 0; i < n; i++) {
 			if (state[i] != D_REJECTED && strcmp(ids[i], tid) == 0) {
 				if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
@@ -246,6 +289,102 @@ static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
 	return BR_OK;
 }
 
+static bool has_id(char list[][TASKMSG_UUID_LEN + 1], int n, const char *id)
+{
+	for (int i = 0; i < n; i++) {
+		if (strcmp(list[i], id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Marks the pending deliveries whose job a sibling's running batch covers
+ * D_SIBLING, noting which batch (slot and gen) to wait for. When any
+ * delivery is left for the database, opens this consumer's own slot with
+ * their jobs and returns it; NULL otherwise.
+ */
+static struct slot *siblings_begin(struct consumer *c, char jobs[][TASKMSG_UUID_LEN + 1],
+                                   unsigned char *state, int *wait_slot, unsigned long *wait_gen,
+                                   int n)
+{
+	struct siblings *sb = c->w->siblings;
+	struct slot *own = &sb->slots[c->index];
+	int left = 0;
+	pthread_mutex_lock(&sb->mu);
+	for (int i = 0; i < n; i++) {
+		if (state[i] != D_PENDING)
+			continue;
+		for (int k = 0; k < sb->n && jobs[i][0]; k++) {
+			struct slot *s = &sb->slots[k];
+			if (k != c->index && (s->gen & 1) && has_id(s->jobs, s->njobs, jobs[i])) {
+				state[i] = D_SIBLING;
+				wait_slot[i] = k;
+				wait_gen[i] = s->gen;
+				break;
+			}
+		}
+		left += state[i] == D_PENDING;
+	}
+	if (left) {
+		own->njobs = 0;
+		own->ndone = 0;
+		for (int i = 0; i < n && own->njobs < sb->max_jobs; i++) {
+			if (state[i] == D_PENDING && jobs[i][0] &&
+			    !has_id(own->jobs, own->njobs, jobs[i]))
+				memcpy(own->jobs[own->njobs++], jobs[i], TASKMSG_UUID_LEN + 1);
+		}
+		own->gen++;
+	}
+	pthread_mutex_unlock(&sb->mu);
+	return left ? own : NULL;
+}
+
+/* Closes this consumer's slot: its done list counts only if the batch committed. */
+static void siblings_end(struct consumer *c, struct slot *own, bool committed)
+{
+	struct siblings *sb = c->w->siblings;
+	pthread_mutex_lock(&sb->mu);
+	if (!committed)
+		own->ndone = 0;
+	own->gen++;
+	pthread_cond_broadcast(&sb->cv);
+	pthread_mutex_unlock(&sb->mu);
+}
+
+/*
+ * Waits for the sibling batches the D_SIBLING deliveries were noted
+ * against. A delivery whose task that batch locked and committed is done:
+ * it was queued when locked, and it could not have been queued again for a
+ * later run (a retry) while locked, so its message is settled. Any other
+ * one (the batch did not take it, failed, or is already followed by the
+ * next) is D_BUSY, for the database to decide.
+ */
+static void siblings_wait(struct consumer *c, char ids[][TASKMSG_UUID_LEN + 1],
+                          unsigned char *state, const int *wait_slot, const unsigned long *wait_gen,
+                          int n, long long start_ms)
+{
+	struct siblings *sb = c->w->siblings;
+	struct timespec deadline = proc_deadline(SIBLING_WAIT_MS);
+	int settled = 0;
+	pthread_mutex_lock(&sb->mu);
+	for (int i = 0; i < n; i++) {
+		if (state[i] != D_SIBLING)
+			continue;
+		struct slot *s = &sb->slots[wait_slot[i]];
+		while (s->gen == wait_gen[i] &&
+		       pthread_cond_timedwait(&sb->cv, &sb->mu, &deadline) != ETIMEDOUT)
+			;
+		bool done = s->gen == wait_gen[i] + 1 && has_id(s->done, s->ndone, ids[i]);
+		state[i] = done ? D_DONE : D_BUSY;
+		settled += done;
+	}
+	pthread_mutex_unlock(&sb->mu);
+	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
+	for (int i = 0; i < settled; i++)
+		count_outcome("skipped", seconds);
+}
+
 /*
  * Processes the batch's readable deliveries, then acks. The first pass
  * claims the rest of their jobs; deliveries whose task another consumer's
@@ -256,12 +395,15 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
                          bool may_ack_multiple)
 {
 	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
+	char(*jobs)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*jobs));
 	unsigned char *state = calloc((size_t)n, 1);
-	if (!ids || !state)
+	int *wait_slot = calloc((size_t)n, sizeof(*wait_slot));
+	unsigned long *wait_gen = calloc((size_t)n, sizeof(*wait_gen));
+	if (!ids || !jobs || !state || !wait_slot || !wait_gen)
 		goto out; /* unacked: redelivered after the connection drops */
 	int live = 0;
 	for (int i = 0; i < n; i++) {
-		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
+		if (taskmsg_parse_ids(d[i].body, d[i].len, ids[i], jobs[i]) != BR_OK) {
 			/* Unreadable: straight to the dead-letter queue. */
 			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
 			          d[i].message_id);
@@ -275,13 +417,20 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 	if (live == 0)
 		goto out;
 	int claim = live > CONSUMER_CLAIM ? live : CONSUMER_CLAIM;
-	br_status st = run_pass(c, d, ids, state, n, D_PENDING, claim, start_ms);
+	br_status st = BR_OK;
+	struct slot *own = siblings_begin(c, jobs, state, wait_slot, wait_gen, n);
+	if (own) {
+		st = run_pass(c, d, ids, state, n, D_PENDING, claim, start_ms, own);
+		siblings_end(c, own, st == BR_OK);
+	}
+	if (st == BR_OK)
+		siblings_wait(c, ids, state, wait_slot, wait_gen, n, start_ms);
 	bool busy = false;
 	for (int i = 0; i < n && st == BR_OK; i++)
 		busy = busy || state[i] == D_BUSY;
 	if (st == BR_OK && busy) {
 		FAULT_POINT("worker_between_passes");
-		st = run_pass(c, d, ids, state, n, D_BUSY, 0, start_ms);
+		st = run_pass(c, d, ids, state, n, D_BUSY, 0, start_ms, NULL);
 	}
 	if (st != BR_OK) {
 		/* Unresolved deliveries go back; committed ones are found done later. */
@@ -310,7 +459,10 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 			mq_nack(c->mq, d[i].tag, false, true);
 	}
 out:
+	free(wait_gen);
+	free(wait_slot);
 	free(state);
+	free(jobs);
 	free(ids);
 }
 
@@ -370,11 +522,53 @@ static void *consumer_main(void *arg)
 	return NULL;
 }
 
+static void siblings_free(struct siblings *sb)
+{
+	if (!sb)
+		return;
+	for (int i = 0; i < sb->n; i++) {
+		free(sb->slots[i].jobs);
+		free(sb->slots[i].done);
+	}
+	free(sb->slots);
+	pthread_cond_destroy(&sb->cv);
+	pthread_mutex_destroy(&sb->mu);
+	free(sb);
+}
+
+static struct siblings *siblings_new(int n, int prefetch)
+{
+	struct siblings *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return NULL;
+	pthread_mutex_init(&sb->mu, NULL);
+	proc_cond_init(&sb->cv);
+	sb->max_jobs = prefetch;
+	/* A batch's rows: its deliveries, plus what it claimed up to the claim. */
+	sb->max_done = prefetch + (prefetch > CONSUMER_CLAIM ? prefetch : CONSUMER_CLAIM);
+	sb->slots = calloc((size_t)n, sizeof(*sb->slots));
+	if (!sb->slots) {
+		siblings_free(sb);
+		return NULL;
+	}
+	sb->n = n;
+	for (int i = 0; i < n; i++) {
+		sb->slots[i].jobs = calloc((size_t)sb->max_jobs, sizeof(*sb->slots[i].jobs));
+		sb->slots[i].done = calloc((size_t)sb->max_done, sizeof(*sb->slots[i].done));
+		if (!sb->slots[i].jobs || !sb->slots[i].done) {
+			siblings_free(sb);
+			return NULL;
+		}
+	}
+	return sb;
+}
+
 br_status consumers_start(struct worker *w)
 {
 	int n = w->cfg->worker_concurrency;
+	w->siblings = siblings_new(n, w->cfg->worker_prefetch);
 	w->consumers = calloc((size_t)n, sizeof(*w->consumers));
-	if (!w->consumers)
+	if (!w->siblings || !w->consumers)
 		return BR_NOMEM;
 	w->nconsumers = n;
 	for (int i = 0; i < n; i++) {
@@ -408,6 +602,8 @@ void consumers_join(struct worker *w)
 	free(w->consumers);
 	w->consumers = NULL;
 	w->nconsumers = 0;
+	siblings_free(w->siblings);
+	w->siblings = NULL;
 }
 
 bool consumers_ready(void *arg)

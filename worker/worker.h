@@ -20,6 +20,7 @@
 
 struct consumer;
 struct deliverer;
+struct siblings;
 struct sweeper;
 
 struct worker {
@@ -27,6 +28,7 @@ struct worker {
 	int stop; /* atomic: set once on SIGTERM */
 	int nconsumers;
 	struct consumer *consumers;
+	struct siblings *siblings; /* what the consumers' running batches cover */
 	struct deliverer *deliverer;
 	struct sweeper *sweeper;
 };

@@ -23,6 +23,7 @@
 #include <microhttpd.h>
 
 #include "crypto.h"
+#include "proc.h"
 #include "strbuf.h"
 
 #define T_RECEIVER_BODY_MAX   (8u << 20)
@@ -178,11 +179,7 @@ t_receiver *t_receiver_start_on(int port)
 	t_receiver *rc = calloc(1, sizeof(*rc));
 	cr_assert_not_null(rc, "out of memory");
 	pthread_mutex_init(&rc->mu, NULL);
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&rc->cond, &attr);
-	pthread_condattr_destroy(&attr);
+	proc_cond_init(&rc->cond);
 
 	struct sockaddr_in addr;
 	memset(&addr, 0, sizeof(addr));
