@@ -26,13 +26,20 @@
 #define BRECV_BODY_MAX   (1u << 20)
 #define BRECV_MAX_EVENTS 4096
 
+static void bench_vlog(const char *fmt, va_list ap) BENCH_PRINTF(1, 0);
+
+static void bench_vlog(const char *fmt, va_list ap)
+{
+	fputs("bulkreg-bench: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void bench_die(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("bulkreg-bench: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	bench_vlog(fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -41,9 +48,7 @@ void bench_log(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("bulkreg-bench: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	bench_vlog(fmt, ap);
 	va_end(ap);
 }
 

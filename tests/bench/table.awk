@@ -69,6 +69,13 @@ function row(name, pipe, ref, r, target, ok, sc,    w) {
 		sc == "" ? "-" : mib(sc, "rss_api_kb"), w
 }
 
+# A row of scenario sc's rate against its same-run pgbench/wrk reference "ref".
+function against_ref(name, sc, unit, ref_unit, target,    r) {
+	r = ratio(sc, "rate", sc, "ref")
+	row(name, fmt(median(sc, "rate"), unit, 0), fmt(median(sc, "ref"), ref_unit, 0), r,
+		">= " target "x", verdict(r, ">=", target), sc)
+}
+
 function verdict(x, op, limit) {
 	if (x == "")
 		return "-"
@@ -84,18 +91,10 @@ END {
 		printf "settings: %s\n", settings
 	printf "%-15s %-18s %-24s %-8s %-12s %-4s %-9s %s\n", "scenario", "pipeline",
 		"reference (same run)", "ratio", "target", "met", "API MiB", "worker MiB"
-	if (have["spread"]) {
-		r = ratio("spread", "rate", "spread", "ref")
-		row("spread", fmt(median("spread", "rate"), "reg/s", 0),
-			fmt(median("spread", "ref"), "tx/s pgbench", 0), r, ">= 1.5x",
-			verdict(r, ">=", 1.5), "spread")
-	}
-	if (have["hot"]) {
-		r = ratio("hot", "rate", "hot", "ref")
-		row("hot session", fmt(median("hot", "rate"), "reg/s", 0),
-			fmt(median("hot", "ref"), "tx/s pgbench", 0), r, ">= 1.5x",
-			verdict(r, ">=", 1.5), "hot")
-	}
+	if (have["spread"])
+		against_ref("spread", "spread", "reg/s", "tx/s pgbench", 1.5)
+	if (have["hot"])
+		against_ref("hot session", "hot", "reg/s", "tx/s pgbench", 1.5)
 	if (have["batch"]) {
 		r = ratio("spread", "rate", "batch", "ref")
 		row("batch50 (ctx)", have["spread"] ? fmt(median("spread", "rate"), "reg/s", 0) : "-",
@@ -112,12 +111,8 @@ END {
 			have["spread"] ? fmt(median("spread", "rate"), "reg/s spread", 0) : "-", r,
 			">= 3x", verdict(r, ">=", 3), "intake")
 	}
-	if (have["reads"]) {
-		r = ratio("reads", "rate", "reads", "ref")
-		row("reads", fmt(median("reads", "rate"), "req/s wrk", 0),
-			fmt(median("reads", "ref"), "tx/s pgbench", 0), r, ">= 0.5x",
-			verdict(r, ">=", 0.5), "reads")
-	}
+	if (have["reads"])
+		against_ref("reads", "reads", "req/s wrk", "tx/s pgbench", 0.5)
 	if (have["growth"]) {
 		r = ratio("growth", "rate", "spread", "rate")
 		row("growth rate", fmt(median("growth", "rate"), "reg/s", 0),

@@ -15,6 +15,7 @@
 
 #include <criterion/criterion.h>
 
+#include "strbuf.h"
 #include "support.h"
 
 #define TRIALS "400"
@@ -38,12 +39,14 @@ static char *sequential_function(void)
 	cr_assert_not_null(end, "register_person() in %s does not end", path);
 	end += 3;
 
-	const char *rename = "CREATE FUNCTION pg_temp.register_person_sequential(";
-	size_t rest = (size_t)(end - start) - strlen(head);
-	char *sql = malloc(strlen(rename) + rest + 1);
-	cr_assert_not_null(sql);
-	sprintf(sql, "%s%.*s", rename, (int)rest, start + strlen(head));
-	return sql;
+	const char *rest = start + strlen(head);
+	strbuf sql;
+	sb_init(&sql, sizeof(text));
+	br_status st = sb_appends(&sql, "CREATE FUNCTION pg_temp.register_person_sequential(");
+	if (st == BR_OK)
+		st = sb_append(&sql, rest, (size_t)(end - rest));
+	cr_assert_eq(st, BR_OK, "out of memory");
+	return sb_take(&sql);
 }
 
 /*
