@@ -29,10 +29,8 @@ bool taskmsg_is_uuid(const char *s, size_t len)
 	return true;
 }
 
-br_status taskmsg_parse_ids(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1],
-                            char job_id[TASKMSG_UUID_LEN + 1])
+br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1])
 {
-	job_id[0] = '\0';
 	if (len > 4096)
 		return BR_INVAL;
 	json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
@@ -44,18 +42,8 @@ br_status taskmsg_parse_ids(const char *body, size_t len, char task_id[TASKMSG_U
 		memcpy(task_id, json_string_value(id), TASKMSG_UUID_LEN + 1);
 		st = BR_OK;
 	}
-	json_t *job = json_object_get(doc, "job_id");
-	if (st == BR_OK && json_is_string(job) &&
-	    taskmsg_is_uuid(json_string_value(job), json_string_length(job)))
-		memcpy(job_id, json_string_value(job), TASKMSG_UUID_LEN + 1);
 	json_decref(doc);
 	return st;
-}
-
-br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1])
-{
-	char job_id[TASKMSG_UUID_LEN + 1];
-	return taskmsg_parse_ids(body, len, task_id, job_id);
 }
 
 br_status taskmsg_batch_init(struct taskmsg_batch *b, size_t cap)

@@ -27,13 +27,6 @@ br_status taskmsg_parse(const char *body, size_t len,
                         char task_id[TASKMSG_UUID_LEN + 1]) BR_MUST_USE;
 
 /*
- * As taskmsg_parse, and the job id into job_id: "" when the body has no
- * valid one (the task id alone decides what is done with a message).
- */
-br_status taskmsg_parse_ids(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1],
-                            char job_id[TASKMSG_UUID_LEN + 1]) BR_MUST_USE;
-
-/*
  * The messages of several tasks, ready for mq_publish: msgs[0..n) point
  * into the batch's own copies of the ids and bodies. One allocation per
  * array; free with taskmsg_batch_free (NULL-safe on a zeroed batch).

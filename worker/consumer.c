@@ -1,31 +1,31 @@
 /*
  * consumer.c - the worker's consumer threads.
  *
- * Each thread owns one AMQP connection and one PostgreSQL connection. It
- * takes a delivery, gathers whatever else the broker already sent (up to
- * the prefetch), and runs the whole batch as ONE statement, process_batch()
- * (sql/003_batches.sql), in one transaction with one commit. That statement
- * also claims the other queued tasks of the batch's jobs, so a job's tasks
- * are registered together instead of in small batches queued on the same
- * session row; their own messages later find them done. Only after the
- * commit does it ack, with `multiple` when every task went through. A crash
- * anywhere before the ack leaves the messages unacked: the broker
- * redelivers them and process_batch skips tasks already terminal.
+ * Each thread opens one AMQP connection, its own, and one PostgreSQL
+ * connection, which the process's threads share. It takes a delivery and
+ * whatever else the broker already sent (up to the prefetch), and hands
+ * them to the process's next batch (struct batcher): the threads of a
+ * process run their deliveries together, one batch at a time, so while a
+ * batch commits the next gathers what every channel received, and the
+ * thread that starts it runs it.
  *
- * The consumers of one process are siblings. RabbitMQ spreads a job's
- * messages over every consumer, so while one consumer's batch registers a
- * job, its siblings receive that job's other messages. A sibling does not
- * open a transaction of its own to find those tasks busy and wait for them:
- * it waits in memory for the batch, and acks the deliveries whose tasks
- * that batch locked and committed terminal. Anything else goes to the
- * database as before.
+ * A batch is ONE statement, process_batch() (sql/003_batches.sql), in one
+ * transaction with one commit. That statement also claims the other queued
+ * tasks of the batch's jobs, so a job's tasks are registered together
+ * instead of in small batches queued on the same session row; their own
+ * messages later find them done. Only after the commit does each thread
+ * ack its own deliveries on its own channel, with `multiple` when every
+ * task went through. A crash anywhere before the ack leaves the messages
+ * unacked: the broker redelivers them and process_batch skips tasks
+ * already terminal.
  *
  * Dead-lettered messages (bulkreg.tasks.dead) are the broker giving up on a
  * task after x-delivery-limit deliveries: the task is failed with
  * internal_error and counted like any other, so its job still ends.
  *
  * Thread-safety: a struct consumer is touched only by its thread, except
- * `ready`, which is atomic. struct siblings is shared: see its comment.
+ * `ready`, which is atomic. struct batcher is shared, under its mutex; a
+ * struct share belongs to its batch from joining until `finished`.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -52,33 +52,6 @@
  */
 #define CONSUMER_CLAIM 64
 
-/* Longest a sibling waits for another consumer's batch before asking the database. */
-#define SIBLING_WAIT_MS (2 * WORKER_STATEMENT_TIMEOUT_MS)
-
-/*
- * One slot per consumer thread: the jobs of the batch it runs, and the
- * tasks that batch locked and committed terminal. gen is odd while a batch
- * runs. A slot's owner writes jobs while gen is even and done while it is
- * odd, and bumps gen under mu; others read a slot only under mu, done only
- * once gen moved to the even value after the one they waited on.
- */
-struct slot {
-	unsigned long gen;
-	int njobs;
-	int ndone;
-	char (*jobs)[TASKMSG_UUID_LEN + 1]; /* up to the prefetch */
-	char (*done)[TASKMSG_UUID_LEN + 1]; /* up to max_done */
-};
-
-struct siblings {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int n;
-	int max_jobs;
-	int max_done;
-	struct slot *slots;
-};
-
 struct consumer {
 	struct worker *w;
 	int index;
@@ -86,9 +59,58 @@ struct consumer {
 	bool started;
 	int ready;       /* atomic */
 	bool subscribed; /* consuming on the current AMQP connection */
+	bool acking;     /* its batch ended, it has not received since: under batcher.mu */
 	db_conn *db;
 	mq_conn *mq;
 	struct backoff backoff;
+};
+
+/*
+ * One thread's readable deliveries, handed to the process's next batch.
+ * Whoever runs the batch writes state[] and st, then sets finished under
+ * the batcher's mutex; the owner reads them only after that.
+ */
+struct share {
+	struct consumer *owner; /* whose channel acks them */
+	const struct mq_delivery *d;
+	char (*ids)[TASKMSG_UUID_LEN + 1];
+	unsigned char *state;
+	int n;
+	long long start_ms;
+	unsigned long batch; /* the number of the batch it joined */
+	bool finished;
+	br_status st;
+	struct share *next;
+};
+
+/*
+ * The consumers of one process send their deliveries to PostgreSQL
+ * together: a thread with deliveries adds them to the forming batch and
+ * waits. The forming batch starts when no batch of the process runs and
+ * every thread whose batch just ended has joined it or found nothing more
+ * to receive (so it gathers what the whole process holds), or at once when
+ * it holds CONSUMER_CLAIM deliveries. One of its threads runs it. So while a batch commits, the
+ * next one gathers what every channel received, and a process runs one large transaction instead of
+ * one small one per thread, all queued on the same session and job rows; with a prefetch that big
+ * batches outgrow, full batches still run side by side.
+ *
+ * The threads' PostgreSQL connections are shared the same way: whatever
+ * needs one takes the free connection of lowest index, so one-at-a-time
+ * batches all run on the same backend, whose caches stay warm. Spreading
+ * them over every backend cost PostgreSQL 40 % more CPU per task.
+ */
+struct batcher {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned long forming; /* number of the batch taking shares */
+	struct share *first;   /* its shares, in arrival order */
+	struct share **tail;
+	int size;    /* its deliveries */
+	int running; /* batches running */
+	int acking;  /* consumers whose batch ended and that have not received since */
+	int nconns;
+	db_conn **conns; /* the consumers' PostgreSQL connections, shared */
+	bool *in_use;
 };
 
 static const db_stmt stmt_process = {
@@ -102,13 +124,50 @@ static bool stopping(const struct consumer *c)
 	return __atomic_load_n(&c->w->stop, __ATOMIC_SEQ_CST) != 0;
 }
 
-/* Connects what is down; subscribes after every new AMQP connection. */
+/* Takes the free connection of lowest index (there is always one). */
+static db_conn *conn_take(struct batcher *b, int *slot)
+{
+	int i = 0;
+	while (i < b->nconns - 1 && b->in_use[i])
+		i++;
+	b->in_use[i] = true;
+	*slot = i;
+	return b->conns[i];
+}
+
+/* conn_take for a consumer that does not hold the batcher's mutex. */
+static db_conn *conn_lock_take(struct batcher *b, int *slot)
+{
+	pthread_mutex_lock(&b->mu);
+	db_conn *db = conn_take(b, slot);
+	pthread_mutex_unlock(&b->mu);
+	return db;
+}
+
+static void conn_give(struct batcher *b, int slot)
+{
+	pthread_mutex_lock(&b->mu);
+	b->in_use[slot] = false;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/*
+ * Connects what is down; subscribes after every new AMQP connection. The
+ * database is checked while the consumer is not ready (at start, after a
+ * failure); a batch finds a lost connection itself.
+ */
 static br_status consumer_connect(struct consumer *c)
 {
-	br_status st = db_ensure(c->db);
-	if (st != BR_OK) {
-		LOG_WARN("consumer %d: database unavailable: %s", c->index, db_errmsg(c->db));
-		return st;
+	br_status st = BR_OK;
+	if (!__atomic_load_n(&c->ready, __ATOMIC_SEQ_CST)) {
+		int slot;
+		db_conn *db = conn_lock_take(c->w->batcher, &slot);
+		st = db_ensure(db);
+		if (st != BR_OK)
+			LOG_WARN("consumer %d: database unavailable: %s", c->index, db_errmsg(db));
+		conn_give(c->w->batcher, slot);
+		if (st != BR_OK)
+			return st;
 	}
 	if (mq_is_open(c->mq) && c->subscribed)
 		return BR_OK;
@@ -136,21 +195,21 @@ static br_status consumer_connect(struct consumer *c)
  * meanwhile (the broker has already redelivered them), or on any other
  * error.
  */
-static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const char *const *params,
-                              PGresult **res)
+static br_status run_retrying(struct consumer *c, db_conn *db, const db_stmt *stmt,
+                              const char *const *params, PGresult **res, bool give_up_without_mq)
 {
 	struct backoff b;
 	backoff_init(&b, 50, 5000);
 	for (int attempt = 0;; attempt++) {
 		PGresult *r = NULL;
-		br_status st = db_ensure(c->db);
+		br_status st = db_ensure(db);
 		if (st == BR_OK)
-			st = db_cmd(c->db, "BEGIN");
+			st = db_cmd(db, "BEGIN");
 		if (st == BR_OK)
-			st = db_run(c->db, stmt, params, res ? &r : NULL);
+			st = db_run(db, stmt, params, res ? &r : NULL);
 		if (st == BR_OK) {
 			FAULT_POINT("worker_mid_transaction");
-			st = db_cmd(c->db, "COMMIT");
+			st = db_cmd(db, "COMMIT");
 		}
 		if (st == BR_OK) {
 			if (res)
@@ -158,7 +217,7 @@ static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const cha
 			return BR_OK;
 		}
 		PQclear(r);
-		db_rollback(c->db);
+		db_rollback(db);
 		if (st == BR_DB || st == BR_NOMEM)
 			return st;
 		if (stopping(c) && st == BR_DB_CONN)
@@ -168,9 +227,9 @@ static br_status run_retrying(struct consumer *c, const db_stmt *stmt, const cha
 		if (st == BR_DB_RETRY)
 			return st;
 		__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
-		LOG_WARN("consumer %d: %s; retrying", c->index, db_errmsg(c->db));
+		LOG_WARN("consumer %d: %s; retrying", c->index, db_errmsg(db));
 		proc_sleep_ms(backoff_next(&b), NULL);
-		if (!mq_is_open(c->mq))
+		if (give_up_without_mq && !mq_is_open(c->mq))
 			return BR_MQ_CONN;
 	}
 }
@@ -194,7 +253,9 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 	}
 	log_set_task_id(task_id);
 	const char *params[] = {task_id};
-	br_status st = run_retrying(c, &stmt_fail, params, NULL);
+	int slot;
+	db_conn *db = conn_lock_take(c->w->batcher, &slot);
+	br_status st = run_retrying(c, db, &stmt_fail, params, NULL, true);
 	if (st == BR_OK) {
 		LOG_WARN("task dead-lettered by the broker after its delivery limit (%d): "
 		         "failed with internal_error",
@@ -203,41 +264,46 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 		mq_ack(c->mq, d->tag, false);
 	} else if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM) {
 		/* Back to bulkreg.tasks.dead, to be failed on a later try. */
-		LOG_ERROR("failing dead-lettered task: %s", db_errmsg(c->db));
+		LOG_ERROR("failing dead-lettered task: %s", db_errmsg(db));
 		mq_nack(c->mq, d->tag, false, true);
 	}
+	conn_give(c->w->batcher, slot);
 	log_set_task_id(NULL);
 }
 
 /* What became of one delivery of a batch. */
 enum delivery_state {
 	D_PENDING,  /* not run yet */
-	D_SIBLING,  /* its job is in a sibling's running batch: wait for that */
 	D_BUSY,     /* its task is held by another transaction: wait for it */
 	D_DONE,     /* committed or nothing to do: ack */
 	D_REQUEUE,  /* raised: nack with requeue, towards x-delivery-limit */
 	D_REJECTED, /* unreadable: already nacked to the dead-letter queue */
 };
 
+/* One delivery of a running batch, pointing into its share. */
+struct item {
+	const char *id;
+	unsigned char *state;
+	long delivery_count;
+};
+
 /*
- * Runs the deliveries in state `from` as one process_batch() call and one
+ * Runs the items in state `from` as one process_batch() call and one
  * transaction (claiming up to `claim` tasks in all; 0 waits for busy tasks
- * instead), then records each delivery's new state. Rows for tasks the
- * batch claimed beyond its deliveries are only counted, and, with `own`,
- * the tasks it registered (locked, and committed terminal) go to own->done.
+ * instead), then records each item's new state. Rows for tasks the batch
+ * claimed beyond its deliveries are only counted.
  */
-static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
-                          char ids[][TASKMSG_UUID_LEN + 1], unsigned char *state, int n,
-                          enum delivery_state from, int claim, long long start_ms, struct slot *own)
+static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it, int n,
+                          enum delivery_state from, int claim, long long start_ms,
+                          bool give_up_without_mq)
 {
-	int max_done = c->w->siblings->max_done;
 	strbuf arr;
 	sb_init(&arr, (size_t)n * 40 + 8);
 	bool ok = sb_appends(&arr, "{") == BR_OK;
 	int count = 0;
 	for (int i = 0; i < n && ok; i++) {
-		if (state[i] == from)
-			ok = sb_appendf(&arr, "%s%s", count++ ? "," : "", ids[i]) == BR_OK;
+		if (*it[i].state == from)
+			ok = sb_appendf(&arr, "%s%s", count++ ? "," : "", it[i].id) == BR_OK;
 	}
 	if (!ok || sb_appends(&arr, "}") != BR_OK) {
 		sb_free(&arr);
@@ -247,15 +313,15 @@ static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
 	snprintf(claim_s, sizeof(claim_s), "%d", claim);
 	const char *params[] = {sb_str(&arr), claim_s};
 	PGresult *res = NULL;
-	br_status st = run_retrying(c, &stmt_process, params, &res);
+	br_status st = run_retrying(c, db, &stmt_process, params, &res, give_up_without_mq);
 	sb_free(&arr);
 	if (st != BR_OK)
 		return st;
 	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
 	/* A delivery the result does not mention has nothing left to do. */
 	for (int i = 0; i < n; i++) {
-		if (state[i] == from)
-			state[i] = D_DONE;
+		if (*it[i].state == from)
+			*it[i].state = D_DONE;
 	}
 	for (int row = 0; row < PQntuples(res); row++) {
 		const char *tid = PQgetvalue(res, row, 0);
@@ -267,16 +333,13 @@ static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
 			to = D_REQUEUE;
 		else
 			count_outcome(outcome, seconds);
-		bool registered =
-		    strcmp(outcome, "succeeded") == 0 || strcmp(outcome, "failed") == 0;
-		if (own && registered && own->ndone < max_done && strlen(tid) == TASKMSG_UUID_LEN)
-			memcpy(own->done[own->ndone++], tid, TASKMSG_UUID_LEN + 1);
 		for (int i = 0; i < n; i++) {
-			if (state[i] != D_REJECTED && strcmp(ids[i], tid) == 0) {
+			if (strcmp(it[i].id, tid) == 0) {
 				if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
 					LOG_WARN("task %s failed to process (delivery %ld): %s",
-					         tid, d[i].delivery_count + 1, db_val(res, row, 2));
-				state[i] = (unsigned char)to;
+					         tid, it[i].delivery_count + 1,
+					         db_val(res, row, 2));
+				*it[i].state = (unsigned char)to;
 			}
 		}
 		if (strcmp(db_val(res, row, 3) ? db_val(res, row, 3) : "f", "t") == 0) {
@@ -289,121 +352,134 @@ static br_status run_pass(struct consumer *c, const struct mq_delivery *d,
 	return BR_OK;
 }
 
-static bool has_id(char list[][TASKMSG_UUID_LEN + 1], int n, const char *id)
-{
-	for (int i = 0; i < n; i++) {
-		if (strcmp(list[i], id) == 0)
-			return true;
-	}
-	return false;
-}
-
 /*
- * Marks the pending deliveries whose job a sibling's running batch covers
- * D_SIBLING, noting which batch (slot and gen) to wait for. When any
- * delivery is left for the database, opens this consumer's own slot with
- * their jobs and returns it; NULL otherwise.
+ * Runs one batch on c's connection: a first pass that claims the rest of
+ * the deliveries' jobs; then, once it committed, the deliveries whose task
+ * another transaction held, waiting for the holder (they are then
+ * normally found done).
  */
-static struct slot *siblings_begin(struct consumer *c, char jobs[][TASKMSG_UUID_LEN + 1],
-                                   unsigned char *state, int *wait_slot, unsigned long *wait_gen,
-                                   int n)
+static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, int size)
 {
-	struct siblings *sb = c->w->siblings;
-	struct slot *own = &sb->slots[c->index];
-	int left = 0;
-	pthread_mutex_lock(&sb->mu);
-	for (int i = 0; i < n; i++) {
-		if (state[i] != D_PENDING)
-			continue;
-		for (int k = 0; k < sb->n && jobs[i][0]; k++) {
-			struct slot *s = &sb->slots[k];
-			if (k != c->index && (s->gen & 1) && has_id(s->jobs, s->njobs, jobs[i])) {
-				state[i] = D_SIBLING;
-				wait_slot[i] = k;
-				wait_gen[i] = s->gen;
-				break;
-			}
+	struct item *it = calloc((size_t)size, sizeof(*it));
+	if (!it)
+		return BR_NOMEM;
+	int n = 0;
+	long long start_ms = list->start_ms;
+	bool own = true; /* every delivery came through c's channel */
+	for (struct share *s = list; s; s = s->next) {
+		for (int i = 0; i < s->n && n < size; i++) {
+			if (s->state[i] == D_PENDING)
+				it[n++] =
+				    (struct item){s->ids[i], &s->state[i], s->d[i].delivery_count};
 		}
-		left += state[i] == D_PENDING;
+		start_ms = s->start_ms < start_ms ? s->start_ms : start_ms;
+		own = own && s->owner == c;
 	}
-	if (left) {
-		own->njobs = 0;
-		own->ndone = 0;
-		for (int i = 0; i < n && own->njobs < sb->max_jobs; i++) {
-			if (state[i] == D_PENDING && jobs[i][0] &&
-			    !has_id(own->jobs, own->njobs, jobs[i]))
-				memcpy(own->jobs[own->njobs++], jobs[i], TASKMSG_UUID_LEN + 1);
-		}
-		own->gen++;
+	/*
+	 * Without c's AMQP connection the broker has already redelivered c's
+	 * deliveries, so a batch of c's alone may give up; one carrying other
+	 * threads' deliveries keeps trying for them.
+	 */
+	int claim = n > CONSUMER_CLAIM ? n : CONSUMER_CLAIM;
+	br_status st = run_pass(c, db, it, n, D_PENDING, claim, start_ms, own);
+	bool busy = false;
+	for (int i = 0; i < n && st == BR_OK; i++)
+		busy = busy || *it[i].state == D_BUSY;
+	if (st == BR_OK && busy) {
+		FAULT_POINT("worker_between_passes");
+		st = run_pass(c, db, it, n, D_BUSY, 0, start_ms, own);
 	}
-	pthread_mutex_unlock(&sb->mu);
-	return left ? own : NULL;
+	free(it);
+	return st;
 }
 
-/* Closes this consumer's slot: its done list counts only if the batch committed. */
-static void siblings_end(struct consumer *c, struct slot *own, bool committed)
+/* Under b->mu: c has received since its batch ended, or is about to wait. */
+static void batcher_unmark(struct batcher *b, struct consumer *c)
 {
-	struct siblings *sb = c->w->siblings;
-	pthread_mutex_lock(&sb->mu);
-	if (!committed)
-		own->ndone = 0;
-	own->gen++;
-	pthread_cond_broadcast(&sb->cv);
-	pthread_mutex_unlock(&sb->mu);
+	if (c->acking) {
+		c->acking = false;
+		b->acking--;
+		pthread_cond_broadcast(&b->cv);
+	}
 }
 
 /*
- * Waits for the sibling batches the D_SIBLING deliveries were noted
- * against. A delivery whose task that batch locked and committed is done:
- * it was queued when locked, and it could not have been queued again for a
- * later run (a retry) while locked, so its message is settled. Any other
- * one (the batch did not take it, failed, or is already followed by the
- * next) is D_BUSY, for the database to decide.
+ * Called before a consumer may block (waiting for the broker, reconnecting,
+ * failing dead-lettered tasks): the forming batch stops waiting for it.
  */
-static void siblings_wait(struct consumer *c, char ids[][TASKMSG_UUID_LEN + 1],
-                          unsigned char *state, const int *wait_slot, const unsigned long *wait_gen,
-                          int n, long long start_ms)
+static void batcher_idle(struct consumer *c)
 {
-	struct siblings *sb = c->w->siblings;
-	struct timespec deadline = proc_deadline(SIBLING_WAIT_MS);
-	int settled = 0;
-	pthread_mutex_lock(&sb->mu);
-	for (int i = 0; i < n; i++) {
-		if (state[i] != D_SIBLING)
-			continue;
-		struct slot *s = &sb->slots[wait_slot[i]];
-		while (s->gen == wait_gen[i] &&
-		       pthread_cond_timedwait(&sb->cv, &sb->mu, &deadline) != ETIMEDOUT)
-			;
-		bool done = s->gen == wait_gen[i] + 1 && has_id(s->done, s->ndone, ids[i]);
-		state[i] = done ? D_DONE : D_BUSY;
-		settled += done;
-	}
-	pthread_mutex_unlock(&sb->mu);
-	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
-	for (int i = 0; i < settled; i++)
-		count_outcome("skipped", seconds);
+	struct batcher *b = c->w->batcher;
+	pthread_mutex_lock(&b->mu);
+	batcher_unmark(b, c);
+	pthread_mutex_unlock(&b->mu);
 }
 
 /*
- * Processes the batch's readable deliveries, then acks. The first pass
- * claims the rest of their jobs; deliveries whose task another consumer's
- * transaction held are run again once that pass committed, waiting for the
- * holder, and are then normally found done.
+ * Adds sh (live deliveries) to the forming batch and returns once a batch
+ * carrying it has run, having run it on this thread's connection if it
+ * started here. The forming batch starts when no batch runs and every
+ * consumer whose batch just ended has joined it or found nothing more to
+ * receive, so that it gathers what the whole process holds; or at once when
+ * it is full.
+ */
+static void batcher_join(struct consumer *c, struct share *sh, int live)
+{
+	struct batcher *b = c->w->batcher;
+	pthread_mutex_lock(&b->mu);
+	batcher_unmark(b, c);
+	sh->batch = b->forming;
+	*b->tail = sh;
+	b->tail = &sh->next;
+	b->size += live;
+	while (!sh->finished) {
+		bool can_start = (b->running == 0 && b->acking == 0) || b->size >= CONSUMER_CLAIM;
+		if (sh->batch != b->forming || !can_start) {
+			pthread_cond_wait(&b->cv, &b->mu);
+			continue;
+		}
+		struct share *list = b->first;
+		int size = b->size;
+		b->forming++;
+		b->first = NULL;
+		b->tail = &b->first;
+		b->size = 0;
+		b->running++;
+		int slot;
+		db_conn *db = conn_take(b, &slot);
+		pthread_mutex_unlock(&b->mu);
+		br_status st = run_batch(c, db, list, size);
+		if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM)
+			LOG_ERROR("consumer %d: batch of %d deliveries failed: %s", c->index, size,
+			          st == BR_NOMEM ? "out of memory" : db_errmsg(db));
+		pthread_mutex_lock(&b->mu);
+		b->in_use[slot] = false;
+		b->running--;
+		for (struct share *s = list; s; s = s->next) {
+			s->st = st;
+			s->finished = true;
+			s->owner->acking = true;
+			b->acking++;
+		}
+		pthread_cond_broadcast(&b->cv);
+	}
+	pthread_mutex_unlock(&b->mu);
+}
+
+/*
+ * Processes the batch's readable deliveries, in the process's next batch,
+ * then acks them on this thread's channel.
  */
 static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
                          bool may_ack_multiple)
 {
 	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
-	char(*jobs)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*jobs));
 	unsigned char *state = calloc((size_t)n, 1);
-	int *wait_slot = calloc((size_t)n, sizeof(*wait_slot));
-	unsigned long *wait_gen = calloc((size_t)n, sizeof(*wait_gen));
-	if (!ids || !jobs || !state || !wait_slot || !wait_gen)
+	if (!ids || !state)
 		goto out; /* unacked: redelivered after the connection drops */
 	int live = 0;
 	for (int i = 0; i < n; i++) {
-		if (taskmsg_parse_ids(d[i].body, d[i].len, ids[i], jobs[i]) != BR_OK) {
+		if (taskmsg_parse(d[i].body, d[i].len, ids[i]) != BR_OK) {
 			/* Unreadable: straight to the dead-letter queue. */
 			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
 			          d[i].message_id);
@@ -416,27 +492,12 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 	}
 	if (live == 0)
 		goto out;
-	int claim = live > CONSUMER_CLAIM ? live : CONSUMER_CLAIM;
-	br_status st = BR_OK;
-	struct slot *own = siblings_begin(c, jobs, state, wait_slot, wait_gen, n);
-	if (own) {
-		st = run_pass(c, d, ids, state, n, D_PENDING, claim, start_ms, own);
-		siblings_end(c, own, st == BR_OK);
-	}
-	if (st == BR_OK)
-		siblings_wait(c, ids, state, wait_slot, wait_gen, n, start_ms);
-	bool busy = false;
-	for (int i = 0; i < n && st == BR_OK; i++)
-		busy = busy || state[i] == D_BUSY;
-	if (st == BR_OK && busy) {
-		FAULT_POINT("worker_between_passes");
-		st = run_pass(c, d, ids, state, n, D_BUSY, 0, start_ms, NULL);
-	}
-	if (st != BR_OK) {
+	struct share sh = {
+	    .owner = c, .d = d, .ids = ids, .state = state, .n = n, .start_ms = start_ms};
+	batcher_join(c, &sh, live);
+	if (sh.st != BR_OK) {
 		/* Unresolved deliveries go back; committed ones are found done later. */
-		if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM) {
-			LOG_ERROR("consumer %d: batch of %d failed: %s", c->index, live,
-			          db_errmsg(c->db));
+		if (sh.st == BR_DB || sh.st == BR_DB_RETRY || sh.st == BR_NOMEM) {
 			for (int i = 0; i < n; i++) {
 				if (state[i] != D_REJECTED)
 					mq_nack(c->mq, d[i].tag, false, true);
@@ -459,10 +520,7 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 			mq_nack(c->mq, d[i].tag, false, true);
 	}
 out:
-	free(wait_gen);
-	free(wait_slot);
 	free(state);
-	free(jobs);
 	free(ids);
 }
 
@@ -472,6 +530,7 @@ static void handle_batch(struct consumer *c, struct mq_delivery *d, int n, long 
 	int live = 0;
 	for (int i = 0; i < n; i++) {
 		if (d[i].dead) {
+			batcher_idle(c); /* failing it may wait for the database */
 			handle_dead(c, &d[i]);
 			mq_delivery_free(&d[i]);
 			continue;
@@ -499,13 +558,19 @@ static void *consumer_main(void *arg)
 	}
 	while (!stopping(c)) {
 		if (consumer_connect(c) != BR_OK) {
+			batcher_idle(c);
 			__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
 			proc_sleep_ms(backoff_next(&c->backoff), &c->w->stop);
 			continue;
 		}
 		backoff_reset(&c->backoff);
 		__atomic_store_n(&c->ready, 1, __ATOMIC_SEQ_CST);
-		br_status st = mq_next(c->mq, CONSUMER_WAIT_MS, &batch[0]);
+		/* What already arrived joins the next batch; otherwise it need not wait for us. */
+		br_status st = mq_next(c->mq, 0, &batch[0]);
+		if (st != BR_OK) {
+			batcher_idle(c);
+			st = mq_next(c->mq, CONSUMER_WAIT_MS, &batch[0]);
+		}
 		if (st != BR_OK)
 			continue;
 		long long start = proc_now_ms();
@@ -518,57 +583,46 @@ static void *consumer_main(void *arg)
 		for (int i = 0; i < n; i++)
 			mq_delivery_free(&batch[i]);
 	}
+	batcher_idle(c);
 	free(batch);
 	return NULL;
 }
 
-static void siblings_free(struct siblings *sb)
+static void batcher_free(struct batcher *b)
 {
-	if (!sb)
+	if (!b)
 		return;
-	for (int i = 0; i < sb->n; i++) {
-		free(sb->slots[i].jobs);
-		free(sb->slots[i].done);
-	}
-	free(sb->slots);
-	pthread_cond_destroy(&sb->cv);
-	pthread_mutex_destroy(&sb->mu);
-	free(sb);
+	free(b->conns);
+	free(b->in_use);
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mu);
+	free(b);
 }
 
-static struct siblings *siblings_new(int n, int prefetch)
+static struct batcher *batcher_new(int nconns)
 {
-	struct siblings *sb = calloc(1, sizeof(*sb));
-	if (!sb)
+	struct batcher *b = calloc(1, sizeof(*b));
+	if (!b)
 		return NULL;
-	pthread_mutex_init(&sb->mu, NULL);
-	proc_cond_init(&sb->cv);
-	sb->max_jobs = prefetch;
-	/* A batch's rows: its deliveries, plus what it claimed up to the claim. */
-	sb->max_done = prefetch + (prefetch > CONSUMER_CLAIM ? prefetch : CONSUMER_CLAIM);
-	sb->slots = calloc((size_t)n, sizeof(*sb->slots));
-	if (!sb->slots) {
-		siblings_free(sb);
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->cv, NULL);
+	b->tail = &b->first;
+	b->conns = calloc((size_t)nconns, sizeof(*b->conns));
+	b->in_use = calloc((size_t)nconns, sizeof(*b->in_use));
+	if (!b->conns || !b->in_use) {
+		batcher_free(b);
 		return NULL;
 	}
-	sb->n = n;
-	for (int i = 0; i < n; i++) {
-		sb->slots[i].jobs = calloc((size_t)sb->max_jobs, sizeof(*sb->slots[i].jobs));
-		sb->slots[i].done = calloc((size_t)sb->max_done, sizeof(*sb->slots[i].done));
-		if (!sb->slots[i].jobs || !sb->slots[i].done) {
-			siblings_free(sb);
-			return NULL;
-		}
-	}
-	return sb;
+	b->nconns = nconns;
+	return b;
 }
 
 br_status consumers_start(struct worker *w)
 {
 	int n = w->cfg->worker_concurrency;
-	w->siblings = siblings_new(n, w->cfg->worker_prefetch);
+	w->batcher = batcher_new(n);
 	w->consumers = calloc((size_t)n, sizeof(*w->consumers));
-	if (!w->siblings || !w->consumers)
+	if (!w->batcher || !w->consumers)
 		return BR_NOMEM;
 	w->nconsumers = n;
 	for (int i = 0; i < n; i++) {
@@ -582,6 +636,10 @@ br_status consumers_start(struct worker *w)
 			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
 			return st;
+		w->batcher->conns[i] = c->db;
+	}
+	for (int i = 0; i < n; i++) {
+		struct consumer *c = &w->consumers[i];
 		if (pthread_create(&c->thread, NULL, consumer_main, c) != 0)
 			return BR_NOMEM;
 		c->started = true;
@@ -592,9 +650,12 @@ br_status consumers_start(struct worker *w)
 void consumers_join(struct worker *w)
 {
 	for (int i = 0; i < w->nconsumers; i++) {
+		if (w->consumers[i].started)
+			pthread_join(w->consumers[i].thread, NULL);
+	}
+	/* Only now: any thread may have been using any PostgreSQL connection. */
+	for (int i = 0; i < w->nconsumers; i++) {
 		struct consumer *c = &w->consumers[i];
-		if (c->started)
-			pthread_join(c->thread, NULL);
 		/* Closing returns anything still unacked to the queue. */
 		mq_close(c->mq);
 		db_close(c->db);
@@ -602,8 +663,8 @@ void consumers_join(struct worker *w)
 	free(w->consumers);
 	w->consumers = NULL;
 	w->nconsumers = 0;
-	siblings_free(w->siblings);
-	w->siblings = NULL;
+	batcher_free(w->batcher);
+	w->batcher = NULL;
 }
 
 bool consumers_ready(void *arg)

@@ -18,9 +18,9 @@
 #define WORKER_STATEMENT_TIMEOUT_MS 30000
 #define WORKER_MAX_THREADS          256
 
+struct batcher;
 struct consumer;
 struct deliverer;
-struct siblings;
 struct sweeper;
 
 struct worker {
@@ -28,7 +28,7 @@ struct worker {
 	int stop; /* atomic: set once on SIGTERM */
 	int nconsumers;
 	struct consumer *consumers;
-	struct siblings *siblings; /* what the consumers' running batches cover */
+	struct batcher *batcher; /* the consumers' next batch */
 	struct deliverer *deliverer;
 	struct sweeper *sweeper;
 };

@@ -10,7 +10,7 @@
  *   worker_after_commit     the batch committed, never acked: redelivered,
  *                           and the redelivery changes nothing;
  *   worker_between_passes   a batch committed its own and its claimed tasks
- *                           and was about to wait for those another consumer
+ *                           and was about to wait for those another batch
  *                           held; nothing acked: every delivery comes back;
  *   publish_before_confirm  the API dies after committing a job and sending
  *                           its messages, before reading the confirms: the
@@ -54,18 +54,29 @@ static long await_crash(struct t_fleet *f, const char *point)
 	return t_fleet_processed(f);
 }
 
-/* A worker crashes at point (its nth passage); a clean pair finishes. */
-static void worker_point(const char *name, const char *fault, const char *const *extra_env)
+/*
+ * A worker crashes at point (its nth passage); a clean pair finishes. With
+ * `companion`, a clean worker runs beside the armed one from the start (its
+ * batches are the other transactions the armed one meets), and the backlog
+ * is posted once both run.
+ */
+static void worker_point(const char *name, const char *fault, const char *const *extra_env,
+                         bool companion)
 {
 	struct t_fleet f;
 	t_fleet_init(&f, name, NULL, NULL);
-	backlog(&f, "p", BACKLOG_JOBS);
+	if (!companion)
+		backlog(&f, "p", BACKLOG_JOBS);
 	const char *env[8] = {fault, NULL};
 	int n = 1;
 	for (const char *const *kv = extra_env; kv && *kv && n < 7; kv++)
 		env[n++] = *kv;
 	env[n] = NULL;
 	t_fleet_worker_spawn(&f, 0, env);
+	if (companion) {
+		t_fleet_worker_start(&f, 1, extra_env);
+		backlog(&f, "p", BACKLOG_JOBS);
+	}
 	const char *armed = strchr(fault, '=') + 1;
 	char point[64];
 	snprintf(point, sizeof(point), "%.*s", (int)strcspn(armed, ":"), armed);
@@ -75,7 +86,8 @@ static void worker_point(const char *name, const char *fault, const char *const 
 
 	/* More work while the redeliveries are processed. */
 	t_fleet_worker_start(&f, 0, NULL);
-	t_fleet_worker_start(&f, 1, NULL);
+	if (!companion)
+		t_fleet_worker_start(&f, 1, NULL);
 	backlog(&f, "q", 4);
 	t_fleet_verify(&f);
 	t_fleet_stop(&f);
@@ -83,12 +95,13 @@ static void worker_point(const char *name, const char *fault, const char *const 
 
 Test(fault_points, worker_mid_transaction)
 {
-	worker_point("worker_mid_transaction", "BULKREG_FAULT=worker_mid_transaction:3", NULL);
+	worker_point("worker_mid_transaction", "BULKREG_FAULT=worker_mid_transaction:3", NULL,
+	             false);
 }
 
 Test(fault_points, worker_after_commit)
 {
-	worker_point("worker_after_commit", "BULKREG_FAULT=worker_after_commit:3", NULL);
+	worker_point("worker_after_commit", "BULKREG_FAULT=worker_after_commit:3", NULL, false);
 }
 
 /*
@@ -102,18 +115,21 @@ Test(fault_points, worker_killed_in_the_middle_of_a_batch)
 {
 	static const char *const env[] = {"BULKREG_WORKER_PREFETCH=16",
 	                                  "BULKREG_WORKER_CONCURRENCY=1", NULL};
-	worker_point("mid-batch (prefetch 16)", "BULKREG_FAULT=worker_mid_transaction:4", env);
+	worker_point("mid-batch (prefetch 16)", "BULKREG_FAULT=worker_mid_transaction:4", env,
+	             false);
 }
 
 /*
- * Four consumers on one backlog: their batches claim the rest of each job,
- * so the others soon hold deliveries whose tasks are busy; the third time a
- * consumer has committed a batch and is about to wait for them, it dies.
+ * Two workers of 4 consumers on the same backlog: a job's messages reach
+ * both, and a batch of one claims the rest of its jobs while the other
+ * holds some of those deliveries, which it then finds busy. The second
+ * time a batch of the armed worker has committed and is about to wait for
+ * such tasks, it dies.
  */
 Test(fault_points, worker_between_passes)
 {
 	static const char *const env[] = {"BULKREG_WORKER_CONCURRENCY=4", NULL};
-	worker_point("worker_between_passes", "BULKREG_FAULT=worker_between_passes:3", env);
+	worker_point("worker_between_passes", "BULKREG_FAULT=worker_between_passes:2", env, true);
 }
 
 static const char *const api_crash[] = {"BULKREG_FAULT=publish_before_confirm:1", NULL};

@@ -48,34 +48,6 @@ Test(taskmsg, parse_accepts_other_members_and_order)
 	cr_assert_str_eq(id, TASK);
 }
 
-Test(taskmsg, parse_ids_gives_the_job_only_when_valid)
-{
-	char id[TASKMSG_UUID_LEN + 1], job[TASKMSG_UUID_LEN + 1];
-	const char *both = "{\"task_id\":\"" TASK "\",\"job_id\":\"" JOB "\"}";
-	cr_assert_eq(taskmsg_parse_ids(both, strlen(both), id, job), BR_OK);
-	cr_assert_str_eq(id, TASK);
-	cr_assert_str_eq(job, JOB);
-	/* The task id alone decides; a missing or malformed job id is "". */
-	const char *bodies[] = {
-	    "{\"task_id\":\"" TASK "\"}",
-	    "{\"task_id\":\"" TASK "\",\"job_id\":\"not-a-uuid\"}",
-	    "{\"task_id\":\"" TASK "\",\"job_id\":42}",
-	    "{\"task_id\":\"" TASK "\",\"job_id\":\"" JOB "x\"}",
-	};
-	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
-		memset(job, 'Z', sizeof(job));
-		cr_assert_eq(taskmsg_parse_ids(bodies[i], strlen(bodies[i]), id, job), BR_OK, "%s",
-		             bodies[i]);
-		cr_expect_str_eq(id, TASK, "%s", bodies[i]);
-		cr_expect_str_eq(job, "", "%s", bodies[i]);
-	}
-	/* No task id: refused, and no job id either. */
-	const char *jobless = "{\"job_id\":\"" JOB "\"}";
-	memset(job, 'Z', sizeof(job));
-	cr_assert_eq(taskmsg_parse_ids(jobless, strlen(jobless), id, job), BR_INVAL);
-	cr_expect_str_eq(job, "");
-}
-
 static void assert_rejected(const char *body, size_t len, const char *why)
 {
 	char id[TASKMSG_UUID_LEN + 1];
