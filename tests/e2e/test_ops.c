@@ -119,3 +119,35 @@ Test(ops, metrics_and_people_pages)
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 	PQfinish(db);
 }
+
+/* Every answer carries an X-Request-Id: a client's own when it is sane, else a fresh one. */
+Test(ops, request_ids)
+{
+	struct t_proc api;
+	t_api_start(&api, NULL);
+	char url[256];
+	snprintf(url, sizeof(url), "%s/healthz", api.url);
+	char seen[20][64];
+	for (int i = 0; i < 20; i++) {
+		struct t_resp r;
+		t_http(&r, "GET", url, NULL, NULL, NULL);
+		const char *id = t_resp_header(&r, "X-Request-Id");
+		cr_assert_not_null(id, "no X-Request-Id");
+		cr_assert_eq(strlen(id), 32, "request id %s", id);
+		cr_assert_eq(strspn(id, "0123456789abcdef"), 32, "request id %s", id);
+		for (int k = 0; k < i; k++)
+			cr_assert_str_neq(seen[k], id, "request id %s given twice", id);
+		snprintf(seen[i], sizeof(seen[i]), "%s", id);
+		t_resp_free(&r);
+	}
+	static const char *const mine[] = {"X-Request-Id: trace-42_A", NULL};
+	static const char *const odd[] = {"X-Request-Id: no spaces allowed", NULL};
+	struct t_resp r;
+	t_http(&r, "GET", url, NULL, NULL, mine);
+	cr_expect_str_eq(t_resp_header(&r, "X-Request-Id"), "trace-42_A");
+	t_resp_free(&r);
+	t_http(&r, "GET", url, NULL, NULL, odd);
+	cr_expect_eq(strlen(t_resp_header(&r, "X-Request-Id")), 32);
+	t_resp_free(&r);
+	t_proc_stop(&api, SIGTERM, 10000);
+}
