@@ -151,6 +151,28 @@ static void conn_give(struct batcher *b, int slot)
 	pthread_mutex_unlock(&b->mu);
 }
 
+/* Under b->mu: c has received since its batch ended, or is about to wait. */
+static void batcher_unmark(struct batcher *b, struct consumer *c)
+{
+	if (c->acking) {
+		c->acking = false;
+		b->acking--;
+		pthread_cond_broadcast(&b->cv);
+	}
+}
+
+/*
+ * Called before a consumer may block (waiting for the broker, reconnecting,
+ * failing dead-lettered tasks): the forming batch stops waiting for it.
+ */
+static void batcher_idle(struct consumer *c)
+{
+	struct batcher *b = c->w->batcher;
+	pthread_mutex_lock(&b->mu);
+	batcher_unmark(b, c);
+	pthread_mutex_unlock(&b->mu);
+}
+
 /*
  * Connects what is down; subscribes after every new AMQP connection. The
  * database is checked while the consumer is not ready (at start, after a
@@ -171,6 +193,7 @@ static br_status consumer_connect(struct consumer *c)
 	}
 	if (mq_is_open(c->mq) && c->subscribed)
 		return BR_OK;
+	batcher_idle(c); /* reconnecting may take a while */
 	int prefetch = c->w->cfg->worker_prefetch;
 	c->subscribed = false;
 	st = mq_ensure(c->mq);
@@ -391,28 +414,6 @@ static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, 
 	}
 	free(it);
 	return st;
-}
-
-/* Under b->mu: c has received since its batch ended, or is about to wait. */
-static void batcher_unmark(struct batcher *b, struct consumer *c)
-{
-	if (c->acking) {
-		c->acking = false;
-		b->acking--;
-		pthread_cond_broadcast(&b->cv);
-	}
-}
-
-/*
- * Called before a consumer may block (waiting for the broker, reconnecting,
- * failing dead-lettered tasks): the forming batch stops waiting for it.
- */
-static void batcher_idle(struct consumer *c)
-{
-	struct batcher *b = c->w->batcher;
-	pthread_mutex_lock(&b->mu);
-	batcher_unmark(b, c);
-	pthread_mutex_unlock(&b->mu);
 }
 
 /*
