@@ -27,7 +27,6 @@
  * `ready`, which is atomic. struct batcher is shared, under its mutex; a
  * struct share belongs to its batch from joining until `finished`.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,15 +88,16 @@ struct share {
  * waits. The forming batch starts when no batch of the process runs and
  * every thread whose batch just ended has joined it or found nothing more
  * to receive (so it gathers what the whole process holds), or at once when
- * it holds CONSUMER_CLAIM deliveries. One of its threads runs it. So while a batch commits, the
- * next one gathers what every channel received, and a process runs one large transaction instead of
- * one small one per thread, all queued on the same session and job rows; with a prefetch that big
- * batches outgrow, full batches still run side by side.
+ * it holds CONSUMER_CLAIM deliveries; one of its threads runs it. So while
+ * a batch commits, the next gathers what every channel received, and a
+ * process runs one large transaction instead of one small one per thread,
+ * all queued on the same session and job rows. With a prefetch big enough
+ * to fill batches, full batches still run side by side.
  *
  * The threads' PostgreSQL connections are shared the same way: whatever
  * needs one takes the free connection of lowest index, so one-at-a-time
  * batches all run on the same backend, whose caches stay warm. Spreading
- * them over every backend cost PostgreSQL 40 % more CPU per task.
+ * them over every backend cost PostgreSQL about 40 % more CPU per task.
  */
 struct batcher {
 	pthread_mutex_t mu;
@@ -376,10 +376,10 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
 }
 
 /*
- * Runs one batch on c's connection: a first pass that claims the rest of
- * the deliveries' jobs; then, once it committed, the deliveries whose task
- * another transaction held, waiting for the holder (they are then
- * normally found done).
+ * Runs one batch on db: a first pass that claims the rest of the
+ * deliveries' jobs; then, once it committed, the deliveries whose task
+ * another transaction held, waiting for the holder (they are then normally
+ * found done).
  */
 static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, int size)
 {
