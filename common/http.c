@@ -35,6 +35,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "metrics.h"
+#include "proc.h"
 
 #define HTTP_REAPER_PERIOD_MS 250
 /* How much of an over-limit body of unannounced length is read and dropped. */
@@ -453,11 +454,7 @@ static void *reaper_main(void *arg)
 			if (s->stopping)
 				break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += HTTP_REAPER_PERIOD_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		struct timespec ts = proc_deadline(HTTP_REAPER_PERIOD_MS);
 		pthread_cond_timedwait(&s->wake, &s->mu, &ts);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -528,11 +525,7 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, h
 	    1000000000LL;
 	s->body_timeout_ns =
 	    (long long)(o->body_timeout_s ? o->body_timeout_s : HTTP_BODY_TIMEOUT_S) * 1000000000LL;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->wake, &ca);
-	pthread_condattr_destroy(&ca);
+	proc_cond_init(&s->wake);
 	pthread_mutex_init(&s->mu, NULL);
 	s->d = MHD_start_daemon(
 	    flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,

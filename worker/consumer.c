@@ -59,7 +59,6 @@ struct consumer {
 	int ready;       /* atomic */
 	bool subscribed; /* consuming on the current AMQP connection */
 	bool acking;     /* its batch ended, it has not received since: under batcher.mu */
-	db_conn *db;
 	mq_conn *mq;
 	struct backoff backoff;
 };
@@ -109,7 +108,7 @@ struct batcher {
 	int running; /* batches running */
 	int acking;  /* consumers whose batch ended and that have not received since */
 	int nconns;
-	db_conn **conns; /* the consumers' PostgreSQL connections, shared */
+	db_conn **conns; /* one opened per consumer, shared by all; owned here */
 	bool *in_use;
 };
 
@@ -593,6 +592,8 @@ static void batcher_free(struct batcher *b)
 {
 	if (!b)
 		return;
+	for (int i = 0; i < b->nconns; i++)
+		db_close(b->conns[i]);
 	free(b->conns);
 	free(b->in_use);
 	pthread_cond_destroy(&b->cv);
@@ -631,13 +632,12 @@ br_status consumers_start(struct worker *w)
 		c->w = w;
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
-		br_status st =
-		    db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &c->db);
+		br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true,
+		                       &w->batcher->conns[i]);
 		if (st == BR_OK)
 			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
 			return st;
-		w->batcher->conns[i] = c->db;
 	}
 	for (int i = 0; i < n; i++) {
 		struct consumer *c = &w->consumers[i];
@@ -654,16 +654,13 @@ void consumers_join(struct worker *w)
 		if (w->consumers[i].started)
 			pthread_join(w->consumers[i].thread, NULL);
 	}
-	/* Only now: any thread may have been using any PostgreSQL connection. */
-	for (int i = 0; i < w->nconsumers; i++) {
-		struct consumer *c = &w->consumers[i];
-		/* Closing returns anything still unacked to the queue. */
-		mq_close(c->mq);
-		db_close(c->db);
-	}
+	/* Closing returns anything still unacked to the queue. */
+	for (int i = 0; i < w->nconsumers; i++)
+		mq_close(w->consumers[i].mq);
 	free(w->consumers);
 	w->consumers = NULL;
 	w->nconsumers = 0;
+	/* Only now: any thread may have been using any PostgreSQL connection. */
 	batcher_free(w->batcher);
 	w->batcher = NULL;
 }

@@ -55,17 +55,6 @@ static void copy_header(struct MHD_Connection *conn, const char *name, char *out
 	snprintf(out, cap, "%s", v ? v : "");
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 /* Records a finished POST and returns the status to answer (after any delay). */
 static int record(t_receiver *rc, struct MHD_Connection *conn, struct req *q)
 {
@@ -105,8 +94,7 @@ static int record(t_receiver *rc, struct MHD_Connection *conn, struct req *q)
 	pthread_cond_broadcast(&rc->cond);
 
 	if (delay > 0) {
-		struct timespec until;
-		deadline_after(&until, delay);
+		struct timespec until = proc_deadline(delay);
 		while (!rc->stopping &&
 		       pthread_cond_timedwait(&rc->cond, &rc->mu, &until) != ETIMEDOUT)
 			;
@@ -262,8 +250,7 @@ bool t_receiver_get(t_receiver *rc, int i, struct t_hook *out)
 
 bool t_receiver_wait(t_receiver *rc, int n, int timeout_ms)
 {
-	struct timespec until;
-	deadline_after(&until, timeout_ms);
+	struct timespec until = proc_deadline(timeout_ms);
 	pthread_mutex_lock(&rc->mu);
 	while (rc->count < n && !rc->stopping &&
 	       pthread_cond_timedwait(&rc->cond, &rc->mu, &until) != ETIMEDOUT)
