@@ -61,7 +61,7 @@ static const db_stmt stmt_mark_published = {
 /*
  * Claims long-queued tasks of published jobs: touching updated_at spaces out
  * repeats. Only processing jobs have queued tasks; they are few and indexed
- * (jobs_processing), and each one's queued tasks are an index range.
+ * (jobs_processing), and each one's tasks are one range of (job_id, idx).
  */
 static const db_stmt stmt_stranded = {
     "sweep_stranded",
