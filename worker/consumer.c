@@ -309,8 +309,32 @@ struct item {
 	long delivery_count;
 };
 
+static int item_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct item *)a)->id, ((const struct item *)b)->id);
+}
+
 /*
- * Runs the items in state `from` as one process_batch() call and one
+ * The items of it[0..n), sorted by id, whose id is tid: *first and the
+ * count (a task delivered twice has two). bsearch lands on any of them.
+ */
+static int items_with_id(const struct item *it, int n, const char *tid, int *first)
+{
+	struct item key = {.id = tid};
+	const struct item *hit = bsearch(&key, it, (size_t)n, sizeof(*it), item_cmp);
+	if (!hit)
+		return 0;
+	int lo = (int)(hit - it), hi = lo + 1;
+	while (lo > 0 && strcmp(it[lo - 1].id, tid) == 0)
+		lo--;
+	while (hi < n && strcmp(it[hi].id, tid) == 0)
+		hi++;
+	*first = lo;
+	return hi - lo;
+}
+
+/*
+ * Runs the items (sorted by id) in state `from` as one process_batch() call and one
  * transaction (claiming up to `claim` tasks in all; 0 waits for busy tasks
  * instead), then records each item's new state. Rows for tasks the batch
  * claimed beyond its deliveries are only counted.
@@ -355,14 +379,12 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
 			to = D_REQUEUE;
 		else
 			count_outcome(outcome, seconds);
-		for (int i = 0; i < n; i++) {
-			if (strcmp(it[i].id, tid) == 0) {
-				if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
-					LOG_WARN("task %s failed to process (delivery %ld): %s",
-					         tid, it[i].delivery_count + 1,
-					         db_val(res, row, 2));
-				*it[i].state = (unsigned char)to;
-			}
+		int first = 0, same = items_with_id(it, n, tid, &first);
+		for (int i = first; i < first + same; i++) {
+			if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
+				LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
+				         it[i].delivery_count + 1, db_val(res, row, 2));
+			*it[i].state = (unsigned char)to;
 		}
 		if (strcmp(db_val(res, row, 3) ? db_val(res, row, 3) : "f", "t") == 0) {
 			log_set_task_id(tid);
@@ -397,6 +419,8 @@ static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, 
 		start_ms = s->start_ms < start_ms ? s->start_ms : start_ms;
 		own = own && s->owner == c;
 	}
+	/* Result rows find their deliveries by id. */
+	qsort(it, (size_t)n, sizeof(*it), item_cmp);
 	/*
 	 * Without c's AMQP connection the broker has already redelivered c's
 	 * deliveries, so a batch of c's alone may give up; one carrying other

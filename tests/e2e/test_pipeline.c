@@ -201,6 +201,13 @@ Test(pipeline, fifty_tasks_with_one_duplicate)
 	t_http(&r, "GET", url, org.token, NULL, NULL);
 	cr_assert_eq(r.status, 207);
 	cr_assert_eq(json_array_size(json_object_get(r.json, "data")), 1u);
+	/* The filter reads the job's tasks by index, checking each one's status. */
+	cr_assert_str_eq(json_string_value(json_object_get(
+	                     json_array_get(json_object_get(r.json, "data"), 0), "status")),
+	                 "failed");
+	cr_assert_eq(
+	    json_integer_value(json_object_get(json_object_get(r.json, "meta"), "record_count")),
+	    1);
 	t_resp_free(&r);
 
 	/* Still exactly one event after a moment more. */
