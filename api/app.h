@@ -17,6 +17,7 @@
 #include "ops.h"
 #include "publisher.h"
 #include "ratelimit.h"
+#include "readbatch.h"
 
 /* How long a request waits for a free database connection. */
 #define API_DB_WAIT_MS           5000
@@ -29,13 +30,14 @@ struct api_app {
 	pub_pool *pub;
 	ops *ops;
 	ratelimit *rl; /* NULL when BULKREG_RATE_LIMIT=0 */
+	readbatch *reads;
 };
 
 struct api_req {
 	struct api_app *app;
 	struct http_req *http;
 	struct http_resp *resp;
-	db_conn *db;                     /* borrowed for the request by the router */
+	db_conn *db;                     /* borrowed by the router; NULL for batched reads */
 	char org_id[API_UUID_LEN + 1];   /* the token's organization */
 	char token_id[API_UUID_LEN + 1]; /* the token itself (api_tokens.id) */
 	char id[API_UUID_LEN + 1];       /* the :id path segment, when the route has one */
@@ -45,11 +47,18 @@ struct api_req {
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp);
 
 /*
- * A GET of one resource by its :id whose statement also authenticates: it
- * takes ($1 token digest, $2 id) and returns no row for an unknown or
- * revoked token, else one row (organization id, token id, the resource or
- * NULL when the organization has no such resource). One statement and one
- * round trip per request instead of two (routes.c).
+ * A GET of one resource by its :id whose statement also authenticates, for
+ * a batch of requests at once (readbatch.h): it takes ($1 text[] of token
+ * digests in hex, $2 uuid[] of ids) and returns, for each request whose
+ * token is known and not revoked, one row (its 1-based position,
+ * organization id, token id, the resource or NULL when the organization
+ * has no such resource). One statement instead of two per request, and
+ * one for many requests under load (routes.c).
+ *
+ * The arrays are unnested from sub-selects so that PostgreSQL sees no
+ * array length when it plans: a custom plan for a known length would look
+ * cheaper than the generic one, and the statement would be planned again
+ * on every execution.
  */
 struct api_read {
 	db_stmt stmt;

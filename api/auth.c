@@ -36,15 +36,15 @@ bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN])
 	return true;
 }
 
-bool auth_accept(struct api_req *r, const PGresult *res)
+bool auth_accept(struct api_req *r, const char *org_id, const char *token_id)
 {
-	if (PQntuples(res) < 1) {
+	if (!org_id || !token_id) {
 		ja_fail(r, 401, "unauthorized", "Unauthorized",
 		        "The API token is unknown or has been revoked.");
 		return false;
 	}
-	snprintf(r->org_id, sizeof(r->org_id), "%s", PQgetvalue(res, 0, 0));
-	snprintf(r->token_id, sizeof(r->token_id), "%s", PQgetvalue(res, 0, 1));
+	snprintf(r->org_id, sizeof(r->org_id), "%s", org_id);
+	snprintf(r->token_id, sizeof(r->token_id), "%s", token_id);
 	return true;
 }
 
@@ -57,7 +57,9 @@ bool auth_request(struct api_req *r)
 	PGresult *res = ja_query(r, &stmt_token, params);
 	if (!res)
 		return false;
-	bool ok = auth_accept(r, res);
+	bool found = PQntuples(res) > 0;
+	bool ok = auth_accept(r, found ? PQgetvalue(res, 0, 0) : NULL,
+	                      found ? PQgetvalue(res, 0, 1) : NULL);
 	PQclear(res);
 	return ok;
 }

@@ -6,8 +6,6 @@
 
 #include <stdbool.h>
 
-#include <libpq-fe.h>
-
 #include "app.h"
 #include "crypto.h"
 
@@ -27,10 +25,11 @@ bool auth_request(struct api_req *r);
  * The two halves of auth_request, for a route that looks the token up in
  * its own statement. auth_digest writes the token's digest parameter, or
  * sets 401 and returns false when the request carries no usable token.
- * auth_accept takes r->org_id and r->token_id from columns 0 and 1 of the
- * first row of res, or sets 401 and returns false when res has no row.
+ * auth_accept copies the token's organization and id (as the statement
+ * found them) to r->org_id and r->token_id, or sets 401 and returns false
+ * when org_id is NULL: no such token, or a revoked one.
  */
 bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN]);
-bool auth_accept(struct api_req *r, const PGresult *res);
+bool auth_accept(struct api_req *r, const char *org_id, const char *token_id);
 
 #endif

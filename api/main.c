@@ -14,7 +14,18 @@
 #include "metrics.h"
 #include "proc.h"
 
-#define API_THREADS  8
+/*
+ * HTTP threads, and the connections to PostgreSQL and RabbitMQ they share.
+ * A handler blocks while its statements run, so a thread serves one
+ * request at a time. Threads are many more than the database connections:
+ * a GET of one resource holds no connection while it waits for its batch
+ * (readbatch.h), and the more requests wait, the fewer statements serve
+ * them. A request that needs a connection of its own waits for one
+ * (API_DB_WAIT_MS).
+ */
+#define API_THREADS  32
+#define API_DB_CONNS 8
+#define API_MQ_CONNS 8
 #define API_DRAIN_MS 25000
 
 /*
@@ -58,13 +69,15 @@ int main(void)
 	struct api_app app = {.cfg = &cfg};
 	http_server *srv = NULL;
 	int rc = 1;
-	/* One connection per HTTP thread, plus one for scrapes and probes. */
-	app.db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, API_THREADS + 1);
-	app.pub = pub_pool_new(cfg.amqp_url, API_THREADS);
+	app.db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, API_DB_CONNS);
+	/* Scrapes and probes have their own, so a busy API still answers them. */
+	db_pool *ops_db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, 1);
+	app.pub = pub_pool_new(cfg.amqp_url, API_MQ_CONNS);
+	app.reads = rb_new(app.db, API_DB_WAIT_MS);
 	if (cfg.rate_limit_enabled)
 		app.rl = rl_new(cfg.rate_limit_per_sec, cfg.rate_limit_burst, API_RL_MAX_KEYS);
-	if (!app.db || !app.pub || (cfg.rate_limit_enabled && !app.rl) ||
-	    ops_init(app.db, cfg.amqp_url, NULL, NULL, &app.ops) != BR_OK) {
+	if (!app.db || !ops_db || !app.pub || !app.reads || (cfg.rate_limit_enabled && !app.rl) ||
+	    ops_init(ops_db, cfg.amqp_url, NULL, NULL, &app.ops) != BR_OK) {
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}
@@ -92,8 +105,10 @@ int main(void)
 out:
 	ops_free(app.ops);
 	rl_free(app.rl);
+	rb_free(app.reads);
 	pub_pool_free(app.pub);
 	db_pool_free(app.db);
+	db_pool_free(ops_db);
 	met_shutdown();
 	return rc;
 }

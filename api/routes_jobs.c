@@ -29,10 +29,10 @@ static const db_stmt stmt_create = {
 static const db_stmt stmt_published = {"jobs_published", "SELECT mark_job_published($1)", 1};
 const struct api_read route_jobs_read = {
     {"jobs_read",
-     "SELECT t.organization_id, t.id, CASE WHEN j.id IS NOT NULL THEN job_resource(j) END"
-     " FROM api_tokens t"
-     " LEFT JOIN jobs j ON j.id = $2::uuid AND j.organization_id = t.organization_id"
-     " WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL",
+     "SELECT r.n, t.organization_id, t.id, CASE WHEN j.id IS NOT NULL THEN job_resource(j) END"
+     " FROM unnest((SELECT $1::text[]), (SELECT $2::uuid[])) WITH ORDINALITY AS r(hash, id, n)"
+     " JOIN api_tokens t ON t.token_hash = decode(r.hash, 'hex') AND t.revoked_at IS NULL"
+     " LEFT JOIN jobs j ON j.id = r.id AND j.organization_id = t.organization_id",
      2},
     "No such job."};
 static const db_stmt stmt_task_count = {

@@ -24,10 +24,11 @@ static const db_stmt stmt_session_insert = {
     8};
 const struct api_read route_sessions_read = {
     {"sessions_read",
-     "SELECT t.organization_id, t.id,"
-     " CASE WHEN s.id IS NOT NULL THEN session_resource(s) END FROM api_tokens t"
-     " LEFT JOIN sessions s ON s.id = $2::uuid AND s.organization_id = t.organization_id"
-     " WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL",
+     "SELECT r.n, t.organization_id, t.id,"
+     " CASE WHEN s.id IS NOT NULL THEN session_resource(s) END"
+     " FROM unnest((SELECT $1::text[]), (SELECT $2::uuid[])) WITH ORDINALITY AS r(hash, id, n)"
+     " JOIN api_tokens t ON t.token_hash = decode(r.hash, 'hex') AND t.revoked_at IS NULL"
+     " LEFT JOIN sessions s ON s.id = r.id AND s.organization_id = t.organization_id",
      2},
     "No such session."};
 static const db_stmt stmt_people_count = {

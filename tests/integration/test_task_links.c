@@ -15,18 +15,6 @@
 
 #include "support.h"
 
-/* A new session of org, in the open transaction: its id into sid. */
-static void session_new(PGconn *db, const char *org, char sid[37])
-{
-	const char *p[] = {org};
-	PGresult *res = t_sql(db,
-	                      "INSERT INTO sessions (organization_id, title) VALUES ($1, 'links')"
-	                      " RETURNING id",
-	                      1, p);
-	snprintf(sid, 37, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-}
-
 /* A job of n tasks into sid, through create_job(): its id into job. */
 static void job_new(PGconn *db, const char *org, const char *sid, int n, char job[37])
 {
@@ -77,9 +65,9 @@ Test(task_links, deleting_jobs_deletes_their_tasks_and_only_theirs)
 	PQclear(res);
 
 	char s1[37], s2[37], s3[37], keep[37], alone[37], with_session[37], with_org[37];
-	session_new(db, org.id, s1);
-	session_new(db, org.id, s2);
-	session_new(db, other, s3);
+	t_session_sql(db, org.id, "links", s1);
+	t_session_sql(db, org.id, "links", s2);
+	t_session_sql(db, other, "links", s3);
 	job_new(db, org.id, s1, 3, keep);
 	job_new(db, org.id, s1, 4, alone);
 	job_new(db, org.id, s2, 5, with_session);
@@ -113,7 +101,7 @@ Test(task_links, claim_starts_at_the_lowest_delivered_index)
 	struct t_org org;
 	PGconn *db = begin(&org);
 	char sid[37], job[37];
-	session_new(db, org.id, sid);
+	t_session_sql(db, org.id, "links", sid);
 	job_new(db, org.id, sid, 10, job);
 	const char *p[] = {job};
 	/*

@@ -157,6 +157,15 @@ static bool last_line(const char *text, char *out, size_t cap)
 	return true;
 }
 
+void t_session_sql(PGconn *db, const char *org, const char *title, char sid[37])
+{
+	const char *p[] = {org, title};
+	PGresult *res = t_sql(
+	    db, "INSERT INTO sessions (organization_id, title) VALUES ($1, $2) RETURNING id", 2, p);
+	snprintf(sid, 37, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
 void t_org_new(struct t_org *org)
 {
 	memset(org, 0, sizeof(*org));

@@ -36,6 +36,9 @@ PGresult *t_sql(PGconn *db, const char *sql, int nparams, const char *const *par
 /* First column of the first row as a long (fatal when absent). */
 long t_sql_long(PGconn *db, const char *sql, int nparams, const char *const *params);
 
+/* A new session of org titled title, inserted through db: its id into sid. */
+void t_session_sql(PGconn *db, const char *org, const char *title, char sid[37]);
+
 /* A fresh organization with a unique name and a token for it. */
 struct t_org {
 	char id[37];
