@@ -35,6 +35,7 @@ struct rb_wait {
 	const char *hex;
 	const char *id;
 	struct rb_wait *next; /* queue link */
+	bool taken;           /* in a batch: unlinked, its leader answers it */
 	atomic_int state;     /* RB_WAITING, RB_NUDGED or RB_DONE (below) */
 	br_status st;
 	struct rb_row row;
@@ -94,6 +95,7 @@ static int take_batch(readbatch *rb, struct rb_wait **batch)
 		if (w->stmt == stmt) {
 			*pp = w->next;
 			w->next = NULL;
+			w->taken = true;
 			batch[n++] = w;
 			rb->stats.waiting--;
 		} else {
@@ -156,8 +158,12 @@ static void run_batch(readbatch *rb, struct rb_wait **batch, int n)
 	db_conn *c = NULL;
 	PGresult *res = NULL;
 	br_status st = db_pool_get(rb->db, rb->db_wait_ms, &c);
-	if (st == BR_OK)
+	if (st == BR_OK) {
 		st = db_run(c, batch[0]->stmt, params, &res);
+		if (st != BR_OK)
+			LOG_WARN("readbatch: %s for %d requests: %s %s", batch[0]->stmt->name, n,
+			         db_sqlstate(c), db_errmsg(c));
+	}
 	db_pool_put(rb->db, c);
 	for (int i = 0; st == BR_OK && i < PQntuples(res); i++)
 		st = fill_row(res, i, batch, n);
@@ -244,7 +250,12 @@ br_status rb_read(readbatch *rb, const db_stmt *stmt, const char *hex, const cha
 	*tail = &me;
 	rb->stats.waiting++;
 	for (;;) {
-		if (rb->stats.leaders < RB_LEADERS && rb->head) {
+		/*
+		 * A request already taken into a batch never leads: a nudge meant
+		 * for it while it was queued may arrive after another leader took
+		 * it, and leading then would keep it from its answer.
+		 */
+		if (!me.taken && rb->stats.leaders < RB_LEADERS && rb->head) {
 			/* Usually a batch with this request in it, else the oldest ones. */
 			if (lead(rb, &me))
 				break;
