@@ -12,6 +12,9 @@
 /* Size of the token digest parameter ("\\x" and 64 hex digits). */
 #define AUTH_DIGEST_LEN (2 + 2 * CR_SHA256_LEN + 1)
 
+/* The digest's hex digits, without the "\\x" of a bytea parameter. */
+#define AUTH_DIGEST_HEX(digest) ((digest) + 2)
+
 /*
  * Resolves the request's token (Authorization: Bearer <token>, or the bare
  * token as Livestorm sends it) to r->org_id. The token is looked up by its

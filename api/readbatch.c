@@ -73,6 +73,9 @@ void rb_get_stats(readbatch *rb, struct rb_stats *out)
 {
 	pthread_mutex_lock(&rb->mu);
 	*out = rb->stats;
+	out->waiting = 0;
+	for (const struct rb_wait *w = rb->head; w; w = w->next)
+		out->waiting++;
 	pthread_mutex_unlock(&rb->mu);
 }
 
@@ -97,7 +100,6 @@ static int take_batch(readbatch *rb, struct rb_wait **batch)
 			w->next = NULL;
 			w->taken = true;
 			batch[n++] = w;
-			rb->stats.waiting--;
 		} else {
 			pp = &w->next;
 		}
@@ -209,8 +211,6 @@ static bool lead(readbatch *rb, struct rb_wait *me)
 	struct rb_wait *batch[RB_MAX];
 	int n = take_batch(rb, batch);
 	rb->stats.leaders++;
-	if (rb->head && rb->stats.leaders < RB_LEADERS)
-		state_set(&rb->head->state, RB_NUDGED); /* another batch may start */
 	pthread_mutex_unlock(&rb->mu);
 
 	run_batch(rb, batch, n);
@@ -248,14 +248,13 @@ br_status rb_read(readbatch *rb, const db_stmt *stmt, const char *hex, const cha
 	while (*tail)
 		tail = &(*tail)->next;
 	*tail = &me;
-	rb->stats.waiting++;
 	for (;;) {
 		/*
 		 * A request already taken into a batch never leads: a nudge meant
 		 * for it while it was queued may arrive after another leader took
 		 * it, and leading then would keep it from its answer.
 		 */
-		if (!me.taken && rb->stats.leaders < RB_LEADERS && rb->head) {
+		if (!me.taken && rb->stats.leaders == 0) {
 			/* Usually a batch with this request in it, else the oldest ones. */
 			if (lead(rb, &me))
 				break;

@@ -11,7 +11,7 @@
  * waits for a batch to fill: on an idle API each request is a batch of
  * one, run at once.
  *
- * One batch at a time (RB_LEADERS) is what makes batches form: a request
+ * One batch at a time is what makes batches form: a request
  * waits for at most the batch ahead of it. With two at a time, in a
  * 32-connection read load, nearly every request found a free slot and
  * went alone (1.1 requests per statement, against 3.5 with one).
@@ -31,8 +31,7 @@
 #include "db.h"
 #include "status.h"
 
-/* Batches at the database at once, and the most requests in one. */
-#define RB_LEADERS  1
+/* The most requests in one batch. */
 #define RB_MAX      32
 
 #define RB_UUID_LEN 36
@@ -59,7 +58,7 @@ struct rb_stats {
 	unsigned long statements; /* batches run */
 	unsigned long requests;   /* requests they served */
 	int waiting;              /* requests queued, not yet in a batch */
-	int leaders;              /* batches at the database now */
+	int leaders;              /* batches at the database now: 0 or 1 */
 };
 
 /*

@@ -173,7 +173,7 @@ static void read_one(struct api_req *r, const struct api_read *rd)
 	if (!auth_digest(r, digest))
 		return;
 	struct rb_row row;
-	br_status st = rb_read(r->app->reads, &rd->stmt, digest + 2, r->id, &row);
+	br_status st = rb_read(r->app->reads, &rd->stmt, AUTH_DIGEST_HEX(digest), r->id, &row);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);
 		return;

@@ -8,7 +8,10 @@
  * each of A's resources, on every route and method that names one: each
  * answer must be 404 not_found, as for an id that does not exist, and
  * nothing of A's may have changed. B's lists never show A's resources.
+ * The GETs of one session or job, which the API answers in shared batches,
+ * are also sent by both organizations at once, from many threads.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +248,68 @@ Test(isolation, job_routes)
 	cr_expect_eq(n, 2);
 	b_wrote_nothing();
 	t_check_invariants(db);
+}
+
+/* One of the concurrent readers: who reads what, and what it must get. */
+struct reader {
+	pthread_t thread;
+	const char *token;
+	const char *path;
+	long want_status;
+	const char *want_id; /* data.id of a 200 */
+	int wrong;
+	char last[160]; /* the last wrong answer */
+};
+
+#define READERS          16
+#define READS_PER_READER 100
+
+static void *read_loop(void *arg)
+{
+	struct reader *rd = arg;
+	char url[384], err[128];
+	snprintf(url, sizeof(url), "%s%s", base, rd->path);
+	for (int i = 0; i < READS_PER_READER; i++) {
+		struct t_resp r;
+		t_http_try(&r, "GET", url, rd->token, NULL, NULL, 0, err, sizeof(err));
+		const char *id =
+		    json_string_value(json_object_get(json_object_get(r.json, "data"), "id"));
+		bool right = r.status == rd->want_status &&
+		             (rd->want_status != 200 || (id && strcmp(id, rd->want_id) == 0));
+		if (!right) {
+			rd->wrong++;
+			snprintf(rd->last, sizeof(rd->last), "%ld %.120s", r.status,
+			         r.status ? r.body : err);
+		}
+		t_resp_free(&r);
+	}
+	return NULL;
+}
+
+/*
+ * A and B read A's session and job at the same moment: A gets them, B gets
+ * 404, whichever requests end up answered by one statement.
+ */
+Test(isolation, concurrent_reads_of_one_resource)
+{
+	char session_path[128], job_path[128];
+	snprintf(session_path, sizeof(session_path), "/v1/sessions/%s", sid);
+	snprintf(job_path, sizeof(job_path), "/v1/jobs/%s", job);
+	struct reader rd[READERS];
+	for (int i = 0; i < READERS; i++) {
+		bool a = i % 2 == 0, on_job = i % 4 >= 2;
+		rd[i] = (struct reader){.token = a ? org_a.token : org_b.token,
+		                        .path = on_job ? job_path : session_path,
+		                        .want_status = a ? 200 : 404,
+		                        .want_id = on_job ? job : sid};
+		cr_assert_eq(pthread_create(&rd[i].thread, NULL, read_loop, &rd[i]), 0);
+	}
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(rd[i].thread, NULL);
+		cr_expect_eq(rd[i].wrong, 0, "reader %d (%s, %s): %d wrong answers, the last: %s",
+		             i, i % 2 == 0 ? "A" : "B", rd[i].path, rd[i].wrong, rd[i].last);
+	}
+	b_wrote_nothing();
 }
 
 Test(isolation, webhook_routes)
