@@ -12,7 +12,6 @@
 
 #include <criterion/criterion.h>
 
-#include "db.h"
 #include "migrate.h"
 #include "support.h"
 
@@ -26,28 +25,20 @@ static const char sql_snapshot[] =
 /* The snapshot of schema_migrations as one string (caller frees). */
 static char *snapshot(PGconn *db)
 {
-	PGresult *res = t_sql(db, sql_snapshot, 0, NULL);
-	char *s = strdup(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	cr_assert_not_null(s);
-	return s;
+	return t_sql_text(db, sql_snapshot, 0, NULL);
 }
 
 /* The names of the public schema's relations and functions (caller frees). */
 static char *catalog(PGconn *db)
 {
-	PGresult *res =
-	    t_sql(db,
-	          "SELECT (SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname)"
-	          "          FROM pg_class WHERE relnamespace = 'public'::regnamespace)"
-	          "    || ' / ' ||"
-	          "       (SELECT string_agg(proname, ',' ORDER BY proname)"
-	          "          FROM pg_proc WHERE pronamespace = 'public'::regnamespace)",
-	          0, NULL);
-	char *s = strdup(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	cr_assert_not_null(s);
-	return s;
+	return t_sql_text(
+	    db,
+	    "SELECT (SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname)"
+	    "          FROM pg_class WHERE relnamespace = 'public'::regnamespace)"
+	    "    || ' / ' ||"
+	    "       (SELECT string_agg(proname, ',' ORDER BY proname)"
+	    "          FROM pg_proc WHERE pronamespace = 'public'::regnamespace)",
+	    0, NULL);
 }
 
 /* Every embedded migration is recorded exactly once, and nothing else is. */
@@ -72,18 +63,6 @@ static void assert_all_recorded_once(PGconn *db)
 	}
 }
 
-/* Runs migrate_run in-process against url; returns how many it applied. */
-static int migrate_in_process(const char *url)
-{
-	db_conn *c = NULL;
-	cr_assert_eq(db_open(url, 60000, false, &c), BR_OK, "cannot connect to %s", url);
-	int applied = -1;
-	br_status st = migrate_run(c, migrate_embedded, migrate_embedded_count, &applied);
-	cr_assert_eq(st, BR_OK, "migrate_run: %s (%s)", br_strerror(st), db_errmsg(c));
-	db_close(c);
-	return applied;
-}
-
 Test(migrate, embedded_migrations_are_ordered)
 {
 	cr_assert_gt(migrate_embedded_count, 0);
@@ -106,67 +85,13 @@ Test(migrate, second_run_is_a_no_op)
 	char *after_admin = snapshot(db);
 	cr_assert_str_eq(after_admin, before, "bulkreg-admin migrate changed schema_migrations");
 
-	cr_assert_eq(migrate_in_process(t_database_url()), 0, "a second run applied migrations");
+	cr_assert_eq(t_migrate(t_database_url()), 0, "a second run applied migrations");
 	char *after = snapshot(db);
 	cr_assert_str_eq(after, before, "migrate_run changed schema_migrations");
 	free(before);
 	free(after_admin);
 	free(after);
 	PQfinish(db);
-}
-
-/* ---- throwaway databases: one migrated concurrently, one for reference ---- */
-
-#define SCRATCH_DBS 2
-
-static char scratch_name[SCRATCH_DBS][64];
-
-/* DATABASE_URL with its database name replaced by name. */
-static void url_with_database(const char *url, const char *name, char *out, size_t cap)
-{
-	const char *scheme = strstr(url, "://");
-	cr_assert_not_null(scheme, "DATABASE_URL is not a URI: %s", url);
-	const char *path = strchr(scheme + 3, '/');
-	const char *query = strchr(scheme + 3, '?');
-	if (path && query && query < path)
-		path = NULL;
-	size_t head = path ? (size_t)(path - url) : (query ? (size_t)(query - url) : strlen(url));
-	const char *tail = query ? query : "";
-	int n = snprintf(out, cap, "%.*s/%s%s", (int)head, url, name, tail);
-	cr_assert(n > 0 && (size_t)n < cap, "URL too long");
-}
-
-static void scratch_sql(PGconn *db, const char *verb, const char *name, const char *suffix)
-{
-	char *ident = PQescapeIdentifier(db, name, strlen(name));
-	cr_assert_not_null(ident, "%s", PQerrorMessage(db));
-	char sql[256];
-	snprintf(sql, sizeof(sql), "%s %s%s", verb, ident, suffix);
-	PQfreemem(ident);
-	PQclear(t_sql(db, sql, 0, NULL));
-}
-
-static void scratch_drop(void)
-{
-	PGconn *db = t_db();
-	for (int i = 0; i < SCRATCH_DBS; i++) {
-		if (scratch_name[i][0])
-			scratch_sql(db, "DROP DATABASE IF EXISTS", scratch_name[i],
-			            " WITH (FORCE)");
-		scratch_name[i][0] = '\0';
-	}
-	PQfinish(db);
-}
-
-/* Creates throwaway database i (the bulkreg role has CREATEDB); its URL into url. */
-static void scratch_create(int i, char *url, size_t cap)
-{
-	PGconn *db = t_db();
-	snprintf(scratch_name[i], sizeof(scratch_name[i]), "bulkreg_t_migrate_%ld_%lld_%d",
-	         (long)getpid(), t_now_ms(), i);
-	scratch_sql(db, "CREATE DATABASE", scratch_name[i], "");
-	PQfinish(db);
-	url_with_database(t_database_url(), scratch_name[i], url, cap);
 }
 
 /* "migrations applied: N" from bulkreg-admin's output in a log; -1 when absent. */
@@ -189,19 +114,19 @@ static int applied_in_log(const char *path)
 Test(migrate, url_rewriting)
 {
 	char out[256];
-	url_with_database("postgresql://u@h:5432/db", "x", out, sizeof(out));
+	t_url_with_database("postgresql://u@h:5432/db", "x", out, sizeof(out));
 	cr_assert_str_eq(out, "postgresql://u@h:5432/x");
-	url_with_database("postgresql://u@h:5432/db?sslmode=disable", "x", out, sizeof(out));
+	t_url_with_database("postgresql://u@h:5432/db?sslmode=disable", "x", out, sizeof(out));
 	cr_assert_str_eq(out, "postgresql://u@h:5432/x?sslmode=disable");
-	url_with_database("postgresql://u@h:5432", "x", out, sizeof(out));
+	t_url_with_database("postgresql://u@h:5432", "x", out, sizeof(out));
 	cr_assert_str_eq(out, "postgresql://u@h:5432/x");
 }
 
-Test(migrate, concurrent_runs_are_safe, .fini = scratch_drop, .timeout = 600)
+Test(migrate, concurrent_runs_are_safe, .fini = t_scratch_drop_all, .timeout = 600)
 {
 	char scratch_url[1024], reference_url[1024];
-	scratch_create(0, scratch_url, sizeof(scratch_url));
-	scratch_create(1, reference_url, sizeof(reference_url));
+	t_scratch_create(scratch_url, sizeof(scratch_url));
+	t_scratch_create(reference_url, sizeof(reference_url));
 	char env_url[1100];
 	snprintf(env_url, sizeof(env_url), "DATABASE_URL=%s", scratch_url);
 	const char *env[] = {env_url, NULL};
@@ -230,7 +155,7 @@ Test(migrate, concurrent_runs_are_safe, .fini = scratch_drop, .timeout = 600)
 	assert_all_recorded_once(db);
 	char *before = snapshot(db);
 	/* The schema is whole: the same relations and functions as a plain run gives. */
-	cr_assert_eq(migrate_in_process(reference_url), (int)migrate_embedded_count);
+	cr_assert_eq(t_migrate(reference_url), (int)migrate_embedded_count);
 	PGconn *ref = PQconnectdb(reference_url);
 	cr_assert_eq(PQstatus(ref), CONNECTION_OK, "cannot connect to %s", reference_url);
 	char *want = catalog(ref), *got = catalog(db);
@@ -240,7 +165,7 @@ Test(migrate, concurrent_runs_are_safe, .fini = scratch_drop, .timeout = 600)
 	PQfinish(ref);
 
 	/* And a third run on it applies nothing. */
-	cr_assert_eq(migrate_in_process(scratch_url), 0);
+	cr_assert_eq(t_migrate(scratch_url), 0);
 	char *after = snapshot(db);
 	cr_assert_str_eq(after, before);
 	free(before);

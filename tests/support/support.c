@@ -53,6 +53,18 @@ const char *t_amqp_url(void)
 	return v;
 }
 
+/* Applies the embedded migrations to url: how many into *applied, an error into why. */
+static br_status migrate_url(const char *url, int *applied, char why[256])
+{
+	db_conn *c = NULL;
+	br_status st = db_open(url, T_MIGRATE_TIMEOUT_MS, false, &c);
+	if (st == BR_OK)
+		st = migrate_run(c, migrate_embedded, migrate_embedded_count, applied);
+	snprintf(why, 256, "%s", c ? db_errmsg(c) : "");
+	db_close(c);
+	return st;
+}
+
 /* Applies the embedded migrations once per process. */
 static void t_migrate_once(const char *url)
 {
@@ -61,17 +73,21 @@ static void t_migrate_once(const char *url)
 		pthread_mutex_unlock(&migrate_mu);
 		return;
 	}
-	db_conn *c = NULL;
 	int applied = 0;
-	br_status st = db_open(url, T_MIGRATE_TIMEOUT_MS, false, &c);
-	if (st == BR_OK)
-		st = migrate_run(c, migrate_embedded, migrate_embedded_count, &applied);
 	char why[256];
-	snprintf(why, sizeof(why), "%s", c ? db_errmsg(c) : "");
-	db_close(c);
+	br_status st = migrate_url(url, &applied, why);
 	migrated = st == BR_OK;
 	pthread_mutex_unlock(&migrate_mu);
 	cr_assert(st == BR_OK, "migrating %s failed: %s (%s)", url, br_strerror(st), why);
+}
+
+int t_migrate(const char *url)
+{
+	int applied = -1;
+	char why[256];
+	br_status st = migrate_url(url, &applied, why);
+	cr_assert(st == BR_OK, "migrating %s failed: %s (%s)", url, br_strerror(st), why);
+	return applied;
 }
 
 PGconn *t_db(void)
@@ -83,6 +99,62 @@ PGconn *t_db(void)
 	          db ? PQerrorMessage(db) : "out of memory");
 	PQclear(PQexec(db, "SET client_min_messages = warning"));
 	return db;
+}
+
+/* ---- throwaway databases ---- */
+
+#define T_SCRATCH_MAX 4
+
+static char scratch_name[T_SCRATCH_MAX][64];
+
+void t_url_with_database(const char *url, const char *name, char *out, size_t cap)
+{
+	const char *scheme = strstr(url, "://");
+	cr_assert_not_null(scheme, "DATABASE_URL is not a URI: %s", url);
+	const char *path = strchr(scheme + 3, '/');
+	const char *query = strchr(scheme + 3, '?');
+	if (path && query && query < path)
+		path = NULL;
+	size_t head = path ? (size_t)(path - url) : (query ? (size_t)(query - url) : strlen(url));
+	const char *tail = query ? query : "";
+	int n = snprintf(out, cap, "%.*s/%s%s", (int)head, url, name, tail);
+	cr_assert(n > 0 && (size_t)n < cap, "URL too long");
+}
+
+static void scratch_sql(PGconn *db, const char *verb, const char *name, const char *suffix)
+{
+	char *ident = PQescapeIdentifier(db, name, strlen(name));
+	cr_assert_not_null(ident, "%s", PQerrorMessage(db));
+	char sql[256];
+	snprintf(sql, sizeof(sql), "%s %s%s", verb, ident, suffix);
+	PQfreemem(ident);
+	PQclear(t_sql(db, sql, 0, NULL));
+}
+
+void t_scratch_create(char *url, size_t cap)
+{
+	int i = 0;
+	while (i < T_SCRATCH_MAX && scratch_name[i][0])
+		i++;
+	cr_assert_lt(i, T_SCRATCH_MAX, "more than %d throwaway databases", T_SCRATCH_MAX);
+	PGconn *db = t_db();
+	snprintf(scratch_name[i], sizeof(scratch_name[i]), "bulkreg_t_scratch_%ld_%lld_%d",
+	         (long)getpid(), t_now_ms(), i);
+	scratch_sql(db, "CREATE DATABASE", scratch_name[i], "");
+	PQfinish(db);
+	t_url_with_database(t_database_url(), scratch_name[i], url, cap);
+}
+
+void t_scratch_drop_all(void)
+{
+	PGconn *db = t_db();
+	for (int i = 0; i < T_SCRATCH_MAX; i++) {
+		if (scratch_name[i][0])
+			scratch_sql(db, "DROP DATABASE IF EXISTS", scratch_name[i],
+			            " WITH (FORCE)");
+		scratch_name[i][0] = '\0';
+	}
+	PQfinish(db);
 }
 
 PGresult *t_sql(PGconn *db, const char *sql, int nparams, const char *const *params)
@@ -114,6 +186,17 @@ long t_sql_long(PGconn *db, const char *sql, int nparams, const char *const *par
 	cr_assert(errno == 0 && end != text && *end == '\0', "not an integer (%s) from: %s", text,
 	          sql);
 	return v;
+}
+
+char *t_sql_text(PGconn *db, const char *sql, int nparams, const char *const *params)
+{
+	PGresult *res = t_sql(db, sql, nparams, params);
+	bool present = PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0);
+	char *s = present ? strdup(PQgetvalue(res, 0, 0)) : NULL;
+	PQclear(res);
+	cr_assert(present, "no value from: %s", sql);
+	cr_assert_not_null(s, "out of memory");
+	return s;
 }
 
 void t_uuid(char out[37])

@@ -26,6 +26,9 @@ const char *t_amqp_url(void);
 /* A new connection to DATABASE_URL; the schema is migrated once per process. */
 PGconn *t_db(void);
 
+/* Applies the embedded migrations to the database at url: how many it applied. */
+int t_migrate(const char *url);
+
 /*
  * Runs sql with printf-style parameters already substituted by the caller
  * via PQexecParams-style $1..$n text params; returns the result (fatal on
@@ -35,6 +38,23 @@ PGresult *t_sql(PGconn *db, const char *sql, int nparams, const char *const *par
 
 /* First column of the first row as a long (fatal when absent). */
 long t_sql_long(PGconn *db, const char *sql, int nparams, const char *const *params);
+
+/* First column of the first row as a new string (caller frees; fatal when absent). */
+char *t_sql_text(PGconn *db, const char *sql, int nparams, const char *const *params);
+
+/* ---- throwaway databases ---- */
+
+/* url with its database name replaced by name, into out. */
+void t_url_with_database(const char *url, const char *name, char *out, size_t cap);
+
+/*
+ * Creates an empty database (the bulkreg role has CREATEDB) on DATABASE_URL's
+ * server: its URL into url. t_scratch_drop_all drops it.
+ */
+void t_scratch_create(char *url, size_t cap);
+
+/* Drops every database t_scratch_create made in this process (a .fini). */
+void t_scratch_drop_all(void);
 
 /* A new session of org titled title, inserted through db: its id into sid. */
 void t_session_sql(PGconn *db, const char *org, const char *title, char sid[37]);

@@ -1,0 +1,19 @@
+-- A worker batch plans its lookups by key, whatever the size of the tables
+-- when its connection first planned them.
+--
+-- PL/pgSQL keeps one plan per statement and connection. A worker's first
+-- batches usually run against a small tasks table (a new installation, a
+-- benchmark's fresh stack, a worker started right after a purge), and there
+-- a sequential scan is the cheaper way to find `id = ANY (...)`. That plan
+-- then stayed until autovacuum next analyzed the table, while the table
+-- grew: in a spread run from 400 tasks to 5,400, each batch's lock and
+-- store statements read the whole table (875,000 rows for 5,000 tasks), and
+-- the workers' backends spent about a quarter more CPU per task.
+--
+-- Every statement a batch runs finds its rows through a key (task ids, a
+-- job's index range, a session, an address), so process_batch() (and all
+-- it calls: batch_fast(), batch_careful(), register_people(), the counter
+-- and event functions) runs with sequential scans priced out. Where no
+-- index serves a statement the planner still scans; nothing here can fail
+-- for want of an index.
+ALTER FUNCTION process_batch(uuid[], int) SET enable_seqscan = off;
