@@ -43,11 +43,17 @@ static const db_stmt stmt_lock = {"sweep_lock", "SELECT pg_try_advisory_lock(" S
                                   0};
 static const db_stmt stmt_unlock = {"sweep_unlock", "SELECT pg_advisory_unlock(" SWEEP_LOCK_KEY ")",
                                     0};
-/* Queued tasks of unpublished jobs past the grace period, oldest jobs first. */
+/*
+ * Queued tasks of unpublished jobs past the grace period, oldest jobs first.
+ * Only processing jobs have queued tasks: they are found through
+ * jobs_processing (published_at is in no index, so marking a job published
+ * is a HOT update; sql/010).
+ */
 static const db_stmt stmt_unpublished = {
     "sweep_unpublished",
     "SELECT t.id, t.job_id FROM jobs j JOIN tasks t ON t.job_id = j.id"
-    " WHERE j.published_at IS NULL AND j.created_at < now() - $1::int * interval '1 ms'"
+    " WHERE j.status = 'processing' AND j.published_at IS NULL"
+    "   AND j.created_at < now() - $1::int * interval '1 ms'"
     "   AND t.status = 'queued'"
     " ORDER BY j.created_at, t.idx LIMIT 500",
     1};
