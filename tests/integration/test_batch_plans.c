@@ -40,18 +40,11 @@ Test(batch_plans, a_new_installation_finds_rows_by_key, .fini = t_scratch_drop_a
 	snprintf(org, sizeof(org), "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
 	t_session_sql(db, org, "plans", sid);
-	char tasks[16];
-	snprintf(tasks, sizeof(tasks), "%d", TASKS);
-	const char *pj[] = {org, sid, tasks};
-	res = t_sql(db,
-	            "SELECT job_id, task_ids[1], task_ids[2] FROM create_job($1, $2, false, false,"
-	            " (SELECT jsonb_agg(jsonb_build_object('email', 'p' || g || '@example.com',"
-	            "   'first_name', 'P', 'last_name', 'L'))"
-	            "  FROM generate_series(1, $3::int) g))",
-	            3, pj);
-	snprintf(job, sizeof(job), "%s", PQgetvalue(res, 0, 0));
-	snprintf(first, sizeof(first), "%s", PQgetvalue(res, 0, 1));
-	snprintf(second, sizeof(second), "%s", PQgetvalue(res, 0, 2));
+	t_job_sql(db, org, sid, TASKS, job);
+	const char *pj[] = {job};
+	res = t_sql(db, "SELECT id FROM tasks WHERE job_id = $1 ORDER BY idx LIMIT 2", 1, pj);
+	snprintf(first, sizeof(first), "%s", PQgetvalue(res, 0, 0));
+	snprintf(second, sizeof(second), "%s", PQgetvalue(res, 1, 0));
 	PQclear(res);
 
 	PQclear(t_sql(db, "BEGIN", 0, NULL));

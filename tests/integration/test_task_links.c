@@ -15,24 +15,6 @@
 
 #include "support.h"
 
-/* A job of n tasks into sid, through create_job(): its id into job. */
-static void job_new(PGconn *db, const char *org, const char *sid, int n, char job[37])
-{
-	char count[16];
-	snprintf(count, sizeof(count), "%d", n);
-	const char *p[] = {org, sid, count};
-	PGresult *res =
-	    t_sql(db,
-	          "SELECT job_id FROM create_job($1, $2, false, false,"
-	          " (SELECT jsonb_agg(jsonb_build_object('email', 'p' || g || '@example.com',"
-	          "   'first_name', 'P', 'last_name', 'L'))"
-	          "  FROM generate_series(1, $3::int) g))",
-	          3, p);
-	cr_assert_eq(PQntuples(res), 1);
-	snprintf(job, 37, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-}
-
 /* A connection in an open transaction, and a new organization in org. */
 static PGconn *begin(struct t_org *org)
 {
@@ -68,10 +50,10 @@ Test(task_links, deleting_jobs_deletes_their_tasks_and_only_theirs)
 	t_session_sql(db, org.id, "links", s1);
 	t_session_sql(db, org.id, "links", s2);
 	t_session_sql(db, other, "links", s3);
-	job_new(db, org.id, s1, 3, keep);
-	job_new(db, org.id, s1, 4, alone);
-	job_new(db, org.id, s2, 5, with_session);
-	job_new(db, other, s3, 6, with_org);
+	t_job_sql(db, org.id, s1, 3, keep);
+	t_job_sql(db, org.id, s1, 4, alone);
+	t_job_sql(db, org.id, s2, 5, with_session);
+	t_job_sql(db, other, s3, 6, with_org);
 	cr_assert_eq(tasks_of(db, alone), 4);
 
 	const char *pa[] = {alone};
@@ -102,7 +84,7 @@ Test(task_links, claim_starts_at_the_lowest_delivered_index)
 	PGconn *db = begin(&org);
 	char sid[37], job[37];
 	t_session_sql(db, org.id, "links", sid);
-	job_new(db, org.id, sid, 10, job);
+	t_job_sql(db, org.id, sid, 10, job);
 	const char *p[] = {job};
 	/*
 	 * Deliver index 4 only, claiming up to 3: the claim takes 5 and 6, not

@@ -249,6 +249,23 @@ void t_session_sql(PGconn *db, const char *org, const char *title, char sid[37])
 	PQclear(res);
 }
 
+void t_job_sql(PGconn *db, const char *org, const char *sid, int n, char job[37])
+{
+	char count[16];
+	snprintf(count, sizeof(count), "%d", n);
+	const char *p[] = {org, sid, count};
+	PGresult *res =
+	    t_sql(db,
+	          "SELECT job_id FROM create_job($1, $2, false, false,"
+	          " (SELECT jsonb_agg(jsonb_build_object('email', 'p' || g || '@example.com',"
+	          "   'first_name', 'P', 'last_name', 'L'))"
+	          "  FROM generate_series(1, $3::int) g))",
+	          3, p);
+	cr_assert_eq(PQntuples(res), 1, "create_job made no job (session %s of %s?)", sid, org);
+	snprintf(job, 37, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
 void t_org_new(struct t_org *org)
 {
 	memset(org, 0, sizeof(*org));

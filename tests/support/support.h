@@ -59,6 +59,9 @@ void t_scratch_drop_all(void);
 /* A new session of org titled title, inserted through db: its id into sid. */
 void t_session_sql(PGconn *db, const char *org, const char *title, char sid[37]);
 
+/* A job of n tasks (people p1..pn@example.com) into sid through create_job(): its id. */
+void t_job_sql(PGconn *db, const char *org, const char *sid, int n, char job[37]);
+
 /* A fresh organization with a unique name and a token for it. */
 struct t_org {
 	char id[37];
