@@ -15,20 +15,22 @@ RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id uuid;
+    v_endpoints uuid[];
 BEGIN
-    IF p_type <> 'job.ended'
-       AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e
-                       WHERE e.organization_id = p_org AND p_type = ANY (e.events)) THEN
+    -- The subscribed endpoints, read once: they decide whether the event is
+    -- written and receive its deliveries.
+    SELECT array_agg(e.id) INTO v_endpoints FROM webhook_endpoints e
+    WHERE e.organization_id = p_org AND p_type = ANY (e.events);
+    IF v_endpoints IS NULL AND p_type <> 'job.ended' THEN
         RETURN NULL;
     END IF;
     v_id := gen_random_uuid();
     INSERT INTO webhook_events (id, organization_id, type, job_id, run, payload)
     VALUES (v_id, p_org, p_type, p_job, p_run,
             json_build_object('type', p_type, 'timestamp', rfc3339(now()), 'data', p_data)::text);
-    INSERT INTO webhook_deliveries (event_id, endpoint_id)
-    SELECT v_id, e.id FROM webhook_endpoints e
-    WHERE e.organization_id = p_org AND p_type = ANY (e.events);
-    IF FOUND THEN
+    IF v_endpoints IS NOT NULL THEN
+        INSERT INTO webhook_deliveries (event_id, endpoint_id)
+        SELECT v_id, e FROM unnest(v_endpoints) AS e;
         PERFORM pg_notify('bulkreg_webhooks', '');
     END IF;
     RETURN v_id;
