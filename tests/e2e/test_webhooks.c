@@ -1,7 +1,8 @@
 /*
  * test_webhooks.c - webhook delivery (CONTRACT §5 Webhooks, §6.3): retries
- * on the schedule with one stable webhook-id, every attempt recorded, and a
- * receiver that hangs does not hold up anybody else's deliveries.
+ * on the schedule with one stable webhook-id, every attempt recorded, a
+ * receiver that hangs does not hold up anybody else's deliveries, and each
+ * endpoint gets the events it subscribed to and no others.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,21 +15,24 @@
 
 TestSuite(webhooks, .timeout = 180);
 
+#define ENDED   "[\"job.ended\"]"
+#define CREATED "[\"job.created\"]"
+
 static const char *const env[] = {"BULKREG_WEBHOOK_ALLOW_PRIVATE=1",
                                   "BULKREG_WEBHOOK_RETRY_SCHEDULE=200ms,200ms,200ms",
                                   "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
 
-/* Creates an endpoint for url and returns its secret and id. */
-static void make_endpoint(const char *base, const struct t_org *org, const char *url, char *secret,
-                          char *id)
+/* Creates an endpoint for url and events (a JSON array) and returns its secret and id. */
+static void make_endpoint(const char *base, const struct t_org *org, const char *url,
+                          const char *events, char *secret, char *id)
 {
 	char u[256], body[512];
 	struct t_resp r;
 	snprintf(u, sizeof(u), "%s/v1/webhooks", base);
 	snprintf(body, sizeof(body),
 	         "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
-	         "\"events\":[\"job.ended\"]}}}",
-	         url);
+	         "\"events\":%s}}}",
+	         url, events);
 	t_http(&r, "POST", u, org->token, body, NULL);
 	cr_assert_eq(r.status, 201, "webhook: %ld %s", r.status, r.body);
 	json_t *data = json_object_get(r.json, "data");
@@ -70,6 +74,15 @@ static bool received(void *ctx)
 	return t_receiver_count(w->rc) >= w->n;
 }
 
+/* The end of every test: the invariants hold, the API and worker exit 0. */
+static void finish(PGconn *db, struct t_proc *api, struct t_proc *worker)
+{
+	t_check_invariants(db);
+	cr_assert_eq(t_proc_stop(worker, SIGTERM, 30000), 0);
+	cr_assert_eq(t_proc_stop(api, SIGTERM, 20000), 0);
+	PQfinish(db);
+}
+
 Test(webhooks, retried_until_accepted_with_one_id)
 {
 	PGconn *db = t_db();
@@ -83,7 +96,7 @@ Test(webhooks, retried_until_accepted_with_one_id)
 	t_worker_start(&worker, env);
 	char base[64], secret[128], hook_id[37];
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
-	make_endpoint(base, &org, t_receiver_url(rc), secret, hook_id);
+	make_endpoint(base, &org, t_receiver_url(rc), ENDED, secret, hook_id);
 	post_small_job(base, &org);
 
 	struct count_wait w = {rc, 3};
@@ -129,11 +142,8 @@ Test(webhooks, retried_until_accepted_with_one_id)
 	cr_assert_eq(failed, 2);
 	t_resp_free(&r);
 	cr_assert_eq(t_receiver_count(rc), 3);
-	t_check_invariants(db);
-	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0);
-	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	finish(db, &api, &worker);
 	t_receiver_stop(rc);
-	PQfinish(db);
 }
 
 Test(webhooks, a_hanging_receiver_delays_nobody_else)
@@ -151,8 +161,8 @@ Test(webhooks, a_hanging_receiver_delays_nobody_else)
 	t_worker_start(&worker, env);
 	char base[64], secret[128], id[37];
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
-	make_endpoint(base, &slow_org, t_receiver_url(slow), secret, id);
-	make_endpoint(base, &fast_org, t_receiver_url(fast), secret, id);
+	make_endpoint(base, &slow_org, t_receiver_url(slow), ENDED, secret, id);
+	make_endpoint(base, &fast_org, t_receiver_url(fast), ENDED, secret, id);
 
 	post_small_job(base, &slow_org);
 	struct count_wait ws = {slow, 1};
@@ -167,10 +177,82 @@ Test(webhooks, a_hanging_receiver_delays_nobody_else)
 	cr_assert_lt(hf.at_ms, hs.at_ms + 2000, "fast delivery waited for the slow one");
 	free(hs.body);
 	free(hf.body);
-	t_check_invariants(db);
-	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 30000), 0);
-	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	finish(db, &api, &worker);
 	t_receiver_stop(slow);
 	t_receiver_stop(fast);
-	PQfinish(db);
+}
+
+/* The type and the job id of a received hook's body; false when unreadable. */
+static bool hook_event(const struct t_hook *h, char *type, size_t cap, char job[37])
+{
+	json_t *doc = json_loads(h->body, 0, NULL);
+	const char *t = json_string_value(json_object_get(doc, "type"));
+	const char *id = json_string_value(json_object_get(json_object_get(doc, "data"), "id"));
+	bool ok = t && id;
+	if (ok) {
+		snprintf(type, cap, "%s", t);
+		snprintf(job, 37, "%s", id);
+	}
+	json_decref(doc);
+	return ok;
+}
+
+/* Deliveries recorded for the endpoint id. */
+static long endpoint_deliveries(PGconn *db, const char *id)
+{
+	const char *p[] = {id};
+	return t_sql_long(db, "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", 1,
+	                  p);
+}
+
+/*
+ * A job.created endpoint and a job.ended endpoint of one organization: one
+ * job gives each exactly its own event, signed with its own secret, about
+ * the same job. (job.created rows are written only for subscribers, so
+ * this is what keeps that saving honest.)
+ */
+Test(webhooks, each_endpoint_gets_the_events_it_subscribed_to)
+{
+	PGconn *db = t_db();
+	struct t_org org;
+	t_org_new(&org);
+	t_receiver *created = t_receiver_start();
+	t_receiver *ended = t_receiver_start();
+	struct t_proc api, worker;
+	t_api_start(&api, env);
+	t_worker_start(&worker, env);
+	char base[64], created_secret[128], created_id[37], ended_secret[128], ended_id[37];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
+	make_endpoint(base, &org, t_receiver_url(created), CREATED, created_secret, created_id);
+	make_endpoint(base, &org, t_receiver_url(ended), ENDED, ended_secret, ended_id);
+	post_small_job(base, &org);
+
+	struct count_wait wc = {created, 1}, we = {ended, 1};
+	cr_assert(t_poll(received, &wc, 20000), "the job.created endpoint got nothing");
+	cr_assert(t_poll(received, &we, 20000), "the job.ended endpoint got nothing");
+	struct t_hook hc, he;
+	cr_assert(t_receiver_get(created, 0, &hc));
+	cr_assert(t_receiver_get(ended, 0, &he));
+	char type_c[32], type_e[32], job_c[37], job_e[37];
+	cr_assert(hook_event(&hc, type_c, sizeof(type_c), job_c), "unreadable: %s", hc.body);
+	cr_assert(hook_event(&he, type_e, sizeof(type_e), job_e), "unreadable: %s", he.body);
+	cr_expect_str_eq(type_c, "job.created");
+	cr_expect_str_eq(type_e, "job.ended");
+	cr_expect_str_eq(job_c, job_e, "the two events are about different jobs");
+	cr_expect(t_hook_verify(&hc, created_secret), "job.created not signed with its secret");
+	cr_expect(t_hook_verify(&he, ended_secret), "job.ended not signed with its secret");
+	free(hc.body);
+	free(he.body);
+
+	/* Every event is written by now: one delivery each, and nothing more arrives. */
+	cr_expect_eq(endpoint_deliveries(db, created_id), 1);
+	cr_expect_eq(endpoint_deliveries(db, ended_id), 1);
+	struct count_wait more = {created, 2};
+	cr_expect_not(t_poll(received, &more, 500),
+	              "a second hook reached the job.created endpoint");
+	more.rc = ended;
+	cr_expect_not(t_poll(received, &more, 500), "a second hook reached the job.ended endpoint");
+	finish(db, &api, &worker);
+	t_receiver_stop(created);
+	t_receiver_stop(ended);
 }
