@@ -1,11 +1,13 @@
 /*
  * routes.c - the API's router: operational endpoints first, then /v1 routes
  * from one table. For /v1 it borrows a database connection for the whole
- * request (a GET of one resource excepted, below), authenticates, checks the :id segment is a UUID
- * (anything else is 404, never a database error), and answers 405 with Allow for a known path with
- * another method. A GET of one resource authenticates in the same statement that reads it (struct
- * api_read), and the GETs that arrive together share that statement (readbatch.h): at most one
- * round trip per request, and under load a fraction of one.
+ * request (a GET of one resource excepted, below), authenticates, checks the
+ * :id segment is a UUID (anything else is 404, never a database error), and
+ * answers 405 with Allow for a known path with another method. A GET of one
+ * resource authenticates in the same statement that reads it (struct
+ * api_read), and the GETs that arrive together share that statement
+ * (readbatch.h): at most one round trip per request, and under load a
+ * fraction of one.
  *
  * The router also applies what routes must not each reimplement: the rate
  * limit (every authenticated /v1 request takes a token from its
