@@ -20,7 +20,9 @@
 #include "readbatch.h"
 
 /* How long a request waits for a free database connection. */
-#define API_DB_WAIT_MS           5000
+#define API_DB_WAIT_MS 5000
+/* How long marking a published job waits for one (the sweeper covers a miss). */
+#define API_DB_MARK_WAIT_MS      1000
 #define API_STATEMENT_TIMEOUT_MS 15000
 #define API_UUID_LEN             36
 
@@ -41,6 +43,13 @@ struct api_req {
 	char org_id[API_UUID_LEN + 1];   /* the token's organization */
 	char token_id[API_UUID_LEN + 1]; /* the token itself (api_tokens.id) */
 	char id[API_UUID_LEN + 1];       /* the :id path segment, when the route has one */
+	/*
+	 * Tasks to publish once the request's writes committed and r->db is
+	 * back in the pool (jobs.h): a job id and its task ids as a
+	 * PostgreSQL array literal (owned), or NULL.
+	 */
+	char publish_job[API_UUID_LEN + 1];
+	char *publish_tasks;
 };
 
 /* The server's single handler: routes the request (see routes.c). */

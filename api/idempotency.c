@@ -2,14 +2,16 @@
  * idempotency.c - Idempotency-Key records around a route (see
  * idempotency.h).
  *
- * Every statement runs on the request's borrowed connection in autocommit:
- * the in-flight row must be visible to other API processes before the
- * route runs, and the route commits its own work. The one thing that is
- * not atomic is "route committed" then "response stored": an API that dies
- * between the two leaves an in-flight row that a retry takes over after
- * IDEM_STALE_S, and that retry runs the route again. Everything else (two
- * concurrent first requests, expiry, takeover) is decided by single
- * statements on the primary key.
+ * The key's record commits in the same transaction as what the route
+ * writes: idem_run opens a transaction on the request's connection, takes
+ * the key's transaction-scoped advisory lock without waiting, runs the
+ * route inside the transaction, adds the response to the record and
+ * commits. So whatever instant the API dies at, either the route's writes
+ * and the record are both durable (a retry replays the response) or
+ * neither is (a retry runs the route, at once: nothing is left "in
+ * flight"). The advisory lock, released by the commit or by the
+ * connection's end, is what a concurrent request with the same key finds
+ * taken (409); nothing else is ever locked or waited for.
  *
  * Process-wide state: the time of the last purge of expired rows (atomic).
  * Thread-safe.
@@ -23,52 +25,43 @@
 #include <time.h>
 
 #include "crypto.h"
+#include "fault.h"
+#include "jobs.h"
 #include "jsonapi.h"
 #include "log.h"
 
 #define IDEM_HASH_PARAM_LEN (2 + 2 * CR_SHA256_LEN + 1)
-#define IDEM_CLAIM_ATTEMPTS 3
 #define IDEM_PURGE_EVERY_S  60
-#define IDEM_STR_(x)        #x
-#define IDEM_STR(x)         IDEM_STR_(x)
-#define IDEM_STALE_PARAM    IDEM_STR(IDEM_STALE_S) /* as a statement parameter */
 
 /*
- * Takes the key: a new row, or an existing one that counts as absent
- * (expired) or abandoned (in flight for too long). Returns the claim's
- * created_at, which identifies this claim from then on; no row when the
- * key is taken.
+ * The key's lock: one bigint per (organization, key). Two keys sharing a
+ * hash only make one of them wait for the other's commit as a 409, once
+ * in 2^64.
  */
-static const db_stmt stmt_claim = {
-    "idem_claim",
-    "INSERT INTO idempotency_keys AS k (organization_id, key, request_hash)"
-    " VALUES ($1, $2, $3::bytea)"
-    " ON CONFLICT (organization_id, key) DO UPDATE"
-    " SET request_hash = EXCLUDED.request_hash, response_status = NULL,"
-    "     response_body = NULL, response_location = NULL, created_at = now()"
-    " WHERE k.created_at < now() - interval '24 hours'"
-    "    OR (k.response_status IS NULL"
-    "        AND k.created_at < now() - make_interval(secs => $4::int))"
-    " RETURNING created_at",
-    4};
+static const db_stmt stmt_lock = {
+    "idem_lock", "SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || ' ' || $2, 0))", 2};
+/*
+ * The answer already given to the key, if any. A row without a response
+ * was left by an earlier release that recorded keys in flight: its
+ * request never finished, so it counts as absent, like an expired one.
+ */
 static const db_stmt stmt_lookup = {
     "idem_lookup",
     "SELECT request_hash = $3::bytea, response_status, response_body, response_location"
-    " FROM idempotency_keys WHERE organization_id = $1 AND key = $2",
+    " FROM idempotency_keys WHERE organization_id = $1 AND key = $2"
+    "  AND response_status IS NOT NULL AND created_at >= now() - interval '24 hours'",
     3};
+/* Under the key's lock, so the conflict is only ever with an absent (expired) record. */
 static const db_stmt stmt_store = {
     "idem_store",
-    "UPDATE idempotency_keys"
-    " SET response_status = $4::int, response_body = $5, response_location = $6"
-    " WHERE organization_id = $1 AND key = $2 AND created_at = $3::timestamptz"
-    "   AND response_status IS NULL",
+    "INSERT INTO idempotency_keys AS k (organization_id, key, request_hash, response_status,"
+    "                                   response_body, response_location)"
+    " VALUES ($1, $2, $3::bytea, $4::int, $5, $6)"
+    " ON CONFLICT (organization_id, key) DO UPDATE"
+    " SET request_hash = EXCLUDED.request_hash, response_status = EXCLUDED.response_status,"
+    "     response_body = EXCLUDED.response_body,"
+    "     response_location = EXCLUDED.response_location, created_at = now()",
     6};
-static const db_stmt stmt_release = {
-    "idem_release",
-    "DELETE FROM idempotency_keys"
-    " WHERE organization_id = $1 AND key = $2 AND created_at = $3::timestamptz"
-    "   AND response_status IS NULL",
-    3};
 static const db_stmt stmt_purge = {
     "idem_purge",
     "DELETE FROM idempotency_keys WHERE (organization_id, key) IN"
@@ -77,11 +70,6 @@ static const db_stmt stmt_purge = {
     0};
 
 static long long last_purge_s; /* atomic; CLOCK_MONOTONIC seconds */
-
-enum claim_outcome {
-	CLAIM_OWNED,
-	CLAIM_ANSWERED
-};
 
 bool idem_key_valid(const char *key)
 {
@@ -165,57 +153,40 @@ static void replay(struct api_req *r, const PGresult *res)
 }
 
 /*
- * Decides what this request is to the key. CLAIM_OWNED: the route may run,
- * claimed_at identifies the claim. CLAIM_ANSWERED: the response is set
- * (replay, 409 or 422). Database failures are returned with nothing set.
+ * Inside the request's transaction: takes the key, or answers for it.
+ * Returns true when the route may run; false with the response set (409,
+ * 422, a replay) or a database failure answered.
  */
-static br_status claim(struct api_req *r, const char *key, const char *hash, char claimed_at[64],
-                       enum claim_outcome *out)
+static bool take_key(struct api_req *r, const char *key, const char *hash)
 {
-	const char *cparams[] = {r->org_id, key, hash, IDEM_STALE_PARAM};
-	const char *lparams[] = {r->org_id, key, hash};
-	for (int attempt = 0; attempt < IDEM_CLAIM_ATTEMPTS; attempt++) {
-		PGresult *res = NULL;
-		br_status st = db_run(r->db, &stmt_claim, cparams, &res);
-		if (st != BR_OK)
-			return st;
-		if (PQntuples(res) == 1) {
-			snprintf(claimed_at, 64, "%s", PQgetvalue(res, 0, 0));
-			PQclear(res);
-			*out = CLAIM_OWNED;
-			return BR_OK;
-		}
-		PQclear(res);
-		res = NULL;
-		st = db_run(r->db, &stmt_lookup, lparams, &res);
-		if (st != BR_OK)
-			return st;
-		if (PQntuples(res) == 0) {
-			/* Released (5xx) or purged since the claim: try to take it again. */
-			PQclear(res);
-			continue;
-		}
-		if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
-			ja_fail(r, 422, "idempotency_key_reused", "Idempotency key reused",
-			        "This Idempotency-Key was used in the last 24 hours with another "
-			        "request (method, path or body). Use a new key for a new request.");
-		} else if (PQgetisnull(res, 0, 1)) {
-			ja_fail(r, 409, "idempotency_key_in_use", "Idempotency key in use",
-			        "A request with this Idempotency-Key is still being processed. "
-			        "Retry it later to get its response.");
-			if (http_resp_header(r->resp, "Retry-After", "1") != BR_OK)
-				LOG_WARN("Retry-After header lost");
-		} else {
-			replay(r, res);
-		}
-		PQclear(res);
-		*out = CLAIM_ANSWERED;
-		return BR_OK;
+	PGresult *res = NULL;
+	const char *lock_params[] = {r->org_id, key};
+	res = ja_query(r, &stmt_lock, lock_params);
+	if (!res)
+		return false;
+	bool locked = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!locked) {
+		ja_fail(r, 409, "idempotency_key_in_use", "Idempotency key in use",
+		        "A request with this Idempotency-Key is still being processed. "
+		        "Retry it later to get its response.");
+		if (http_resp_header(r->resp, "Retry-After", "1") != BR_OK)
+			LOG_WARN("Retry-After header lost");
+		return false;
 	}
-	ja_fail(r, 409, "idempotency_key_in_use", "Idempotency key in use",
-	        "Requests with this Idempotency-Key are contending. Retry it later.");
-	*out = CLAIM_ANSWERED;
-	return BR_OK;
+	const char *params[] = {r->org_id, key, hash};
+	res = ja_query(r, &stmt_lookup, params);
+	if (!res)
+		return false;
+	bool absent = PQntuples(res) == 0;
+	if (!absent && strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		ja_fail(r, 422, "idempotency_key_reused", "Idempotency key reused",
+		        "This Idempotency-Key was used in the last 24 hours with another "
+		        "request (method, path or body). Use a new key for a new request.");
+	else if (!absent)
+		replay(r, res);
+	PQclear(res);
+	return absent;
 }
 
 static const char *resp_header(const struct http_resp *resp, const char *name)
@@ -227,30 +198,42 @@ static const char *resp_header(const struct http_resp *resp, const char *name)
 	return NULL;
 }
 
-/* Stores a final (< 500) response, or forgets the key after a 5xx. */
-static void finish(struct api_req *r, const char *key, const char *claimed_at)
+/*
+ * After the route: records a final (< 500) response with what the route
+ * wrote and commits both; a 5xx rolls everything back. When the record or
+ * the commit fails, nothing the client can rely on was written: the
+ * answer becomes 503 and any publication the route asked for is dropped
+ * (should the commit have happened after all, a retry replays it and the
+ * workers' sweeper publishes the job).
+ */
+static void finish(struct api_req *r, const char *key, const char *hash)
 {
 	struct http_resp *resp = r->resp;
 	if (resp->status >= 500) {
-		/* The failure may have been the connection itself: reconnect once. */
-		const char *params[] = {r->org_id, key, claimed_at};
-		br_status st = db_ensure(r->db);
-		if (st == BR_OK)
-			st = db_run(r->db, &stmt_release, params, NULL);
-		if (st != BR_OK)
-			LOG_WARN("idempotency key not released after a %u: retries get 409 for "
-			         "up to %d s",
-			         resp->status, IDEM_STALE_S);
+		db_rollback(r->db);
 		return;
 	}
 	char status[16];
 	snprintf(status, sizeof(status), "%u", resp->status);
 	const char *params[] = {
-	    r->org_id, key, claimed_at, status, sb_str(&resp->body), resp_header(resp, "Location")};
+	    r->org_id, key, hash, status, sb_str(&resp->body), resp_header(resp, "Location")};
 	br_status st = db_run(r->db, &stmt_store, params, NULL);
-	if (st != BR_OK)
-		LOG_ERROR("idempotent response not stored (%s): a retry after %d s runs again",
-		          db_errmsg(r->db), IDEM_STALE_S);
+	if (st == BR_OK) {
+		FAULT_POINT("api_before_commit");
+		st = db_cmd(r->db, "COMMIT");
+	}
+	if (st == BR_OK) {
+		FAULT_POINT("api_after_commit");
+		return;
+	}
+	LOG_ERROR("idempotent request not committed: %s", db_errmsg(r->db));
+	db_rollback(r->db);
+	jobs_forget_publish(r);
+	ja_fail(r, 503, "unavailable", "Service unavailable",
+	        "The request could not be committed. Retry it with the same Idempotency-Key: "
+	        "should it have committed, the retry gets its response.");
+	if (http_resp_header(r->resp, "Retry-After", "1") != BR_OK)
+		LOG_WARN("Retry-After header lost");
 }
 
 void idem_run(struct api_req *r, void (*fn)(struct api_req *r))
@@ -264,20 +247,21 @@ void idem_run(struct api_req *r, void (*fn)(struct api_req *r))
 		bad_key(r);
 		return;
 	}
-	char hash[IDEM_HASH_PARAM_LEN], claimed_at[64];
+	char hash[IDEM_HASH_PARAM_LEN];
 	if (fingerprint(r, hash) != BR_OK) {
 		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
 		return;
 	}
 	maybe_purge(r);
-	enum claim_outcome outcome;
-	br_status st = claim(r, key, hash, claimed_at, &outcome);
+	br_status st = db_cmd(r->db, "BEGIN");
 	if (st != BR_OK) {
 		ja_db_fail(r, st);
 		return;
 	}
-	if (outcome == CLAIM_ANSWERED)
+	if (!take_key(r, key, hash)) {
+		db_rollback(r->db); /* read nothing but the key's record */
 		return;
+	}
 	fn(r);
-	finish(r, key, claimed_at);
+	finish(r, key, hash);
 }

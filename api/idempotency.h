@@ -11,10 +11,9 @@
  * bytes.
  *
  * Records live in the idempotency_keys table (sql/001_schema.sql), one row
- * per (organization, key); the primary key decides which of two concurrent
- * requests runs. A row with a NULL response_status is in flight. Rows older
- * than 24 h count as absent; an in-flight row older than IDEM_STALE_S (its
- * API process died) may be taken over by a retry.
+ * per (organization, key), written in the same transaction as what the
+ * route writes, together with the response. Rows older than 24 h count as
+ * absent.
  *
  * Stateless apart from a process-wide "last purge" time (atomic);
  * thread-safe.
@@ -25,23 +24,21 @@
 #include "app.h"
 
 #define IDEM_KEY_MAX 255
-/* An in-flight record this old belongs to a request that can no longer be running. */
-#define IDEM_STALE_S 300
 
 /*
  * Runs fn(r) under the request's Idempotency-Key, or plainly when the
  * request has none:
- * - first use of the key: records it in flight, runs fn, then stores the
- *   response (status, body, Location) when the status is below 500, or
- *   forgets the key on a 5xx so that a retry can run;
- * - same key and fingerprint with a stored response: replays that response
- *   (with Idempotent-Replayed: true) without running fn;
+ * - first use of the key: opens a transaction on r->db, runs fn in it,
+ *   then records the response (status, body, Location) and commits, when
+ *   the status is below 500; a 5xx rolls back and leaves the key free;
+ * - same key and fingerprint with a recorded response: replays that
+ *   response (with Idempotent-Replayed: true) without running fn;
  * - same key, another fingerprint: 422 idempotency_key_reused;
- * - same key while the first request is in flight: 409
- *   idempotency_key_in_use.
- * Uses r->db between statements of its own (autocommit, no transaction
- * left open). Database failures before fn runs answer 503/500 and fn does
- * not run.
+ * - same key while the first request's transaction is open: 409
+ *   idempotency_key_in_use, with Retry-After.
+ * So fn's statements must not commit on their own, and anything to do
+ * after the commit goes through jobs_defer_publish (jobs.h). No
+ * transaction is left open on r->db. A commit that fails answers 503.
  */
 void idem_run(struct api_req *r, void (*fn)(struct api_req *r));
 

@@ -26,6 +26,7 @@
 #include "app.h"
 #include "auth.h"
 #include "idempotency.h"
+#include "jobs.h"
 #include "jsonapi.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -228,6 +229,8 @@ static void dispatch(struct api_req *r)
 	if (auth_request(r))
 		route(r, found, allow, bad_id);
 	db_pool_put(r->app->db, r->db);
+	r->db = NULL;
+	jobs_publish_deferred(r);
 }
 
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)

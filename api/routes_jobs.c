@@ -6,10 +6,12 @@
  *
  * A bulk request is validated whole before anything is written; then ONE
  * statement, create_job(), writes the job, all its tasks and its job.created
- * event, and commits. Only then are the task messages published, with
- * confirms read as a batch. When the broker confirmed them all the job is
- * marked published; otherwise the 202 still stands (the job is durable) and
- * the job stays findable as unpublished for the workers' sweeper.
+ * event (with an Idempotency-Key, in the key's transaction: idempotency.h).
+ * Only once that committed, and the request's connection is back in the
+ * pool, are the task messages published, with confirms read as a batch
+ * (jobs.h). When the broker confirmed them all the job is marked
+ * published; otherwise the 202 still stands (the job is durable) and the
+ * job stays findable as unpublished for the workers' sweeper.
  * Stateless; thread-safe.
  */
 #include <stdio.h>
@@ -84,15 +86,45 @@ static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids
 	return ok;
 }
 
-void jobs_publish(struct api_req *r, const char *job_id, const char *task_ids)
+void jobs_defer_publish(struct api_req *r, const char *job_id, const char *task_ids)
 {
-	if (!publish_tasks(r, job_id, task_ids)) {
-		LOG_WARN("job committed but not published: the sweeper will publish it");
+	jobs_forget_publish(r);
+	r->publish_tasks = strdup(task_ids);
+	if (!r->publish_tasks) {
+		LOG_WARN("job committed but not published (out of memory): the sweeper will "
+		         "publish it");
 		return;
 	}
-	const char *params[] = {job_id};
-	if (db_run(r->db, &stmt_published, params, NULL) != BR_OK)
-		LOG_WARN("job published but not marked so: the sweeper will publish it again");
+	snprintf(r->publish_job, sizeof(r->publish_job), "%s", job_id);
+}
+
+void jobs_forget_publish(struct api_req *r)
+{
+	free(r->publish_tasks);
+	r->publish_tasks = NULL;
+	r->publish_job[0] = '\0';
+}
+
+void jobs_publish_deferred(struct api_req *r)
+{
+	if (!r->publish_tasks)
+		return;
+	const char *job_id = r->publish_job;
+	if (!publish_tasks(r, job_id, r->publish_tasks)) {
+		LOG_WARN("job committed but not published: the sweeper will publish it");
+	} else {
+		db_conn *db = NULL;
+		const char *params[] = {job_id};
+		br_status st = db_pool_get(r->app->db, API_DB_MARK_WAIT_MS, &db);
+		if (st == BR_OK)
+			st = db_run(db, &stmt_published, params, NULL);
+		if (st != BR_OK)
+			LOG_WARN(
+			    "job published but not marked so: the sweeper will publish it again");
+		if (db)
+			db_pool_put(r->app->db, db);
+	}
+	jobs_forget_publish(r);
 }
 
 void route_bulk_create(struct api_req *r)
@@ -127,7 +159,7 @@ void route_bulk_create(struct api_req *r)
 	/* Committed: from here on the answer is 202 whatever the broker does. */
 	const char *job_id = PQgetvalue(res, 0, 0);
 	log_set_job_id(job_id);
-	jobs_publish(r, job_id, PQgetvalue(res, 0, 2));
+	jobs_defer_publish(r, job_id, PQgetvalue(res, 0, 2));
 	ja_send_data(r, 202, PQgetvalue(res, 0, 1));
 	if (http_resp_header(r->resp, "Location", "/v1/jobs/%s", job_id) != BR_OK)
 		LOG_WARN("Location header lost");

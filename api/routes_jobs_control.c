@@ -118,7 +118,7 @@ void route_jobs_update(struct api_req *r)
 		        "The job has no failed task.");
 	} else {
 		log_set_job_id(r->id);
-		jobs_publish(r, r->id, PQgetvalue(res, 0, 2));
+		jobs_defer_publish(r, r->id, PQgetvalue(res, 0, 2));
 		ja_send_data(r, 202, PQgetvalue(res, 0, 1));
 	}
 out:

@@ -13,7 +13,9 @@
  * "worker_between_passes" (a batch committed its own and claimed tasks and
  * is about to wait for the ones another consumer held; nothing acked),
  * "publish_before_confirm" (messages sent, the broker's confirms not yet
- * read: in the API, after the job's commit).
+ * read: in the API, after the job's commit), "api_before_commit" and
+ * "api_after_commit" (a request with an Idempotency-Key: its writes and the
+ * key's record made, just before and just after their commit).
  */
 #ifndef BULKREG_FAULT_H
 #define BULKREG_FAULT_H

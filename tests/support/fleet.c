@@ -224,8 +224,26 @@ void t_fleet_session(struct t_fleet *f, char *sid)
 	t_resp_free(&r);
 }
 
-bool t_fleet_post(struct t_fleet *f, const char *sid, const char *prefix, int n, int timeout_ms,
-                  char *job_id, long *status, long long *latency_ms)
+/* Records job id once; false when the table is full. */
+static bool record_job(struct t_fleet *f, const char *id, int n)
+{
+	bool ok = true;
+	pthread_mutex_lock(&f->mu);
+	bool known = false;
+	for (int i = 0; i < f->njobs && !known; i++)
+		known = strcmp(f->jobs[i], id) == 0;
+	if (!known && f->njobs < T_FLEET_MAX_JOBS) {
+		snprintf(f->jobs[f->njobs++], 37, "%s", id);
+		f->tasks_accepted += n;
+	} else if (!known) {
+		ok = false;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return ok;
+}
+
+static bool post(struct t_fleet *f, const char *sid, const char *prefix, int n, const char *key,
+                 int timeout_ms, char *job_id, long *status, long long *latency_ms)
 {
 	strbuf body;
 	sb_init(&body, (size_t)n * 128 + 256);
@@ -242,31 +260,37 @@ bool t_fleet_post(struct t_fleet *f, const char *sid, const char *prefix, int n,
 		sb_free(&body);
 		return false;
 	}
-	char url[256], err[512];
+	char url[256], err[512], header[300];
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", f->api.url, sid);
+	snprintf(header, sizeof(header), "Idempotency-Key: %s", key ? key : "");
+	const char *headers[] = {header, NULL};
 	struct t_resp r;
 	long long t0 = t_now_ms();
-	bool answered = t_http_try(&r, "POST", url, f->org.token, sb_str(&body), NULL,
-	                           timeout_ms > 0 ? timeout_ms : FLEET_POST_MS, err, sizeof(err));
+	bool answered =
+	    t_http_try(&r, "POST", url, f->org.token, sb_str(&body), key ? headers : NULL,
+	               timeout_ms > 0 ? timeout_ms : FLEET_POST_MS, err, sizeof(err));
 	if (latency_ms)
 		*latency_ms = t_now_ms() - t0;
 	sb_free(&body);
 	*status = answered ? r.status : 0;
 	const char *id = json_string_value(json_object_get(json_object_get(r.json, "data"), "id"));
-	bool ok = answered && r.status == 202 && id && strlen(id) == 36;
-	if (ok) {
-		pthread_mutex_lock(&f->mu);
-		if (f->njobs < T_FLEET_MAX_JOBS)
-			snprintf(f->jobs[f->njobs++], 37, "%s", id);
-		else
-			ok = false;
-		f->tasks_accepted += n;
-		pthread_mutex_unlock(&f->mu);
-		if (job_id)
-			snprintf(job_id, 37, "%s", id);
-	}
+	bool ok = answered && r.status == 202 && id && strlen(id) == 36 && record_job(f, id, n);
+	if (ok && job_id)
+		snprintf(job_id, 37, "%s", id);
 	t_resp_free(&r);
 	return ok;
+}
+
+bool t_fleet_post(struct t_fleet *f, const char *sid, const char *prefix, int n, int timeout_ms,
+                  char *job_id, long *status, long long *latency_ms)
+{
+	return post(f, sid, prefix, n, NULL, timeout_ms, job_id, status, latency_ms);
+}
+
+bool t_fleet_post_keyed(struct t_fleet *f, const char *sid, const char *prefix, int n,
+                        const char *key, int timeout_ms, char *job_id, long *status)
+{
+	return post(f, sid, prefix, n, key, timeout_ms, job_id, status, NULL);
 }
 
 void t_fleet_post_ok(struct t_fleet *f, const char *sid, const char *prefix, int n, char *job_id)

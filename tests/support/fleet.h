@@ -118,6 +118,13 @@ void t_fleet_session(struct t_fleet *f, char *sid);
 bool t_fleet_post(struct t_fleet *f, const char *sid, const char *prefix, int n, int timeout_ms,
                   char *job_id, long *status, long long *latency_ms);
 
+/*
+ * As t_fleet_post, with an Idempotency-Key header (key may be NULL). A job
+ * already recorded (a replay) is not recorded again.
+ */
+bool t_fleet_post_keyed(struct t_fleet *f, const char *sid, const char *prefix, int n,
+                        const char *key, int timeout_ms, char *job_id, long *status);
+
 /* As t_fleet_post, but anything but 202 is fatal. */
 void t_fleet_post_ok(struct t_fleet *f, const char *sid, const char *prefix, int n, char *job_id);
 
