@@ -10,8 +10,8 @@
  *
  * Points: "worker_after_commit" (a batch committed, not yet acked),
  * "worker_mid_transaction" (inside the batch's open transaction),
- * "worker_between_passes" (a batch committed its own and claimed tasks and
- * is about to wait for the ones another consumer held; nothing acked),
+ * "worker_parked" (a batch committed and left deliveries parked, unacked,
+ * because another transaction held their job or session),
  * "publish_before_confirm" (messages sent, the broker's confirms not yet
  * read: in the API, after the job's commit), "api_before_commit" and
  * "api_after_commit" (a request with an Idempotency-Key: its writes and the

@@ -50,6 +50,13 @@
  * serialized on its row anyway, so bigger batches share more commits.
  */
 #define CONSUMER_CLAIM 64
+/*
+ * A parked delivery (its job or session held by another transaction) is
+ * offered again after a backoff from CONSUMER_PARK_MIN_MS doubling to
+ * CONSUMER_PARK_MAX_MS, or sooner with the next batch.
+ */
+#define CONSUMER_PARK_MIN_MS 20
+#define CONSUMER_PARK_MAX_MS 1000
 
 struct consumer {
 	struct worker *w;
@@ -296,7 +303,7 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 /* What became of one delivery of a batch. */
 enum delivery_state {
 	D_PENDING,  /* not run yet */
-	D_BUSY,     /* its task is held by another transaction: wait for it */
+	D_PARKED,   /* its job or session is held by another transaction: offer it again later */
 	D_DONE,     /* committed or nothing to do: ack */
 	D_REQUEUE,  /* raised: nack with requeue, towards x-delivery-limit */
 	D_REJECTED, /* unreadable: already nacked to the dead-letter queue */
@@ -334,23 +341,19 @@ static int items_with_id(const struct item *it, int n, const char *tid, int *fir
 }
 
 /*
- * Runs the items (sorted by id) in state `from` as one process_batch() call and one
- * transaction (claiming up to `claim` tasks in all; 0 waits for busy tasks
- * instead), then records each item's new state. Rows for tasks the batch
- * claimed beyond its deliveries are only counted.
+ * Runs the items (sorted by id) as one process_batch() call and one
+ * transaction, claiming up to `claim` tasks in all, then records each
+ * item's new state. Rows for tasks the batch claimed beyond its deliveries
+ * are only counted.
  */
-static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it, int n,
-                          enum delivery_state from, int claim, long long start_ms,
-                          bool give_up_without_mq)
+static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it, int n, int claim,
+                          long long start_ms, bool give_up_without_mq)
 {
 	strbuf arr;
 	sb_init(&arr, (size_t)n * 40 + 8);
 	bool ok = sb_appends(&arr, "{") == BR_OK;
-	int count = 0;
-	for (int i = 0; i < n && ok; i++) {
-		if (*it[i].state == from)
-			ok = sb_appendf(&arr, "%s%s", count++ ? "," : "", it[i].id) == BR_OK;
-	}
+	for (int i = 0; i < n && ok; i++)
+		ok = sb_appendf(&arr, "%s%s", i ? "," : "", it[i].id) == BR_OK;
 	if (!ok || sb_appends(&arr, "}") != BR_OK) {
 		sb_free(&arr);
 		return BR_NOMEM;
@@ -365,23 +368,21 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
 		return st;
 	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
 	/* A delivery the result does not mention has nothing left to do. */
-	for (int i = 0; i < n; i++) {
-		if (*it[i].state == from)
-			*it[i].state = D_DONE;
-	}
+	for (int i = 0; i < n; i++)
+		*it[i].state = D_DONE;
 	for (int row = 0; row < PQntuples(res); row++) {
 		const char *tid = PQgetvalue(res, row, 0);
 		const char *outcome = PQgetvalue(res, row, 1);
 		enum delivery_state to = D_DONE;
 		if (strcmp(outcome, "busy") == 0)
-			to = from == D_BUSY ? D_REQUEUE : D_BUSY;
+			to = D_PARKED;
 		else if (strcmp(outcome, "error") == 0)
 			to = D_REQUEUE;
 		else
 			count_outcome(outcome, seconds);
 		int first = 0, same = items_with_id(it, n, tid, &first);
 		for (int i = first; i < first + same; i++) {
-			if (to == D_REQUEUE && strcmp(outcome, "error") == 0)
+			if (to == D_REQUEUE)
 				LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
 				         it[i].delivery_count + 1, db_val(res, row, 2));
 			*it[i].state = (unsigned char)to;
@@ -397,10 +398,11 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
 }
 
 /*
- * Runs one batch on db: a first pass that claims the rest of the
- * deliveries' jobs; then, once it committed, the deliveries whose task
- * another transaction held, waiting for the holder (they are then normally
- * found done).
+ * Runs one batch on db: one pass that registers the deliveries' tasks and
+ * claims more of their jobs (sql/012_task_order.sql). A delivery whose job
+ * or session another transaction holds comes back D_PARKED: its thread
+ * keeps it and offers it again in a later batch, so nothing here ever
+ * waits for a lock.
  */
 static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, int size)
 {
@@ -427,14 +429,7 @@ static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, 
 	 * threads' deliveries keeps trying for them.
 	 */
 	int claim = n > CONSUMER_CLAIM ? n : CONSUMER_CLAIM;
-	br_status st = run_pass(c, db, it, n, D_PENDING, claim, start_ms, own);
-	bool busy = false;
-	for (int i = 0; i < n && st == BR_OK; i++)
-		busy = busy || *it[i].state == D_BUSY;
-	if (st == BR_OK && busy) {
-		FAULT_POINT("worker_between_passes");
-		st = run_pass(c, db, it, n, D_BUSY, 0, start_ms, own);
-	}
+	br_status st = run_pass(c, db, it, n, claim, start_ms, own);
 	free(it);
 	return st;
 }
@@ -492,11 +487,13 @@ static void batcher_join(struct consumer *c, struct share *sh, int live)
 
 /*
  * Processes the batch's readable deliveries, in the process's next batch,
- * then acks them on this thread's channel.
+ * then acks them on this thread's channel. Returns how many were parked:
+ * they are moved to the front of d, unacked, for the caller to keep.
  */
-static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
-                         bool may_ack_multiple)
+static int handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
+                        bool may_ack_multiple)
 {
+	int parked = 0;
 	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
 	unsigned char *state = calloc((size_t)n, 1);
 	if (!ids || !state)
@@ -538,17 +535,24 @@ static void handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long 
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		if (state[i] == D_DONE)
+		if (state[i] == D_DONE) {
 			mq_ack(c->mq, d[i].tag, false);
-		else if (state[i] == D_REQUEUE)
+		} else if (state[i] == D_REQUEUE) {
 			mq_nack(c->mq, d[i].tag, false, true);
+		} else if (state[i] == D_PARKED) {
+			struct mq_delivery keep = d[i];
+			d[i] = d[parked];
+			d[parked++] = keep;
+		}
 	}
 out:
 	free(state);
 	free(ids);
+	return parked;
 }
 
-static void handle_batch(struct consumer *c, struct mq_delivery *d, int n, long long start_ms)
+/* As handle_tasks, for a batch that may hold dead-lettered deliveries. */
+static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long long start_ms)
 {
 	/* Dead-lettered ones first, separately; then the live ones together. */
 	int live = 0;
@@ -565,10 +569,10 @@ static void handle_batch(struct consumer *c, struct mq_delivery *d, int n, long 
 	}
 	/*
 	 * One ack with `multiple` covers every outstanding tag up to the last:
-	 * only safe when no dead-lettered delivery of the batch is unresolved.
+	 * only safe when no dead-lettered delivery of the batch is unresolved
+	 * (nor a parked one, which handle_tasks checks).
 	 */
-	if (live)
-		handle_tasks(c, d, live, start_ms, live == n);
+	return live ? handle_tasks(c, d, live, start_ms, live == n) : 0;
 }
 
 static void *consumer_main(void *arg)
@@ -580,7 +584,23 @@ static void *consumer_main(void *arg)
 		LOG_ERROR("consumer %d: out of memory", c->index);
 		return NULL;
 	}
+	/*
+	 * Parked deliveries stay at the front of batch[], unacked, and join
+	 * every later batch; with nothing new they are offered again after a
+	 * backoff. Their job or session is held by a transaction that either
+	 * commits soon or is ended by idle_in_transaction_session_timeout.
+	 */
+	int parked = 0;
+	long long offer_at = 0;
+	struct backoff park;
+	backoff_init(&park, CONSUMER_PARK_MIN_MS, CONSUMER_PARK_MAX_MS);
 	while (!stopping(c)) {
+		if (parked && !mq_is_open(c->mq)) {
+			/* The connection that received them is gone: the broker has them back. */
+			for (int i = 0; i < parked; i++)
+				mq_delivery_free(&batch[i]);
+			parked = 0;
+		}
 		if (consumer_connect(c) != BR_OK) {
 			batcher_idle(c);
 			__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
@@ -589,24 +609,42 @@ static void *consumer_main(void *arg)
 		}
 		backoff_reset(&c->backoff);
 		__atomic_store_n(&c->ready, 1, __ATOMIC_SEQ_CST);
-		/* What already arrived joins the next batch; otherwise it need not wait for us. */
-		br_status st = mq_next(c->mq, 0, &batch[0]);
-		if (st != BR_OK) {
-			batcher_idle(c);
-			st = mq_next(c->mq, CONSUMER_WAIT_MS, &batch[0]);
+		int n = parked;
+		br_status st = BR_TIMEOUT;
+		if (n < max) {
+			/* What already arrived joins the next batch; otherwise it need not wait for
+			 * us. */
+			st = mq_next(c->mq, 0, &batch[n]);
+			if (st != BR_OK) {
+				batcher_idle(c);
+				long long wait =
+				    parked ? offer_at - proc_now_ms() : CONSUMER_WAIT_MS;
+				wait = wait < 0                  ? 0
+				       : wait > CONSUMER_WAIT_MS ? CONSUMER_WAIT_MS
+				                                 : wait;
+				st = mq_next(c->mq, (int)wait, &batch[n]);
+			}
 		}
-		if (st != BR_OK)
+		if (st == BR_OK)
+			n++;
+		else if (!parked || proc_now_ms() < offer_at)
 			continue;
 		long long start = proc_now_ms();
-		int n = 1;
 		/* Whatever the broker already sent joins the batch, without waiting. */
 		while (n < max && mq_next(c->mq, 0, &batch[n]) == BR_OK)
 			n++;
-		if (mq_is_open(c->mq))
-			handle_batch(c, batch, n, start);
-		for (int i = 0; i < n; i++)
+		parked = mq_is_open(c->mq) ? handle_batch(c, batch, n, start) : 0;
+		for (int i = parked; i < n; i++)
 			mq_delivery_free(&batch[i]);
+		if (parked) {
+			FAULT_POINT("worker_parked");
+			offer_at = proc_now_ms() + backoff_next(&park);
+		} else {
+			backoff_reset(&park);
+		}
 	}
+	for (int i = 0; i < parked; i++)
+		mq_delivery_free(&batch[i]);
 	batcher_idle(c);
 	free(batch);
 	return NULL;

@@ -9,9 +9,9 @@
  *                           its deliveries redelivered and processed once;
  *   worker_after_commit     the batch committed, never acked: redelivered,
  *                           and the redelivery changes nothing;
- *   worker_between_passes   a batch committed its own and its claimed tasks
- *                           and was about to wait for those another batch
- *                           held; nothing acked: every delivery comes back
+ *   worker_parked           a batch committed and left deliveries whose job
+ *                           another batch held parked, unacked: they come
+ *                           back, and so does what the crash left unacked
  *                           (this one runs beside a clean worker, which
  *                           the point needs, and on a backlog fed until
  *                           the crash);
@@ -158,15 +158,15 @@ Test(fault_points, worker_killed_in_the_middle_of_a_batch)
 
 /*
  * Two workers of 4 consumers on the same backlog: a job's messages reach
- * both, and a batch of one claims the rest of its jobs while the other
- * holds some of those deliveries, which it then finds busy. The second
- * time a batch of the armed worker has committed and is about to wait for
- * such tasks, it dies; jobs keep coming until it has.
+ * both, and a batch of one registers the job while the other holds some of
+ * its deliveries, which that one's batch finds busy and parks. The second
+ * time the armed worker parks deliveries, it dies; jobs keep coming until
+ * it has.
  */
-Test(fault_points, worker_between_passes)
+Test(fault_points, worker_parked)
 {
 	static const char *const env[] = {"BULKREG_WORKER_CONCURRENCY=4", NULL};
-	worker_point("worker_between_passes", "BULKREG_FAULT=worker_between_passes:2", env, true);
+	worker_point("worker_parked", "BULKREG_FAULT=worker_parked:2", env, true);
 }
 
 static const char *const api_crash[] = {"BULKREG_FAULT=publish_before_confirm:1", NULL};

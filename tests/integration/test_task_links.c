@@ -2,10 +2,12 @@
  * test_task_links.c - tasks keep no foreign keys (sql/005, sql/007), so the
  * schema itself must still remove a job's tasks with the job: deleted
  * alone, with its session, or with its organization (sessions' and
- * organizations' own cascades). And batch_fast()'s claim of the rest of a
- * job (sql/006) starts at the job's lowest delivered index.
+ * organizations' own cascades). And a batch (sql/012_task_order.sql)
+ * registers a job's tasks from its lowest queued index, never waiting for
+ * a job or session another transaction holds.
  *
- * Everything runs in a transaction that is rolled back.
+ * Everything runs in a transaction that is rolled back, unless a second
+ * connection must see it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +80,21 @@ Test(task_links, deleting_jobs_deletes_their_tasks_and_only_theirs)
 	rollback(db);
 }
 
-Test(task_links, claim_starts_at_the_lowest_delivered_index)
+/* process_batch() of the given indexes of job with claim; "idx:outcome[:detail] ..." (caller
+ * frees). */
+static char *batch(PGconn *db, const char *job, const char *indexes, const char *claim)
+{
+	const char *p[] = {job, indexes, claim};
+	return t_sql_text(db,
+	                  "SELECT string_agg(t.idx::text || ':' || b.outcome"
+	                  "                  || coalesce(':' || b.detail, ''), ' ' ORDER BY t.idx)"
+	                  " FROM process_batch((SELECT array_agg(id) FROM tasks WHERE job_id = $1"
+	                  "                     AND idx = ANY ($2::int[])), $3::int) b"
+	                  " JOIN tasks t ON t.id = b.task_id",
+	                  3, p);
+}
+
+Test(task_links, a_batch_starts_at_the_lowest_queued_index)
 {
 	struct t_org org;
 	PGconn *db = begin(&org);
@@ -87,20 +103,79 @@ Test(task_links, claim_starts_at_the_lowest_delivered_index)
 	t_job_sql(db, org.id, sid, 10, job);
 	const char *p[] = {job};
 	/*
-	 * Deliver index 4 only, claiming up to 3: the claim takes 5 and 6, not
-	 * 0 to 3 (queued, but below what the broker has handed out).
+	 * Index 4 delivered, claiming up to 3: 0 to 4 are registered, in
+	 * order, whatever the claim (every task below a delivered one first).
 	 */
-	PGresult *res = t_sql(
-	    db,
-	    "SELECT string_agg(t.idx::text || ':' || b.outcome, ' ' ORDER BY t.idx)"
-	    " FROM process_batch((SELECT array_agg(id) FROM tasks WHERE job_id = $1 AND idx = 4),"
-	    "                    3) b JOIN tasks t ON t.id = b.task_id",
-	    1, p);
-	cr_expect_str_eq(PQgetvalue(res, 0, 0), "4:succeeded 5:succeeded 6:succeeded");
-	PQclear(res);
+	char *got = batch(db, job, "{4}", "3");
+	cr_expect_str_eq(got, "0:succeeded 1:succeeded 2:succeeded 3:succeeded 4:succeeded");
+	free(got);
+	/* Index 9 delivered: 5 to 9; index 6 delivered again: already done. */
+	got = batch(db, job, "{6,9}", "0");
+	cr_expect_str_eq(got, "5:succeeded 6:succeeded 7:succeeded 8:succeeded 9:succeeded");
+	free(got);
+	got = batch(db, job, "{6}", "64");
+	cr_expect_str_eq(got, "6:skipped:succeeded");
+	free(got);
 	cr_expect_eq(
 	    t_sql_long(db, "SELECT count(*) FROM tasks WHERE job_id = $1 AND status = 'queued'", 1,
 	               p),
-	    7);
+	    0);
 	rollback(db);
+}
+
+Test(task_links, a_batch_claims_the_rest_while_the_claim_allows)
+{
+	struct t_org org;
+	PGconn *db = begin(&org);
+	char sid[37], job[37];
+	t_session_sql(db, org.id, "links", sid);
+	t_job_sql(db, org.id, sid, 10, job);
+	char *got = batch(db, job, "{1}", "6");
+	cr_expect_str_eq(got, "0:succeeded 1:succeeded 2:succeeded 3:succeeded 4:succeeded "
+	                      "5:succeeded");
+	free(got);
+	rollback(db);
+}
+
+/*
+ * A job or session row that another transaction holds is never waited
+ * for: the delivered tasks come back busy, naming which, and nothing is
+ * written; once the holder is gone they run.
+ */
+Test(task_links, a_held_job_or_session_is_left_for_later)
+{
+	struct t_org org;
+	t_org_new(&org);
+	PGconn *db = t_db(), *holder = t_db();
+	/* A hang would be a failure, not a stuck test. */
+	PQclear(t_sql(db, "SET statement_timeout = '20s'", 0, NULL));
+	char sid[37], job[37];
+	t_session_sql(db, org.id, "held", sid);
+	t_job_sql(db, org.id, sid, 3, job);
+	const char *pj[] = {job}, *ps[] = {sid};
+
+	PQclear(t_sql(holder, "BEGIN", 0, NULL));
+	PQclear(t_sql(holder, "SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", 1, pj));
+	char *got = batch(db, job, "{0,2}", "64");
+	cr_expect_str_eq(got, "0:busy:job 2:busy:job");
+	free(got);
+	PQclear(t_sql(holder, "ROLLBACK", 0, NULL));
+
+	PQclear(t_sql(holder, "BEGIN", 0, NULL));
+	PQclear(t_sql(holder, "SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE", 1, ps));
+	got = batch(db, job, "{1}", "64");
+	cr_expect_str_eq(got, "1:busy:session");
+	free(got);
+	PQclear(t_sql(holder, "ROLLBACK", 0, NULL));
+	cr_expect_eq(
+	    t_sql_long(db, "SELECT count(*) FROM tasks WHERE job_id = $1 AND status = 'queued'", 1,
+	               pj),
+	    3);
+
+	got = batch(db, job, "{1}", "64");
+	cr_expect_str_eq(got, "0:succeeded 1:succeeded 2:succeeded");
+	free(got);
+	t_check_invariants(db);
+	PQfinish(holder);
+	PQfinish(db);
 }
