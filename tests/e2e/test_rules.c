@@ -253,3 +253,53 @@ Test(rules, duplicates_case_insensitive_and_override)
 	    2);
 	t_check_invariants(db);
 }
+
+/*
+ * One address however it is cased or composed, across Unicode
+ * (sql/013_email_unicode.sql): single and bulk registrations, and the
+ * duplicate found by override_duplicates.
+ */
+Test(rules, duplicates_fold_case_across_unicode)
+{
+	char sid[37], what[64];
+	make_session("{\"title\":\"Unicode\",\"capacity\":3}", sid);
+	cr_assert_eq(register_one(sid, "ÉMILE@x.org", NULL, what, sizeof(what)), 201);
+	cr_assert_eq(register_one(sid, "émile@x.org", NULL, what, sizeof(what)), 409);
+	cr_assert_str_eq(what, "already_registered");
+	/* e + U+0301 COMBINING ACUTE ACCENT: the same é, decomposed. */
+	cr_assert_eq(register_one(sid, "e\xcc\x81mile@X.ORG", NULL, what, sizeof(what)), 409);
+	cr_assert_str_eq(what, "already_registered");
+	cr_assert_eq(register_one(sid, "STRASSE@x.org", NULL, what, sizeof(what)), 201);
+	cr_assert_eq(
+	    register_one(sid, "straße@x.org", "{\"override_duplicates\":true}", what, sizeof(what)),
+	    201);
+
+	/* Bulk: two spellings of one address in one job; the first is registered. */
+	const char *body = "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":["
+	                   "{\"attributes\":{\"email\":\"user@BÜCHER.de\",\"first_name\":\"A\"}},"
+	                   "{\"attributes\":{\"email\":\"user@bücher.de\",\"first_name\":\"B\"}},"
+	                   "{\"attributes\":{\"email\":\"ÉMILE@X.ORG\"}}]}}}";
+	char url[256];
+	struct t_resp r;
+	struct job_wait w;
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
+	t_http(&r, "POST", url, org.token, body, NULL);
+	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
+	snprintf(w.url, sizeof(w.url), "%s%s", base, r.location);
+	t_resp_free(&r);
+	cr_assert(t_poll(terminal, &w, 30000));
+	const char *p[] = {sid};
+	char *got = t_sql_text(db,
+	                       "SELECT string_agg(t.idx || ':' || t.status || ':'"
+	                       "  || coalesce(t.error_code, p.first_name), ' ' ORDER BY t.idx)"
+	                       " FROM tasks t JOIN jobs j ON j.id = t.job_id"
+	                       " LEFT JOIN people p ON p.id = t.person_id WHERE j.session_id = $1",
+	                       1, p);
+	cr_assert_str_eq(got,
+	                 "0:succeeded:A 1:failed:already_registered 2:failed:already_registered");
+	free(got);
+	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM people WHERE session_id = $1", 1, p), 3);
+	cr_assert_eq(t_sql_long(db, "SELECT registrants_count FROM sessions WHERE id = $1", 1, p),
+	             3);
+	t_check_invariants(db);
+}

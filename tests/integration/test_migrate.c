@@ -172,3 +172,60 @@ Test(migrate, concurrent_runs_are_safe, .fini = t_scratch_drop_all, .timeout = 6
 	free(after);
 	PQfinish(db);
 }
+
+/*
+ * sql/013_email_unicode.sql on a database that already holds addresses
+ * which become one under Unicode case folding: nobody is merged or
+ * removed; the later person of each pair is marked with the earlier one,
+ * and the earlier one keeps the address for duplicate checks.
+ */
+Test(migrate, unicode_folding_marks_existing_duplicates, .fini = t_scratch_drop_all)
+{
+	char url[1024];
+	t_scratch_create(url, sizeof(url));
+	size_t before = 0;
+	while (before < migrate_embedded_count && migrate_embedded[before].version < 13)
+		before++;
+	cr_assert_lt(before, migrate_embedded_count, "no migration 013");
+	db_conn *c = NULL;
+	cr_assert_eq(db_open(url, 60000, false, &c), BR_OK);
+	int applied = 0;
+	cr_assert_eq(migrate_run(c, migrate_embedded, before, &applied), BR_OK);
+
+	PGconn *db = PQconnectdb(url);
+	cr_assert_eq(PQstatus(db), CONNECTION_OK, "cannot connect to %s", url);
+	char sid[37];
+	char *org = t_sql_text(db, "INSERT INTO organizations (name) VALUES ('fold') RETURNING id",
+	                       0, NULL);
+	t_session_sql(db, org, "fold", sid);
+	const char *p[] = {sid};
+	PQclear(t_sql(db,
+	              "INSERT INTO people (session_id, position, email, registration_status,"
+	              " join_token)"
+	              " SELECT $1, n - 1, e, 'registered', 'token-of-this-person-' || n"
+	              " FROM unnest(ARRAY['ÉMILE@x.org', 'other@x.org', 'émile@x.org',"
+	              "                   'e\xcc\x81mile@x.org']) WITH ORDINALITY AS x(e, n)",
+	              1, p));
+	cr_assert_eq(migrate_run(c, migrate_embedded, migrate_embedded_count, &applied), BR_OK);
+	cr_assert_eq(applied, (int)(migrate_embedded_count - before));
+
+	char *marks = t_sql_text(db,
+	                         "SELECT string_agg(p.position || ':' ||"
+	                         "  coalesce((SELECT q.position FROM people q"
+	                         "            WHERE q.id = p.email_conflict_of)::text, '-'),"
+	                         "  ' ' ORDER BY p.position)"
+	                         " FROM people p WHERE p.session_id = $1",
+	                         1, p);
+	cr_expect_str_eq(marks, "0:- 1:- 2:0 3:0");
+	free(marks);
+	/* The address is still taken, by the earliest person. */
+	char *dup = t_sql_text(db,
+	                       "SELECT r.outcome || ':' || r.error_code FROM register_person($1,"
+	                       " '{\"email\":\"E\xcc\x81MILE@X.ORG\"}', false, false, NULL) r",
+	                       1, p);
+	cr_expect_str_eq(dup, "failed:already_registered");
+	free(dup);
+	free(org);
+	PQfinish(db);
+	db_close(c);
+}
