@@ -80,7 +80,7 @@ static br_status gauge_in_flight(void *ctx, strbuf *out)
 	PGresult *res = NULL;
 	br_status st = db_pool_get(o->db, OPS_DB_WAIT_MS, &db);
 	if (st == BR_OK)
-		st = db_run(db, &stmt_in_flight, NULL, &res);
+		st = db_run_read(db, &stmt_in_flight, NULL, &res);
 	db_pool_put(o->db, db);
 	if (st != BR_OK)
 		return BR_OK;
@@ -151,7 +151,7 @@ static void ops_readyz(ops *o, struct http_resp *resp)
 {
 	db_conn *db = NULL;
 	bool db_ok = db_pool_get(o->db, OPS_DB_WAIT_MS, &db) == BR_OK &&
-	             db_run(db, &stmt_ping, NULL, NULL) == BR_OK;
+	             db_run_read(db, &stmt_ping, NULL, NULL) == BR_OK;
 	db_pool_put(o->db, db);
 	uint32_t s[2][2];
 	bool mq_ok = ops_queue_stats(o, s);

@@ -25,6 +25,19 @@ extern met_counter *ops_webhook_deliveries; /* {outcome} */
 typedef struct ops ops;
 
 /*
+ * /readyz answers within OPS_READY_DEADLINE_MS whatever hangs behind it:
+ * its checks run on the ops thread, and a check still running then counts
+ * as down. The pool a process gives ops_init should be opened with
+ * OPS_DB_OPTS, so that a slow database fails a check rather than holds it.
+ */
+#define OPS_READY_DEADLINE_MS 1500
+#define OPS_DB_OPTS                                                     \
+	{                                                               \
+		.statement_timeout_ms = 2000, .lock_timeout_ms = 1000,  \
+		.idle_in_tx_timeout_ms = 10000, .connect_timeout_s = 2, \
+	}
+
+/*
  * Extra readiness check of the process (e.g. the worker's consumers are
  * connected); NULL for none. Returns true when ready.
  */

@@ -656,8 +656,8 @@ br_status consumers_start(struct worker *w)
 		c->w = w;
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
-		br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true,
-		                       &w->batcher->conns[i]);
+		static const struct db_opts opts = WORKER_DB_OPTS;
+		br_status st = db_open(w->cfg->database_url, &opts, true, &w->batcher->conns[i]);
 		if (st == BR_OK)
 			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
