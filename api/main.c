@@ -48,6 +48,12 @@
 /* Token buckets one API process keeps at most (about 100 bytes each). */
 #define API_RL_MAX_KEYS 16384
 
+/* /readyz: the broker blocks our publishers (ops_set_blocked). */
+static bool publishers_blocked(void *ctx)
+{
+	return pub_blocked(ctx);
+}
+
 /* API_CONN_LIMIT, or what the descriptor limit leaves room for. */
 static unsigned conn_limit(void)
 {
@@ -85,6 +91,7 @@ int main(void)
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}
+	ops_set_blocked(app.ops, publishers_blocked, app.pub);
 	struct http_opts opts = {
 	    .bind = cfg.api_bind,
 	    .port = cfg.api_port,

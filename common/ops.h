@@ -51,6 +51,13 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
                    ops **out) BR_MUST_USE;
 void ops_free(ops *o);
 
+/*
+ * Makes /readyz answer 503 with "broker":"blocked" while blocked(ctx) is
+ * true (the API: its publishers are blocked by a broker alarm). Call before
+ * serving; blocked must be quick and thread-safe.
+ */
+void ops_set_blocked(ops *o, ops_ready_fn blocked, void *ctx);
+
 /* Serves req when its path is an ops endpoint; returns false otherwise. */
 bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp);
 
