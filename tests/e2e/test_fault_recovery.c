@@ -190,3 +190,101 @@ Test(fault_recovery, locked_session_answers_503_not_500)
 	cr_assert_eq(st, 201, "once the lock went the registration answered %ld: %s", st, why);
 	cr_expect_eq(t_proc_stop(&api, SIGTERM, 30000), 0);
 }
+
+/* ---- a broker under a resource alarm blocks publishers ---- */
+
+#define BLOCKED_POST_BOUND_MS 5000 /* the old confirm wait alone was 10 s */
+#define READYZ_BOUND_MS       2500 /* /readyz answers within 2 s, plus the client */
+#define ALARM_WAIT_MS         60000
+
+static int set_watermark(const char *value)
+{
+	const char *args[] = {"rabbitmqctl", "set_vm_memory_high_watermark", value, NULL};
+	char out[512];
+	return t_ctl_capture(args, out, sizeof(out));
+}
+
+static void alarm_off(void)
+{
+	(void)set_watermark("0.4");
+	t_fleet_services_up();
+}
+
+/* GET /readyz within READYZ_BOUND_MS: its status, and whether the body says "blocked". */
+static long readyz(const char *base, bool *blocked)
+{
+	char url[128], err[128];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/readyz", base);
+	long long t0 = t_now_ms();
+	t_http_try(&r, "GET", url, NULL, NULL, NULL, 10000, err, sizeof(err));
+	long long took = t_now_ms() - t0;
+	long st = r.status;
+	*blocked = r.body && strstr(r.body, "\"broker\":\"blocked\"") != NULL;
+	t_resp_free(&r);
+	cr_assert_lt(took, READYZ_BOUND_MS, "/readyz took %lld ms", took);
+	return st;
+}
+
+struct ready_probe {
+	const char *base;
+	long last;
+};
+
+static bool readyz_ok(void *ctx)
+{
+	struct ready_probe *p = ctx;
+	bool blocked;
+	p->last = readyz(p->base, &blocked);
+	return p->last == 200;
+}
+
+Test(fault_recovery, memory_alarm_blocks_publishers, .fini = alarm_off)
+{
+	struct t_fleet f;
+	t_fleet_init(&f, "broker memory alarm", NULL, NULL);
+	t_fleet_worker_start(&f, 0, NULL);
+	char sid[37];
+	t_fleet_session(&f, sid);
+	cr_assert_eq(set_watermark("0.0000001"), 0, "rabbitmqctl set_vm_memory_high_watermark");
+
+	/* Jobs are accepted promptly; one of them finds the broker blocked. */
+	bool blocked = false;
+	long long deadline = t_now_ms() + ALARM_WAIT_MS;
+	int posted = 0;
+	while (!blocked && t_now_ms() < deadline) {
+		char prefix[24];
+		long status = 0;
+		long long ms = 0;
+		snprintf(prefix, sizeof(prefix), "alarm%d", posted++);
+		bool ok = t_fleet_post(&f, sid, prefix, 5, 30000, NULL, &status, &ms);
+		cr_assert(ok, "a POST under the alarm answered %ld", status);
+		cr_assert_lt(ms, BLOCKED_POST_BOUND_MS, "a POST under the alarm took %lld ms", ms);
+		long st = readyz(f.api.url, &blocked);
+		cr_assert(!blocked || st == 503, "/readyz said blocked with %ld", st);
+	}
+	cr_assert(blocked, "/readyz never reported the blocked broker");
+	/* Blocked now: a POST skips the broker at once. */
+	long status = 0;
+	long long ms = 0;
+	cr_assert(t_fleet_post(&f, sid, "skipped", 5, 30000, NULL, &status, &ms), "%ld", status);
+	cr_assert_lt(ms, BLOCKED_POST_BOUND_MS, "a POST while blocked took %lld ms", ms);
+
+	/* Other organizations are served meanwhile. */
+	struct t_org other;
+	char other_sid[37], url[256], why[512];
+	t_org_new(&other);
+	t_session_new(f.api.url, other.token, "{\"title\":\"other\"}", other_sid);
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s", f.api.url, other_sid);
+	cr_assert_eq(request("GET", url, other.token, NULL, NULL, why, sizeof(why)), 200, "%s",
+	             why);
+
+	cr_assert_eq(set_watermark("0.4"), 0, "clearing the alarm");
+	struct ready_probe rp = {f.api.url, 0};
+	cr_assert(t_poll(readyz_ok, &rp, ALARM_WAIT_MS), "/readyz stayed %ld after the alarm",
+	          rp.last);
+	t_fleet_note(&f, "%d POST(s) before the API saw the alarm;", posted);
+	/* The jobs left unpublished are the sweeper's: every one completes. */
+	t_fleet_verify(&f);
+	t_fleet_stop(&f);
+}
