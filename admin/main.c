@@ -176,7 +176,9 @@ int main(int argc, char **argv)
 	if (!is_migrate && !is_create && !is_revoke && !is_status)
 		return usage();
 
-	if (db_open(cfg.database_url, ADMIN_STATEMENT_TIMEOUT_MS, false, &db) != BR_OK) {
+	/* Migrations may wait for locks and run long: only the statement is bounded. */
+	static const struct db_opts opts = {.statement_timeout_ms = ADMIN_STATEMENT_TIMEOUT_MS};
+	if (db_open(cfg.database_url, &opts, false, &db) != BR_OK) {
 		fputs("bulkreg-admin: cannot connect to the database (DATABASE_URL)\n", stderr);
 		return 1;
 	}

@@ -24,7 +24,17 @@
 /* How long marking a published job waits for one (the sweeper covers a miss). */
 #define API_DB_MARK_WAIT_MS      1000
 #define API_STATEMENT_TIMEOUT_MS 15000
-#define API_UUID_LEN             36
+/*
+ * A request waiting for a row lock (a session row another transaction
+ * holds: a frozen worker's, say) gives up after API_LOCK_TIMEOUT_MS and
+ * answers 503 with Retry-After instead of holding one of the pool's few
+ * connections for the statement timeout. No API statement leaves a
+ * transaction open; API_IDLE_TX_TIMEOUT_MS only guards against one that
+ * would.
+ */
+#define API_LOCK_TIMEOUT_MS    3000
+#define API_IDLE_TX_TIMEOUT_MS 10000
+#define API_UUID_LEN           36
 
 struct api_app {
 	const struct br_config *cfg;

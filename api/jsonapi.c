@@ -185,12 +185,35 @@ void ja_fail(struct api_req *r, unsigned status, const char *code, const char *t
 	ja_errors_send(&e, r->resp);
 }
 
+/* Answers 503 unavailable with a Retry-After of retry_s seconds. */
+static void ja_unavailable(struct api_req *r, const char *detail, int retry_s)
+{
+	ja_fail(r, 503, "unavailable", "Service unavailable", detail);
+	if (http_resp_header(r->resp, "Retry-After", "%d", retry_s) != BR_OK)
+		LOG_WARN("Retry-After header lost");
+}
+
 void ja_db_fail(struct api_req *r, br_status st)
 {
-	if (st == BR_DB_CONN || st == BR_TIMEOUT) {
+	if (st == BR_DB_CONN) {
 		LOG_WARN("database unavailable: %s", r->db ? db_errmsg(r->db) : br_strerror(st));
-		ja_fail(r, 503, "unavailable", "Service unavailable",
-		        "The database is unreachable; nothing was written. Retry later.");
+		ja_unavailable(r, "The database is unreachable; nothing was written. Retry later.",
+		               JA_RETRY_UNREACHABLE_S);
+		return;
+	}
+	/*
+	 * A wait cut short by a bound: no free connection in time (BR_TIMEOUT),
+	 * a row lock held past lock_timeout or a deadlock (BR_DB_RETRY), a
+	 * statement past statement_timeout. The transaction rolled back; the
+	 * same request is likely to succeed shortly, so it is a 503, not a 500.
+	 */
+	if (st == BR_TIMEOUT || st == BR_DB_RETRY ||
+	    (st == BR_DB && r->db && db_failed_busy(r->db))) {
+		LOG_WARN("database busy: %s", r->db ? db_errmsg(r->db) : br_strerror(st));
+		ja_unavailable(r,
+		               "A resource this request needs is busy; nothing was written. "
+		               "Retry later.",
+		               JA_RETRY_BUSY_S);
 		return;
 	}
 	LOG_ERROR("database error %s: %s", r->db ? db_sqlstate(r->db) : "",

@@ -46,9 +46,15 @@ void ja_errors_send(struct ja_errors *e, struct http_resp *resp);
 void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
              const char *detail);
 
+/* Retry-After of a 503: the database unreachable, or busy past a bound. */
+#define JA_RETRY_UNREACHABLE_S 5
+#define JA_RETRY_BUSY_S        2
+
 /*
- * Answers for a failed database call: 503 unavailable when the database is
- * unreachable, 500 internal_error otherwise. The details go to the log.
+ * Answers for a failed database call: 503 unavailable with Retry-After
+ * when the database is unreachable or a wait was cut short by a bound (no
+ * free connection in time, lock_timeout, statement_timeout, deadlock), 500
+ * internal_error otherwise. The details go to the log.
  */
 void ja_db_fail(struct api_req *r, br_status st);
 

@@ -48,6 +48,12 @@
 /* Token buckets one API process keeps at most (about 100 bytes each). */
 #define API_RL_MAX_KEYS 16384
 
+/* /readyz: the broker blocks our publishers (ops_set_blocked). */
+static bool publishers_blocked(void *ctx)
+{
+	return pub_blocked(ctx);
+}
+
 /* API_CONN_LIMIT, or what the descriptor limit leaves room for. */
 static unsigned conn_limit(void)
 {
@@ -69,9 +75,13 @@ int main(void)
 	struct api_app app = {.cfg = &cfg};
 	http_server *srv = NULL;
 	int rc = 1;
-	app.db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, API_DB_CONNS);
+	static const struct db_opts db_opts = {.statement_timeout_ms = API_STATEMENT_TIMEOUT_MS,
+	                                       .lock_timeout_ms = API_LOCK_TIMEOUT_MS,
+	                                       .idle_in_tx_timeout_ms = API_IDLE_TX_TIMEOUT_MS};
+	static const struct db_opts ops_db_opts = OPS_DB_OPTS;
+	app.db = db_pool_new(cfg.database_url, &db_opts, API_DB_CONNS);
 	/* Scrapes and probes have their own, so a busy API still answers them. */
-	db_pool *ops_db = db_pool_new(cfg.database_url, API_STATEMENT_TIMEOUT_MS, 1);
+	db_pool *ops_db = db_pool_new(cfg.database_url, &ops_db_opts, 1);
 	app.pub = pub_pool_new(cfg.amqp_url, API_MQ_CONNS);
 	app.reads = rb_new(app.db, API_DB_WAIT_MS);
 	if (cfg.rate_limit_enabled)
@@ -81,6 +91,7 @@ int main(void)
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}
+	ops_set_blocked(app.ops, publishers_blocked, app.pub);
 	struct http_opts opts = {
 	    .bind = cfg.api_bind,
 	    .port = cfg.api_port,

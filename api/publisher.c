@@ -11,12 +11,18 @@
 #include "log.h"
 #include "proc.h"
 
-#define PUB_CONFIRM_TIMEOUT_MS 10000
+/*
+ * The broker's confirms normally take milliseconds; past this the request
+ * stops waiting (the job is committed; the sweeper publishes it later), so
+ * a hung broker costs a bulk POST at most this much.
+ */
+#define PUB_CONFIRM_TIMEOUT_MS 2000
 /* After a failed connect, requests skip the broker this long (the sweeper publishes). */
 #define PUB_BACKOFF_MS 1000
 
 struct pub_node {
 	mq_conn *conn;
+	bool blocked; /* the broker blocked it, as last seen: counted in nblocked */
 	struct pub_node *next;
 };
 
@@ -26,6 +32,7 @@ struct pub_pool {
 	char *url;
 	int size, open;
 	struct pub_node *free_list;
+	int nblocked;            /* free nodes whose connection the broker blocked */
 	long long down_until_ms; /* atomic: no connect attempts before this */
 };
 
@@ -70,6 +77,8 @@ static br_status pub_get(pub_pool *p, struct pub_node **out)
 	if (p->free_list) {
 		n = p->free_list;
 		p->free_list = n->next;
+		p->nblocked -= n->blocked;
+		n->blocked = false;
 	} else {
 		p->open++;
 	}
@@ -92,15 +101,45 @@ static br_status pub_get(pub_pool *p, struct pub_node **out)
 
 static void pub_put(pub_pool *p, struct pub_node *n)
 {
+	bool blocked = mq_is_blocked(n->conn);
 	pthread_mutex_lock(&p->mu);
+	n->blocked = blocked;
+	p->nblocked += blocked;
 	n->next = p->free_list;
 	p->free_list = n;
 	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 }
 
+bool pub_blocked(pub_pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	/*
+	 * Only a connection the broker blocked hears connection.unblocked:
+	 * read what they were sent (a recv each, no waiting).
+	 */
+	for (struct pub_node *n = p->free_list; n && p->nblocked > 0; n = n->next) {
+		if (!n->blocked)
+			continue;
+		if (mq_poll(n->conn) != BR_OK || !mq_is_blocked(n->conn)) {
+			n->blocked = false;
+			p->nblocked--;
+		}
+	}
+	bool blocked = p->nblocked > 0;
+	pthread_mutex_unlock(&p->mu);
+	return blocked;
+}
+
 br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n)
 {
+	/*
+	 * While the broker blocks publishers (a memory or disk alarm), a
+	 * publish would only wait: skip it. The job is committed; the sweeper
+	 * publishes it once the alarm clears.
+	 */
+	if (pub_blocked(p))
+		return BR_MQ_BLOCKED;
 	/*
 	 * While the broker is known to be down, answer at once: the job is
 	 * committed and the sweeper will publish it, so waiting on connect
@@ -126,7 +165,7 @@ br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n)
 		if (st != BR_MQ_CONN || !was_open)
 			break;
 	}
-	if (st != BR_OK)
+	if (st != BR_OK && st != BR_MQ_BLOCKED)
 		LOG_WARN("publishing %zu task(s) failed: %s (%s)", n, br_strerror(st),
 		         mq_errmsg(node->conn));
 	pub_put(p, node);

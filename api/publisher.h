@@ -23,9 +23,18 @@ void pub_pool_free(pub_pool *p);
 
 /*
  * Publishes msgs to bulkreg.tasks with confirms. BR_OK when every message
- * was confirmed; otherwise BR_MQ_CONN / BR_MQ_NACK / BR_TIMEOUT, and the
- * caller must assume none was.
+ * was confirmed; otherwise BR_MQ_CONN / BR_MQ_NACK / BR_TIMEOUT /
+ * BR_MQ_BLOCKED (at once, without trying, while the broker blocks the
+ * pool's publishers), and the caller must assume none was.
  */
 br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n) BR_MUST_USE;
+
+/*
+ * True while the broker blocks publishing on the pool's connections (a
+ * resource alarm), as learnt from connection.blocked; reading any
+ * connection.unblocked that arrived meanwhile costs a recv per blocked
+ * connection. Thread-safe.
+ */
+bool pub_blocked(pub_pool *p);
 
 #endif

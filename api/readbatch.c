@@ -161,10 +161,13 @@ static void run_batch(readbatch *rb, struct rb_wait **batch, int n)
 	PGresult *res = NULL;
 	br_status st = db_pool_get(rb->db, rb->db_wait_ms, &c);
 	if (st == BR_OK) {
-		st = db_run(c, batch[0]->stmt, params, &res);
+		st = db_run_read(c, batch[0]->stmt, params, &res);
 		if (st != BR_OK)
 			LOG_WARN("readbatch: %s for %d requests: %s %s", batch[0]->stmt->name, n,
 			         db_sqlstate(c), db_errmsg(c));
+		/* The waiters have no connection to ask: a cut-short wait is a timeout. */
+		if (st == BR_DB && db_failed_busy(c))
+			st = BR_TIMEOUT;
 	}
 	db_pool_put(rb->db, c);
 	for (int i = 0; st == BR_OK && i < PQntuples(res); i++)

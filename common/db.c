@@ -15,14 +15,15 @@
 
 #include "log.h"
 #include "proc.h"
+#include "strbuf.h"
 
-#define DB_MAX_PREPARED    128
-#define DB_CONNECT_TIMEOUT "5"
+#define DB_MAX_PREPARED 128
 
 struct db_conn {
 	PGconn *pg;
 	char *url;
-	int statement_timeout_ms;
+	struct db_opts opts;
+	char *options; /* the libpq `options` parameter: our bounds, then the URL's own */
 	/* Statements prepared on this connection, by address. */
 	const db_stmt *prepared[DB_MAX_PREPARED];
 	int nprepared;
@@ -41,15 +42,46 @@ static void db_set_error(db_conn *c, const char *state, const char *msg)
 		c->errmsg[--n] = '\0';
 }
 
+/*
+ * The libpq `options` value: our -c settings first, then the options the
+ * URL gives (the keyword we pass would otherwise replace them), so an
+ * operator's own -c in DATABASE_URL wins. NULL on NOMEM.
+ */
+static char *db_build_options(const char *url, const struct db_opts *o)
+{
+	strbuf sb;
+	sb_init(&sb, 4096);
+	br_status st = sb_appends(&sb, "-c client_min_messages=warning");
+	if (st == BR_OK && o->statement_timeout_ms > 0)
+		st = sb_appendf(&sb, " -c statement_timeout=%d", o->statement_timeout_ms);
+	if (st == BR_OK && o->lock_timeout_ms > 0)
+		st = sb_appendf(&sb, " -c lock_timeout=%d", o->lock_timeout_ms);
+	if (st == BR_OK && o->idle_in_tx_timeout_ms > 0)
+		st = sb_appendf(&sb, " -c idle_in_transaction_session_timeout=%d",
+		                o->idle_in_tx_timeout_ms);
+	/* A URL libpq cannot parse fails at connect, with libpq's own message. */
+	PQconninfoOption *info = PQconninfoParse(url, NULL);
+	for (PQconninfoOption *i = info; st == BR_OK && i && i->keyword; i++) {
+		if (strcmp(i->keyword, "options") == 0 && i->val && i->val[0])
+			st = sb_appendf(&sb, " %s", i->val);
+	}
+	PQconninfoFree(info);
+	if (st != BR_OK) {
+		sb_free(&sb);
+		return NULL;
+	}
+	return sb_take(&sb);
+}
+
 static br_status db_connect(db_conn *c)
 {
-	char opts[64];
-	snprintf(opts, sizeof(opts), "-c statement_timeout=%d -c client_min_messages=warning",
-	         c->statement_timeout_ms);
+	char timeout[16];
+	snprintf(timeout, sizeof(timeout), "%d",
+	         c->opts.connect_timeout_s > 0 ? c->opts.connect_timeout_s : DB_CONNECT_TIMEOUT_S);
 	const char *keys[] = {
 	    "dbname",          "connect_timeout",     "options",          "application_name",
 	    "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
-	const char *vals[] = {c->url, DB_CONNECT_TIMEOUT, opts, "bulkreg", "10", "5", "3", NULL};
+	const char *vals[] = {c->url, timeout, c->options, "bulkreg", "10", "5", "3", NULL};
 	PQfinish(c->pg);
 	c->nprepared = 0;
 	c->pg = PQconnectdbParams(keys, vals, 1);
@@ -64,17 +96,18 @@ static br_status db_connect(db_conn *c)
 	return BR_OK;
 }
 
-br_status db_open(const char *url, int statement_timeout_ms, bool lazy, db_conn **out)
+br_status db_open(const char *url, const struct db_opts *opts, bool lazy, db_conn **out)
 {
 	db_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return BR_NOMEM;
+	c->opts = *opts;
 	c->url = strdup(url);
-	if (!c->url) {
-		free(c);
+	c->options = c->url ? db_build_options(url, opts) : NULL;
+	if (!c->url || !c->options) {
+		db_close(c);
 		return BR_NOMEM;
 	}
-	c->statement_timeout_ms = statement_timeout_ms;
 	br_status st = db_connect(c);
 	if (st != BR_OK && !(lazy && st == BR_DB_CONN)) {
 		db_close(c);
@@ -90,13 +123,34 @@ void db_close(db_conn *c)
 		return;
 	PQfinish(c->pg);
 	free(c->url);
+	free(c->options);
 	free(c);
 }
 
 br_status db_ensure(db_conn *c)
 {
-	if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
-		return BR_OK;
+	if (c->pg && PQstatus(c->pg) == CONNECTION_OK) {
+		/*
+		 * Inside a transaction a replaced connection would lose it
+		 * silently: the next statement finds out instead.
+		 */
+		if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+			return BR_OK;
+		/*
+		 * A PostgreSQL restart (or pg_terminate_backend, or
+		 * idle_in_transaction_session_timeout) ends a session with a
+		 * FATAL message and a closed socket, which libpq reads only on
+		 * the connection's next use: a pooled connection would fail the
+		 * request that takes it. Reading what already arrived costs one
+		 * recv() and never blocks (libpq keeps its socket non-blocking);
+		 * a closed socket turns the status to CONNECTION_BAD.
+		 */
+		if (PQconsumeInput(c->pg) && PQstatus(c->pg) == CONNECTION_OK)
+			return BR_OK;
+		db_set_error(c, "08006", PQerrorMessage(c->pg));
+		LOG_INFO("database connection found closed while idle (%s): reconnecting",
+		         c->errmsg);
+	}
 	return db_connect(c);
 }
 
@@ -122,6 +176,11 @@ const char *db_errmsg(const db_conn *c)
 	return c->errmsg;
 }
 
+bool db_failed_busy(const db_conn *c)
+{
+	return strcmp(c->sqlstate, "55P03") == 0 || strcmp(c->sqlstate, "57014") == 0;
+}
+
 /* Classifies a failed result and records its error. */
 static br_status db_classify(db_conn *c, const PGresult *res)
 {
@@ -134,7 +193,12 @@ static br_status db_classify(db_conn *c, const PGresult *res)
 		db_reset(c);
 		return BR_DB_CONN;
 	}
-	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+	/*
+	 * lock_timeout (55P03) rolled the transaction back like a deadlock
+	 * would: running it again later may well succeed.
+	 */
+	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	    strcmp(state, "55P03") == 0)
 		return BR_DB_RETRY;
 	return BR_DB;
 }
@@ -148,15 +212,51 @@ static bool db_is_prepared(const db_conn *c, const db_stmt *stmt)
 	return false;
 }
 
-br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params, PGresult **res)
+static bool db_res_ok(const PGresult *r)
 {
-	if (!c->pg)
-		return BR_DB_CONN;
+	ExecStatusType es = PQresultStatus(r);
+	return es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK;
+}
+
+/*
+ * Reads every result of the command just sent: the first failure if there
+ * was one, else the last result (NULL when libpq returned none). *completed
+ * tells whether the server reported the command done before any failure.
+ */
+static PGresult *db_collect(db_conn *c, bool *completed)
+{
+	PGresult *keep = NULL, *r;
+	*completed = false;
+	while ((r = PQgetResult(c->pg)) != NULL) {
+		bool ok = db_res_ok(r);
+		*completed = *completed || (ok && (!keep || db_res_ok(keep)));
+		if (keep && !db_res_ok(keep)) {
+			PQclear(r); /* the first failure is the one that counts */
+			continue;
+		}
+		PQclear(keep);
+		keep = r;
+	}
+	return keep;
+}
+
+/*
+ * One attempt of db_run. On failure *harmless tells whether the attempt
+ * cannot have had any effect on the database (see db_run).
+ */
+static br_status db_run_once(db_conn *c, const db_stmt *stmt, bool read_only,
+                             const char *const *params, PGresult **res, bool *harmless)
+{
+	bool completed;
+	br_status st;
+	/* A Parse has no effect, so any failure to prepare is harmless. */
+	*harmless = true;
 	if (!db_is_prepared(c, stmt)) {
-		PGresult *r = PQprepare(c->pg, stmt->name, stmt->sql, stmt->nparams, NULL);
-		ExecStatusType es = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-		if (es != PGRES_COMMAND_OK) {
-			br_status st = db_classify(c, r);
+		PGresult *r = NULL;
+		if (PQsendPrepare(c->pg, stmt->name, stmt->sql, stmt->nparams, NULL))
+			r = db_collect(c, &completed);
+		if (!r || !db_res_ok(r)) {
+			st = db_classify(c, r);
 			PQclear(r);
 			LOG_ERROR("preparing %s failed: %s", stmt->name, c->errmsg);
 			return st;
@@ -165,18 +265,68 @@ br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params, PGr
 		if (c->nprepared < DB_MAX_PREPARED)
 			c->prepared[c->nprepared++] = stmt;
 	}
-	PGresult *r = PQexecPrepared(c->pg, stmt->name, stmt->nparams, params, NULL, NULL, 0);
-	ExecStatusType es = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
-		br_status st = db_classify(c, r);
-		PQclear(r);
-		return st;
+	/* Not sent at all (the socket was found closed): it cannot have run. */
+	if (!PQsendQueryPrepared(c->pg, stmt->name, stmt->nparams, params, NULL, NULL, 0))
+		return db_classify(c, NULL);
+	PGresult *r = db_collect(c, &completed);
+	if (r && db_res_ok(r)) {
+		if (res)
+			*res = r;
+		else
+			PQclear(r);
+		return BR_OK;
 	}
-	if (res)
-		*res = r;
-	else
-		PQclear(r);
-	return BR_OK;
+	st = db_classify(c, r);
+	PQclear(r);
+	/*
+	 * Sent, and the connection died: the statement may have run, and in
+	 * autocommit even committed (its CommandComplete lost with the
+	 * backend). Two cases are certain. A read-only statement may run
+	 * twice. And 57P01 (admin_shutdown: a fast shutdown or restart, or
+	 * pg_terminate_backend) with no completion before it: the backend
+	 * raised it itself, before Execute finished (commit interrupts are
+	 * held off, and the backend's output is one ordered stream, so a
+	 * completed statement's CommandComplete would have come first), so the
+	 * implicit transaction rolled back. A closed socket without 57P01 (a
+	 * crashed or killed backend, a network failure) proves nothing.
+	 */
+	*harmless =
+	    st == BR_DB_CONN && !completed && (read_only || strcmp(c->sqlstate, "57P01") == 0);
+	return st;
+}
+
+static br_status db_run_retrying(db_conn *c, const db_stmt *stmt, bool read_only,
+                                 const char *const *params, PGresult **res)
+{
+	if (!c->pg)
+		return BR_DB_CONN;
+	/*
+	 * Outside a transaction block the statement is its own transaction,
+	 * so running it again on a new connection is the same request; inside
+	 * one, the transaction died with the connection and only the caller
+	 * can start it over.
+	 */
+	bool own_tx = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+	bool harmless = false;
+	br_status st = db_run_once(c, stmt, read_only, params, res, &harmless);
+	if (st != BR_DB_CONN || !harmless || !own_tx || !c->opts.stateless)
+		return st;
+	LOG_INFO("database connection lost before %s ran (%s): running it on a new connection",
+	         stmt->name, c->errmsg);
+	st = db_connect(c);
+	if (st == BR_OK)
+		st = db_run_once(c, stmt, read_only, params, res, &harmless);
+	return st;
+}
+
+br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params, PGresult **res)
+{
+	return db_run_retrying(c, stmt, false, params, res);
+}
+
+br_status db_run_read(db_conn *c, const db_stmt *stmt, const char *const *params, PGresult **res)
+{
+	return db_run_retrying(c, stmt, true, params, res);
 }
 
 br_status db_cmd(db_conn *c, const char *sql)
@@ -213,13 +363,13 @@ struct db_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	char *url;
-	int statement_timeout_ms;
+	struct db_opts opts;
 	int size;           /* most connections */
 	int open;           /* connections created so far */
 	db_conn *free_list; /* idle connections */
 };
 
-db_pool *db_pool_new(const char *url, int statement_timeout_ms, int size)
+db_pool *db_pool_new(const char *url, const struct db_opts *opts, int size)
 {
 	db_pool *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -231,7 +381,9 @@ db_pool *db_pool_new(const char *url, int statement_timeout_ms, int size)
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	proc_cond_init(&p->cv);
-	p->statement_timeout_ms = statement_timeout_ms;
+	p->opts = *opts;
+	/* A pool hands connections to whoever comes: they can carry no session state. */
+	p->opts.stateless = true;
 	p->size = size;
 	return p;
 }
@@ -272,7 +424,7 @@ br_status db_pool_get(db_pool *p, int wait_ms, db_conn **out)
 	if (!c && !create)
 		return BR_TIMEOUT;
 	if (create) {
-		br_status st = db_open(p->url, p->statement_timeout_ms, true, &c);
+		br_status st = db_open(p->url, &p->opts, true, &c);
 		if (st != BR_OK) {
 			pthread_mutex_lock(&p->mu);
 			p->open--;

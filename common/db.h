@@ -1,13 +1,21 @@
 /*
  * db.h - a PostgreSQL connection that knows how to come back.
  *
- * A db_conn wraps one libpq connection with a connect timeout, a
- * statement_timeout, TCP keepalives, and lazily prepared named statements:
+ * A db_conn wraps one libpq connection with a connect timeout, server-side
+ * bounds on every wait (statement_timeout, lock_timeout,
+ * idle_in_transaction_session_timeout: struct db_opts), TCP keepalives,
+ * and lazily prepared named statements:
  * a db_stmt is prepared on a connection the first time it runs there, and
  * again after a reconnect. Failures are classified so callers can decide:
  * BR_DB_CONN (the connection is gone: reconnect and retry the transaction),
- * BR_DB_RETRY (serialization failure or deadlock: retry the transaction),
- * BR_DB (anything else; db_sqlstate() tells which).
+ * BR_DB_RETRY (serialization failure, deadlock or lock_timeout: retry the
+ * transaction), BR_DB (anything else; db_sqlstate() tells which, and
+ * db_failed_busy() whether it was a wait cut short).
+ *
+ * A connection that died while idle (a PostgreSQL restart closes every
+ * session) is noticed without a round trip before it is used, and a
+ * stateless connection runs a statement once more on a fresh connection
+ * when the failed attempt cannot have run it (see db_run).
  *
  * A db_conn is used by one thread at a time; distinct db_conns are
  * independent. A db_pool hands connections to request threads.
@@ -34,17 +42,41 @@ typedef struct {
 } db_stmt;
 
 /*
- * Opens a connection to url (a libpq URI). The connection attempt is given
- * connect_timeout_s seconds; every statement statement_timeout_ms. On
+ * Server-side bounds of a connection's session, passed as the libpq
+ * `options` connection parameter (no round trip per connection or
+ * request), before whatever options DATABASE_URL itself gives, which
+ * therefore win. A 0 leaves the server's setting.
+ */
+struct db_opts {
+	int statement_timeout_ms;
+	int lock_timeout_ms;       /* a lock wait longer than this fails with 55P03 */
+	int idle_in_tx_timeout_ms; /* a session idle this long inside a transaction is ended */
+	int connect_timeout_s;     /* 0: DB_CONNECT_TIMEOUT_S; libpq's minimum is 2 */
+	/*
+	 * The connection keeps no session state between statements (no
+	 * session locks, LISTEN, temporary tables): db_run may replace it by a
+	 * new one and run a statement again (pooled connections always are).
+	 */
+	bool stateless;
+};
+
+#define DB_CONNECT_TIMEOUT_S 5
+
+/*
+ * Opens a connection to url (a libpq URI) bounded by *opts (copied). On
  * failure *out is untouched and BR_DB_CONN (or BR_NOMEM) is returned; the
  * handle is still returned when lazy is true, to be connected by db_ensure.
  */
-br_status db_open(const char *url, int statement_timeout_ms, bool lazy, db_conn **out) BR_MUST_USE;
+br_status db_open(const char *url, const struct db_opts *opts, bool lazy,
+                  db_conn **out) BR_MUST_USE;
 
 /* Closes and frees; accepts NULL. */
 void db_close(db_conn *c);
 
-/* Reconnects if the connection is bad or closed: BR_OK or BR_DB_CONN. */
+/*
+ * Reconnects if the connection is bad, closed, or was closed by the server
+ * while idle (checked without a round trip): BR_OK or BR_DB_CONN.
+ */
 br_status db_ensure(db_conn *c) BR_MUST_USE;
 
 /* Drops the connection so the next db_ensure reconnects. */
@@ -57,10 +89,20 @@ PGconn *db_pg(db_conn *c);
  * Runs stmt with params (text format; NULL elements are SQL NULLs). On
  * success *res, if res is non-NULL, receives the result (free it with
  * PQclear); on failure nothing is stored and the result is classified as
- * described above.
+ * described above. On a stateless connection outside a transaction, a
+ * statement whose connection turned out dead is run once more on a new
+ * connection when the first attempt cannot have had an effect.
  */
 br_status db_run(db_conn *c, const db_stmt *stmt, const char *const *params,
                  PGresult **res) BR_MUST_USE;
+
+/*
+ * db_run for a statement that changes nothing (a plain SELECT): running it
+ * twice is harmless, so after a lost connection it is run again even when
+ * the first attempt's outcome is unknown.
+ */
+br_status db_run_read(db_conn *c, const db_stmt *stmt, const char *const *params,
+                      PGresult **res) BR_MUST_USE;
 
 /* Runs a parameterless command such as "BEGIN" or "COMMIT". */
 br_status db_cmd(db_conn *c, const char *sql) BR_MUST_USE;
@@ -74,8 +116,18 @@ const char *db_sqlstate(const db_conn *c);
 /* The server's message of the last failure ("" if none); borrowed. */
 const char *db_errmsg(const db_conn *c);
 
-/* Pool of up to size connections opened on demand. NULL on NOMEM. */
-db_pool *db_pool_new(const char *url, int statement_timeout_ms, int size);
+/*
+ * True when the last failure was a wait cut short by a bound: lock_timeout
+ * (55P03) or statement_timeout / cancel (57014). Busy, not broken: the
+ * same request may succeed a moment later.
+ */
+bool db_failed_busy(const db_conn *c);
+
+/*
+ * Pool of up to size connections opened on demand with *opts (copied;
+ * stateless is forced). NULL on NOMEM.
+ */
+db_pool *db_pool_new(const char *url, const struct db_opts *opts, int size);
 void db_pool_free(db_pool *p);
 
 /*

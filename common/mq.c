@@ -6,10 +6,25 @@
  * here: after confirm.select the broker numbers our publishes 1, 2, ... and
  * answers basic.ack / basic.nack (possibly with multiple) and basic.return
  * for unroutable mandatory messages, which we read as frames.
+ *
+ * Every connection announces the "connection.blocked" capability: under a
+ * resource alarm RabbitMQ stops reading a connection that publishes and
+ * says so with connection.blocked (then connection.unblocked), which we
+ * read wherever frames are read and keep in `blocked`.
+ *
+ * Thread-safety: each mq_conn has a mutex that every public function
+ * holds while it uses the connection, so that the keeper thread (below)
+ * may send heartbeats for a connection whose owner is busy elsewhere.
+ * rabbitmq-c services heartbeats only inside its own calls; a consumer
+ * thread waiting for PostgreSQL would otherwise fall silent and the broker
+ * would close its connection, returning its deliveries mid-batch. A
+ * process that is frozen as a whole (SIGSTOP) falls silent all the same,
+ * which is what lets the broker hand its deliveries to another worker.
  */
 #include "mq.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,19 +37,26 @@
 
 #include "fault.h"
 #include "log.h"
+#include "proc.h"
 
 #define MQ_CHANNEL           1
 #define MQ_FRAME_MAX         131072
 #define MQ_CONNECT_TIMEOUT_S 5
 #define MQ_RPC_TIMEOUT_S     10
+/* How often the keeper looks at the connections it keeps alive. */
+#define MQ_KEEPER_TICK_MS 500
 
 struct mq_conn {
+	pthread_mutex_t mu;         /* held by whoever uses st */
 	amqp_connection_state_t st; /* NULL when broken */
 	char *url;
 	int heartbeat_s;
 	bool confirms;     /* confirm.select done on this connection */
+	bool blocked;      /* the broker said connection.blocked, not yet unblocked */
 	uint64_t next_tag; /* delivery tag of the next publish */
 	long long last_io_ms;
+	long long last_call_ms; /* last library call that could send: the keeper's clock */
+	mq_conn *keep_next;     /* keeper list link, under keep_mu */
 	char err[256];
 };
 
@@ -93,6 +115,30 @@ static br_status mq_check_reply(mq_conn *c, amqp_rpc_reply_t r, const char *what
 	}
 }
 
+static amqp_table_entry_t entry_bool(const char *key, bool val)
+{
+	amqp_table_entry_t e;
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	e.value.value.boolean = val;
+	return e;
+}
+
+static amqp_table_entry_t entry_table(const char *key, amqp_table_entry_t *entries, int n)
+{
+	amqp_table_entry_t e;
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_TABLE;
+	e.value.value.table.num_entries = n;
+	e.value.value.table.entries = entries;
+	return e;
+}
+
+static br_status mq_declare_locked(mq_conn *c);
+static br_status mq_ensure_locked(mq_conn *c);
+static void mq_keep(mq_conn *c);
+static void mq_unkeep(mq_conn *c);
+
 static br_status mq_connect(mq_conn *c)
 {
 	char *copy = strdup(c->url);
@@ -132,9 +178,14 @@ static br_status mq_connect(mq_conn *c)
 	}
 	amqp_set_handshake_timeout(c->st, &tv);
 	amqp_set_rpc_timeout(c->st, &rpc);
+	amqp_table_entry_t cap[] = {entry_bool("connection.blocked", true)};
+	amqp_table_entry_t props[] = {entry_table("capabilities", cap, 1)};
+	amqp_table_t client_props = {1, props};
+	c->blocked = false;
 	st = mq_check_reply(c,
-	                    amqp_login(c->st, info.vhost, 0, MQ_FRAME_MAX, c->heartbeat_s,
-	                               AMQP_SASL_METHOD_PLAIN, info.user, info.password),
+	                    amqp_login_with_properties(
+	                        c->st, info.vhost, 0, MQ_FRAME_MAX, c->heartbeat_s, &client_props,
+	                        AMQP_SASL_METHOD_PLAIN, info.user, info.password),
 	                    "login");
 	if (st != BR_OK)
 		goto out;
@@ -148,7 +199,7 @@ static br_status mq_connect(mq_conn *c)
 	 * Every connection makes sure the topology exists: publishers never
 	 * publish into a missing queue, consumers never subscribe to one.
 	 */
-	st = mq_declare_topology(c);
+	st = mq_declare_locked(c);
 out:
 	free(copy);
 	if (st != BR_OK && st != BR_NOMEM && st != BR_INVAL)
@@ -167,11 +218,15 @@ br_status mq_open(const char *url, int heartbeat_s, bool lazy, mq_conn **out)
 		return BR_NOMEM;
 	}
 	c->heartbeat_s = heartbeat_s;
+	pthread_mutex_init(&c->mu, NULL);
 	br_status st = mq_connect(c);
+	c->last_call_ms = now_ms();
 	if (st != BR_OK && !(lazy && st == BR_MQ_CONN)) {
 		mq_close(c);
 		return st;
 	}
+	if (heartbeat_s > 0)
+		mq_keep(c);
 	*out = c;
 	return BR_OK;
 }
@@ -180,21 +235,40 @@ void mq_close(mq_conn *c)
 {
 	if (!c)
 		return;
+	mq_unkeep(c);
 	if (c->st) {
 		amqp_channel_close(c->st, MQ_CHANNEL, AMQP_REPLY_SUCCESS);
 		amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
 	}
 	mq_drop(c);
+	pthread_mutex_destroy(&c->mu);
 	free(c->url);
 	free(c);
 }
 
-bool mq_is_open(const mq_conn *c)
+bool mq_is_open(mq_conn *c)
 {
-	return c->st != NULL;
+	pthread_mutex_lock(&c->mu);
+	bool open = c->st != NULL;
+	pthread_mutex_unlock(&c->mu);
+	return open;
+}
+
+static void mq_unlock(mq_conn *c)
+{
+	c->last_call_ms = now_ms();
+	pthread_mutex_unlock(&c->mu);
 }
 
 br_status mq_ensure(mq_conn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_ensure_locked(c);
+	mq_unlock(c);
+	return st;
+}
+
+static br_status mq_ensure_locked(mq_conn *c)
 {
 	/*
 	 * An idle connection has not serviced heartbeats, so the broker may
@@ -230,7 +304,7 @@ static amqp_table_entry_t entry_int(const char *key, int val)
 	return e;
 }
 
-br_status mq_declare_topology(mq_conn *c)
+static br_status mq_declare_locked(mq_conn *c)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -277,6 +351,58 @@ br_status mq_declare_topology(mq_conn *c)
 	                amqp_cstring_bytes(MQ_EXCHANGE), amqp_cstring_bytes(MQ_ROUTE_TASKS),
 	                amqp_empty_table);
 	return mq_check_reply(c, amqp_get_rpc_reply(s), "queue.bind bulkreg.tasks");
+}
+
+/*
+ * Notes connection.blocked / connection.unblocked (channel 0); returns true
+ * when f was one of them.
+ */
+static bool mq_note_blocked(mq_conn *c, const amqp_frame_t *f)
+{
+	if (f->frame_type != AMQP_FRAME_METHOD || f->channel != 0)
+		return false;
+	if (f->payload.method.id == AMQP_CONNECTION_BLOCKED_METHOD) {
+		const amqp_connection_blocked_t *m = f->payload.method.decoded;
+		if (!c->blocked)
+			LOG_WARN("broker blocks publishing on this connection: %.*s",
+			         (int)m->reason.len, (const char *)m->reason.bytes);
+		c->blocked = true;
+		return true;
+	}
+	if (f->payload.method.id == AMQP_CONNECTION_UNBLOCKED_METHOD) {
+		if (c->blocked)
+			LOG_INFO("broker unblocked publishing on this connection");
+		c->blocked = false;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Reads, without waiting, whatever the broker sent: blocked / unblocked
+ * notifications, a close, confirms of a batch given up on (ignored).
+ */
+static br_status mq_poll_locked(mq_conn *c)
+{
+	if (!c->st)
+		return BR_MQ_CONN;
+	for (;;) {
+		amqp_frame_t f;
+		struct timeval tv = {0, 0};
+		amqp_maybe_release_buffers(c->st);
+		int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+		if (rc == AMQP_STATUS_TIMEOUT)
+			return BR_OK;
+		if (rc != AMQP_STATUS_OK)
+			return mq_fail(c, BR_MQ_CONN, "poll", amqp_error_string2(rc));
+		c->last_io_ms = now_ms();
+		if (mq_note_blocked(c, &f) || f.frame_type != AMQP_FRAME_METHOD)
+			continue;
+		if (f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)
+			return mq_fail(c, BR_MQ_CONN, "poll", "connection closed by broker");
+		if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD)
+			return mq_fail(c, BR_MQ_CONN, "poll", "channel closed by broker");
+	}
 }
 
 /* Marks the outcome of tags up to tag (or just tag) in a batch's states. */
@@ -329,6 +455,20 @@ static br_status mq_await_confirms(mq_conn *c, const struct mq_msg *msgs, size_t
 		if (rc != AMQP_STATUS_OK)
 			return mq_fail(c, BR_MQ_CONN, "confirms", amqp_error_string2(rc));
 		c->last_io_ms = now_ms();
+		if (mq_note_blocked(c, &f)) {
+			/*
+			 * No confirm comes before connection.unblocked: give up
+			 * now (the caller leaves the messages to the sweeper)
+			 * rather than at the timeout. The connection stays: it
+			 * is the one that will hear connection.unblocked, and
+			 * the broker's late confirms for this batch are ignored.
+			 */
+			if (!c->blocked)
+				continue;
+			snprintf(c->err, sizeof(c->err),
+			         "broker blocks publishing (resource alarm)");
+			return BR_MQ_BLOCKED;
+		}
 		if (f.frame_type != AMQP_FRAME_METHOD)
 			continue;
 		switch (f.payload.method.id) {
@@ -378,14 +518,20 @@ static void mq_cork(int fd, bool on)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
 }
 
-br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
-                     const struct mq_msg *msgs, size_t n, int timeout_ms)
+static br_status mq_publish_locked(mq_conn *c, const char *exchange, const char *routing_key,
+                                   const struct mq_msg *msgs, size_t n, int timeout_ms)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
 	if (n == 0)
 		return BR_OK;
 	br_status st;
+	if (c->blocked && (st = mq_poll_locked(c)) != BR_OK)
+		return st;
+	if (c->blocked) {
+		snprintf(c->err, sizeof(c->err), "broker blocks publishing (resource alarm)");
+		return BR_MQ_BLOCKED;
+	}
 	if (!c->confirms) {
 		amqp_confirm_select(c->st, MQ_CHANNEL);
 		if ((st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "confirm.select")))
@@ -430,7 +576,7 @@ br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
 	return st;
 }
 
-br_status mq_consume(mq_conn *c, const char *queue, int prefetch)
+static br_status mq_consume_locked(mq_conn *c, const char *queue, int prefetch)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -483,7 +629,7 @@ static br_status mq_other_frame(mq_conn *c)
 		return BR_TIMEOUT;
 	if (rc != AMQP_STATUS_OK)
 		return mq_fail(c, BR_MQ_CONN, "consume", amqp_error_string2(rc));
-	if (f.frame_type != AMQP_FRAME_METHOD)
+	if (mq_note_blocked(c, &f) || f.frame_type != AMQP_FRAME_METHOD)
 		return BR_TIMEOUT;
 	switch (f.payload.method.id) {
 	case AMQP_CHANNEL_CLOSE_METHOD:
@@ -498,7 +644,7 @@ static br_status mq_other_frame(mq_conn *c)
 	}
 }
 
-br_status mq_next(mq_conn *c, int timeout_ms, struct mq_delivery *out)
+static br_status mq_next_locked(mq_conn *c, int timeout_ms, struct mq_delivery *out)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -555,7 +701,7 @@ void mq_delivery_free(struct mq_delivery *d)
 	d->body = NULL;
 }
 
-br_status mq_ack(mq_conn *c, uint64_t tag, bool multiple)
+static br_status mq_ack_locked(mq_conn *c, uint64_t tag, bool multiple)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -565,7 +711,7 @@ br_status mq_ack(mq_conn *c, uint64_t tag, bool multiple)
 	return BR_OK;
 }
 
-br_status mq_nack(mq_conn *c, uint64_t tag, bool multiple, bool requeue)
+static br_status mq_nack_locked(mq_conn *c, uint64_t tag, bool multiple, bool requeue)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -575,7 +721,8 @@ br_status mq_nack(mq_conn *c, uint64_t tag, bool multiple, bool requeue)
 	return BR_OK;
 }
 
-br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages, uint32_t *consumers)
+static br_status mq_queue_stats_locked(mq_conn *c, const char *queue, uint32_t *messages,
+                                       uint32_t *consumers)
 {
 	if (!c->st)
 		return BR_MQ_CONN;
@@ -587,4 +734,168 @@ br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages, uint
 	*messages = ok->message_count;
 	*consumers = ok->consumer_count;
 	return BR_OK;
+}
+
+/* ---- public entry points: each holds the connection's mutex ---- */
+
+br_status mq_declare_topology(mq_conn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_declare_locked(c);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
+                     const struct mq_msg *msgs, size_t n, int timeout_ms)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_publish_locked(c, exchange, routing_key, msgs, n, timeout_ms);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_consume(mq_conn *c, const char *queue, int prefetch)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_consume_locked(c, queue, prefetch);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_next(mq_conn *c, int timeout_ms, struct mq_delivery *out)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_next_locked(c, timeout_ms, out);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_ack(mq_conn *c, uint64_t tag, bool multiple)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_ack_locked(c, tag, multiple);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_nack(mq_conn *c, uint64_t tag, bool multiple, bool requeue)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_nack_locked(c, tag, multiple, requeue);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages, uint32_t *consumers)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_queue_stats_locked(c, queue, messages, consumers);
+	mq_unlock(c);
+	return st;
+}
+
+br_status mq_poll(mq_conn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	br_status st = mq_poll_locked(c);
+	mq_unlock(c);
+	return st;
+}
+
+bool mq_is_blocked(mq_conn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	bool blocked = c->st && c->blocked;
+	pthread_mutex_unlock(&c->mu);
+	return blocked;
+}
+
+/*
+ * ---- the keeper ----
+ *
+ * One thread per process, running while any connection with heartbeats
+ * is open: every MQ_KEEPER_TICK_MS it sends a heartbeat frame on each
+ * connection that made no library call for half its heartbeat interval
+ * and whose owner is not inside a call right now (trylock: an owner inside
+ * a call is either waiting in rabbitmq-c, which sends heartbeats itself,
+ * or about to return). RabbitMQ declares a connection dead after about
+ * two intervals without a byte from it, so a busy owner never gets there.
+ * keep_mu guards the list; a connection's own mutex is only ever tried
+ * under it, so the two cannot deadlock.
+ */
+static pthread_mutex_t keep_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t keep_cv;
+static pthread_once_t keep_once = PTHREAD_ONCE_INIT;
+static mq_conn *keep_list;
+static bool keep_running;
+
+static void mq_keep_beat(mq_conn *c, long long now)
+{
+	if (pthread_mutex_trylock(&c->mu) != 0)
+		return;
+	if (c->st && now - c->last_call_ms >= c->heartbeat_s * 500LL) {
+		amqp_frame_t hb;
+		memset(&hb, 0, sizeof(hb));
+		hb.frame_type = AMQP_FRAME_HEARTBEAT;
+		hb.channel = 0;
+		int rc = amqp_send_frame(c->st, &hb);
+		if (rc != AMQP_STATUS_OK)
+			(void)mq_fail(c, BR_MQ_CONN, "heartbeat", amqp_error_string2(rc));
+		c->last_call_ms = now;
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void *mq_keeper(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&keep_mu);
+	while (keep_list) {
+		long long now = now_ms();
+		for (mq_conn *c = keep_list; c; c = c->keep_next)
+			mq_keep_beat(c, now);
+		struct timespec deadline = proc_deadline(MQ_KEEPER_TICK_MS);
+		pthread_cond_timedwait(&keep_cv, &keep_mu, &deadline);
+	}
+	keep_running = false;
+	pthread_mutex_unlock(&keep_mu);
+	return NULL;
+}
+
+static void mq_keep_init(void)
+{
+	proc_cond_init(&keep_cv);
+}
+
+static void mq_keep(mq_conn *c)
+{
+	pthread_once(&keep_once, mq_keep_init);
+	pthread_mutex_lock(&keep_mu);
+	c->keep_next = keep_list;
+	keep_list = c;
+	if (!keep_running) {
+		pthread_t t;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		keep_running = pthread_create(&t, &attr, mq_keeper, NULL) == 0;
+		pthread_attr_destroy(&attr);
+		if (!keep_running)
+			LOG_WARN("no AMQP keeper thread: idle connections rely on their owners");
+	}
+	pthread_mutex_unlock(&keep_mu);
+}
+
+static void mq_unkeep(mq_conn *c)
+{
+	pthread_mutex_lock(&keep_mu);
+	for (mq_conn **p = &keep_list; *p; p = &(*p)->keep_next) {
+		if (*p == c) {
+			*p = c->keep_next;
+			break;
+		}
+	}
+	pthread_cond_signal(&keep_cv);
+	pthread_mutex_unlock(&keep_mu);
 }

@@ -2,10 +2,16 @@
  * mq.h - RabbitMQ access for bulkreg (CONTRACT §4) over rabbitmq-c 0.11.
  *
  * One mq_conn is one AMQP connection with one channel (channel 1), used by
- * one thread at a time: rabbitmq-c connections are not thread-safe, and
- * heartbeats are only serviced inside library calls, so consumers should
- * call mq_next with a timeout in a loop. Any transport or channel error
- * marks the connection broken; mq_ensure reconnects it.
+ * one thread at a time (its functions hold a per-connection mutex, so a
+ * second caller waits). rabbitmq-c services heartbeats only inside library
+ * calls, so a process-wide keeper thread sends them for connections with
+ * heartbeats whose owner is busy elsewhere (waiting for PostgreSQL, say):
+ * only a process that is frozen as a whole falls silent. Any transport or
+ * channel error marks the connection broken; mq_ensure reconnects it.
+ *
+ * Under a resource alarm the broker blocks connections that publish and
+ * says so (connection.blocked); a blocked connection's mq_publish answers
+ * BR_MQ_BLOCKED at once until the broker unblocks it.
  */
 #ifndef BULKREG_MQ_H
 #define BULKREG_MQ_H
@@ -60,7 +66,17 @@ void mq_close(mq_conn *c);
 br_status mq_ensure(mq_conn *c) BR_MUST_USE;
 
 /* True when the connection is believed usable. */
-bool mq_is_open(const mq_conn *c);
+bool mq_is_open(mq_conn *c);
+
+/* True when the broker blocked this connection's publishing (as last heard). */
+bool mq_is_blocked(mq_conn *c);
+
+/*
+ * Reads, without waiting, what the broker sent (connection.blocked or
+ * unblocked, a close). Only for connections that do not consume: it would
+ * swallow deliveries. BR_OK, or BR_MQ_CONN when the connection is lost.
+ */
+br_status mq_poll(mq_conn *c) BR_MUST_USE;
 
 /* Declares CONTRACT §4's exchanges, queues and bindings (idempotent). */
 br_status mq_declare_topology(mq_conn *c) BR_MUST_USE;
@@ -69,7 +85,9 @@ br_status mq_declare_topology(mq_conn *c) BR_MUST_USE;
  * Publishes n messages to exchange with routing_key and waits up to
  * timeout_ms for the broker to confirm every one. BR_OK only when all were
  * confirmed and routed; BR_MQ_NACK when the broker refused or could not
- * route any; BR_MQ_CONN / BR_TIMEOUT leave the outcome of each unknown.
+ * route any; BR_MQ_CONN / BR_TIMEOUT / BR_MQ_BLOCKED (the broker blocked the
+ * connection: nothing is sent while it stays so) leave the outcome of each
+ * unknown.
  */
 br_status mq_publish(mq_conn *c, const char *exchange, const char *routing_key,
                      const struct mq_msg *msgs, size_t n, int timeout_ms) BR_MUST_USE;

@@ -1,9 +1,17 @@
 /*
  * ops.c - /healthz, /readyz, /metrics and the process-wide metrics (see
  * ops.h). Global state: the shared metric handles, set once by ops_init.
+ *
+ * /readyz's checks run on the ops thread ("probe"), one at a time, for
+ * every request that arrived meanwhile; a request waits for the probe up to
+ * OPS_READY_DEADLINE_MS and then answers without it, naming the part still
+ * being checked as down: a hung PostgreSQL or broker (a statement or an
+ * RPC that never returns) cannot hold a probe request, only the probe.
+ * The probe state is guarded by pr_mu.
  */
 #include "ops.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +19,7 @@
 
 #include "log.h"
 #include "mq.h"
+#include "proc.h"
 
 #define OPS_DB_WAIT_MS 3000
 
@@ -18,12 +27,32 @@ met_counter *ops_tasks_processed;
 met_histogram *ops_task_duration;
 met_counter *ops_webhook_deliveries;
 
+/* How long ops_free waits for a probe stuck on a hung service. */
+#define OPS_STOP_WAIT_MS 3000
+
+enum ops_phase {
+	OPS_IDLE,
+	OPS_DB,
+	OPS_MQ
+};
+
 struct ops {
 	db_pool *db;
 	ops_ready_fn ready;
 	void *ready_ctx;
+	ops_ready_fn blocked; /* true while the broker blocks the process's publishers */
+	void *blocked_ctx;
 	pthread_mutex_t mq_mu;
 	mq_conn *mq; /* guarded by mq_mu */
+
+	pthread_mutex_t pr_mu;
+	pthread_cond_t pr_cv;
+	pthread_t prober;
+	bool prober_started;
+	bool stop;                 /* under pr_mu */
+	unsigned long asked, done; /* probe generations, under pr_mu */
+	enum ops_phase phase;      /* what the running probe checks, under pr_mu */
+	bool db_ok, mq_ok;         /* as last checked, under pr_mu */
 };
 
 static const db_stmt stmt_ping = {"ops_ping", "SELECT 1", 0};
@@ -80,7 +109,7 @@ static br_status gauge_in_flight(void *ctx, strbuf *out)
 	PGresult *res = NULL;
 	br_status st = db_pool_get(o->db, OPS_DB_WAIT_MS, &db);
 	if (st == BR_OK)
-		st = db_run(db, &stmt_in_flight, NULL, &res);
+		st = db_run_read(db, &stmt_in_flight, NULL, &res);
 	db_pool_put(o->db, db);
 	if (st != BR_OK)
 		return BR_OK;
@@ -88,6 +117,8 @@ static br_status gauge_in_flight(void *ctx, strbuf *out)
 	PQclear(res);
 	return st;
 }
+
+static void *ops_prober(void *arg);
 
 br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
                    ops **out)
@@ -99,7 +130,13 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
 	o->ready = ready;
 	o->ready_ctx = ready_ctx;
 	pthread_mutex_init(&o->mq_mu, NULL);
+	pthread_mutex_init(&o->pr_mu, NULL);
+	proc_cond_init(&o->pr_cv);
 	br_status st = mq_open(amqp_url, MQ_HEARTBEAT_S, true, &o->mq);
+	if (st == BR_OK) {
+		o->prober_started = pthread_create(&o->prober, NULL, ops_prober, o) == 0;
+		st = o->prober_started ? BR_OK : BR_NOMEM;
+	}
 	if (st == BR_OK)
 		st = http_metrics_init();
 	if (st == BR_OK) {
@@ -130,12 +167,42 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
 	return BR_OK;
 }
 
+void ops_set_blocked(ops *o, ops_ready_fn blocked, void *ctx)
+{
+	o->blocked = blocked;
+	o->blocked_ctx = ctx;
+}
+
 void ops_free(ops *o)
 {
 	if (!o)
 		return;
+	if (o->prober_started) {
+		struct timespec deadline = proc_deadline(OPS_STOP_WAIT_MS);
+		pthread_mutex_lock(&o->pr_mu);
+		o->stop = true;
+		pthread_cond_broadcast(&o->pr_cv);
+		bool stuck = false;
+		while (o->phase != OPS_IDLE && !stuck)
+			stuck =
+			    pthread_cond_timedwait(&o->pr_cv, &o->pr_mu, &deadline) == ETIMEDOUT;
+		pthread_mutex_unlock(&o->pr_mu);
+		if (stuck) {
+			/*
+			 * The probe waits on a hung service and may come back
+			 * any time: leave it everything it uses. The process
+			 * is exiting.
+			 */
+			LOG_WARN("readiness probe still waiting on a hung service at exit");
+			pthread_detach(o->prober);
+			return;
+		}
+		pthread_join(o->prober, NULL);
+	}
 	mq_close(o->mq);
 	pthread_mutex_destroy(&o->mq_mu);
+	pthread_mutex_destroy(&o->pr_mu);
+	pthread_cond_destroy(&o->pr_cv);
 	free(o);
 }
 
@@ -147,20 +214,62 @@ void ops_method_not_allowed(struct http_resp *resp, const char *allow)
 		LOG_WARN("Allow header lost");
 }
 
+/* Runs a probe whenever one is asked for; see the top of the file. */
+static void *ops_prober(void *arg)
+{
+	ops *o = arg;
+	pthread_mutex_lock(&o->pr_mu);
+	while (!o->stop) {
+		if (o->done == o->asked) {
+			pthread_cond_wait(&o->pr_cv, &o->pr_mu);
+			continue;
+		}
+		unsigned long gen = o->asked;
+		o->phase = OPS_DB;
+		pthread_mutex_unlock(&o->pr_mu);
+		db_conn *db = NULL;
+		bool db_ok = db_pool_get(o->db, OPS_DB_WAIT_MS, &db) == BR_OK &&
+		             db_run_read(db, &stmt_ping, NULL, NULL) == BR_OK;
+		db_pool_put(o->db, db);
+		pthread_mutex_lock(&o->pr_mu);
+		o->db_ok = db_ok;
+		o->phase = OPS_MQ;
+		pthread_mutex_unlock(&o->pr_mu);
+		uint32_t s[2][2];
+		bool mq_ok = ops_queue_stats(o, s);
+		pthread_mutex_lock(&o->pr_mu);
+		o->mq_ok = mq_ok;
+		o->phase = OPS_IDLE;
+		o->done = gen;
+		pthread_cond_broadcast(&o->pr_cv);
+	}
+	pthread_mutex_unlock(&o->pr_mu);
+	return NULL;
+}
+
 static void ops_readyz(ops *o, struct http_resp *resp)
 {
-	db_conn *db = NULL;
-	bool db_ok = db_pool_get(o->db, OPS_DB_WAIT_MS, &db) == BR_OK &&
-	             db_run(db, &stmt_ping, NULL, NULL) == BR_OK;
-	db_pool_put(o->db, db);
-	uint32_t s[2][2];
-	bool mq_ok = ops_queue_stats(o, s);
+	struct timespec deadline = proc_deadline(OPS_READY_DEADLINE_MS);
+	pthread_mutex_lock(&o->pr_mu);
+	unsigned long want = ++o->asked;
+	pthread_cond_broadcast(&o->pr_cv);
+	bool late = false;
+	while (o->done < want && !late)
+		late = pthread_cond_timedwait(&o->pr_cv, &o->pr_mu, &deadline) == ETIMEDOUT;
+	/* A check still running past the deadline is a service not answering. */
+	bool db_ok = o->db_ok && !(late && o->phase == OPS_DB);
+	bool mq_ok = o->mq_ok && !(late && o->phase == OPS_MQ);
+	pthread_mutex_unlock(&o->pr_mu);
+	bool blocked = mq_ok && o->blocked && o->blocked(o->blocked_ctx);
 	bool proc_ok = !o->ready || o->ready(o->ready_ctx);
-	bool ok = db_ok && mq_ok && proc_ok;
+	bool ok = db_ok && mq_ok && !blocked && proc_ok;
 	char body[128];
 	snprintf(body, sizeof(body),
 	         "{\"status\":\"%s\",\"database\":\"%s\",\"broker\":\"%s\",\"process\":\"%s\"}",
-	         ok ? "ready" : "unavailable", db_ok ? "up" : "down", mq_ok ? "up" : "down",
+	         ok ? "ready" : "unavailable", db_ok ? "up" : "down",
+	         blocked ? "blocked"
+	         : mq_ok ? "up"
+	                 : "down",
 	         proc_ok ? "up" : "down");
 	http_resp_json(resp, ok ? 200 : 503, body);
 }

@@ -25,6 +25,19 @@ extern met_counter *ops_webhook_deliveries; /* {outcome} */
 typedef struct ops ops;
 
 /*
+ * /readyz answers within OPS_READY_DEADLINE_MS whatever hangs behind it:
+ * its checks run on the ops thread, and a check still running then counts
+ * as down. The pool a process gives ops_init should be opened with
+ * OPS_DB_OPTS, so that a slow database fails a check rather than holds it.
+ */
+#define OPS_READY_DEADLINE_MS 1500
+#define OPS_DB_OPTS                                                     \
+	{                                                               \
+		.statement_timeout_ms = 2000, .lock_timeout_ms = 1000,  \
+		.idle_in_tx_timeout_ms = 10000, .connect_timeout_s = 2, \
+	}
+
+/*
  * Extra readiness check of the process (e.g. the worker's consumers are
  * connected); NULL for none. Returns true when ready.
  */
@@ -37,6 +50,13 @@ typedef bool (*ops_ready_fn)(void *ctx);
 br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
                    ops **out) BR_MUST_USE;
 void ops_free(ops *o);
+
+/*
+ * Makes /readyz answer 503 with "broker":"blocked" while blocked(ctx) is
+ * true (the API: its publishers are blocked by a broker alarm). Call before
+ * serving; blocked must be quick and thread-safe.
+ */
+void ops_set_blocked(ops *o, ops_ready_fn blocked, void *ctx);
 
 /* Serves req when its path is an ops endpoint; returns false otherwise. */
 bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp);

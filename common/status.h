@@ -26,6 +26,7 @@
 	X(MQ, "message broker error")                               \
 	X(MQ_CONN, "message broker connection lost or unavailable") \
 	X(MQ_NACK, "message broker refused a publish")              \
+	X(MQ_BLOCKED, "message broker blocks publishing (alarm)")   \
 	X(HTTP, "HTTP error")                                       \
 	X(CRYPTO, "cryptographic operation failed")                 \
 	X(STOPPED, "shutting down")

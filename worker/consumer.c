@@ -45,6 +45,14 @@
 #define CONSUMER_WAIT_MS    1000
 #define CONSUMER_DB_RETRIES 20
 /*
+ * A worker that falls silent (frozen, or its host gone) holds its
+ * prefetched deliveries until the broker gives up on its connection, after
+ * one to two heartbeat intervals without a byte from it: 5 s means they
+ * move to another worker within about 10 s. A live worker never falls
+ * silent: mq.c's keeper beats for a thread that waits for PostgreSQL.
+ */
+#define CONSUMER_HEARTBEAT_S 5
+/*
  * Tasks one transaction may claim: its deliveries plus the queued rest of
  * their jobs. 64 holds a whole 50-task job; a session's registrations are
  * serialized on its row anyway, so bigger batches share more commits.
@@ -694,10 +702,10 @@ br_status consumers_start(struct worker *w)
 		c->w = w;
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
-		br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true,
-		                       &w->batcher->conns[i]);
+		static const struct db_opts opts = WORKER_DB_OPTS;
+		br_status st = db_open(w->cfg->database_url, &opts, true, &w->batcher->conns[i]);
 		if (st == BR_OK)
-			st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &c->mq);
+			st = mq_open(w->cfg->amqp_url, CONSUMER_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
 			return st;
 	}

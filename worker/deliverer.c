@@ -642,7 +642,8 @@ br_status deliverer_start(struct worker *w)
 	d->multi = curl_multi_init();
 	if (!d->multi)
 		goto fail;
-	st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &d->db);
+	static const struct db_opts opts = WORKER_DB_OPTS;
+	st = db_open(w->cfg->database_url, &opts, true, &d->db);
 	if (st != BR_OK)
 		goto fail;
 	if (pthread_create(&d->thread, NULL, deliverer_main, d) != 0) {

@@ -21,6 +21,8 @@
 
 #define WORKER_OPS_THREADS 2
 
+static const struct db_opts ops_db_opts = OPS_DB_OPTS;
+
 static ops *worker_ops;
 
 static void worker_http(void *ctx, struct http_req *req, struct http_resp *resp)
@@ -39,7 +41,7 @@ int main(void)
 	struct worker w = {.cfg = &cfg};
 	http_server *srv = NULL;
 	int rc = 1;
-	db_pool *ops_db = db_pool_new(cfg.database_url, WORKER_STATEMENT_TIMEOUT_MS, 2);
+	db_pool *ops_db = db_pool_new(cfg.database_url, &ops_db_opts, 2);
 	if (!ops_db || ops_init(ops_db, cfg.amqp_url, consumers_ready, &w, &worker_ops) != BR_OK) {
 		LOG_ERROR("out of memory at start-up");
 		goto out;

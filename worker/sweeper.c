@@ -187,7 +187,8 @@ br_status sweeper_start(struct worker *w)
 	if (!s)
 		return BR_NOMEM;
 	s->w = w;
-	br_status st = db_open(w->cfg->database_url, WORKER_STATEMENT_TIMEOUT_MS, true, &s->db);
+	static const struct db_opts opts = WORKER_DB_OPTS;
+	br_status st = db_open(w->cfg->database_url, &opts, true, &s->db);
 	if (st == BR_OK)
 		st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &s->mq);
 	if (st == BR_OK && pthread_create(&s->thread, NULL, sweeper_main, s) != 0)

@@ -17,6 +17,22 @@
 
 #define WORKER_STATEMENT_TIMEOUT_MS 30000
 #define WORKER_MAX_THREADS          256
+/*
+ * Bounds of every worker PostgreSQL connection (db.h). A batch waiting for
+ * a row another transaction holds gives up after WORKER_LOCK_TIMEOUT_MS,
+ * well before its statement timeout, and is retried (BR_DB_RETRY) with its
+ * deliveries kept; a worker frozen inside a transaction (SIGSTOP, a stuck
+ * host) loses it and its row locks after WORKER_IDLE_TX_TIMEOUT_MS
+ * (docs/operations.md).
+ */
+#define WORKER_LOCK_TIMEOUT_MS    10000
+#define WORKER_IDLE_TX_TIMEOUT_MS 10000
+#define WORKER_DB_OPTS                                               \
+	{                                                            \
+		.statement_timeout_ms = WORKER_STATEMENT_TIMEOUT_MS, \
+		.lock_timeout_ms = WORKER_LOCK_TIMEOUT_MS,           \
+		.idle_in_tx_timeout_ms = WORKER_IDLE_TX_TIMEOUT_MS,  \
+	}
 
 struct batcher;
 struct consumer;

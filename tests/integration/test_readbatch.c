@@ -140,7 +140,8 @@ static void *read_thread(void *arg)
 
 static void batcher_new(const char *url)
 {
-	pool = db_pool_new(url, READ_TIMEOUT_MS, 2);
+	static const struct db_opts opts = {.statement_timeout_ms = READ_TIMEOUT_MS};
+	pool = db_pool_new(url, &opts, 2);
 	cr_assert(pool);
 	test_rb = rb_new(pool, READ_TIMEOUT_MS);
 	cr_assert(test_rb);

@@ -57,7 +57,8 @@ const char *t_amqp_url(void)
 static br_status migrate_url(const char *url, int *applied, char why[256])
 {
 	db_conn *c = NULL;
-	br_status st = db_open(url, T_MIGRATE_TIMEOUT_MS, false, &c);
+	static const struct db_opts opts = {.statement_timeout_ms = T_MIGRATE_TIMEOUT_MS};
+	br_status st = db_open(url, &opts, false, &c);
 	if (st == BR_OK)
 		st = migrate_run(c, migrate_embedded, migrate_embedded_count, applied);
 	snprintf(why, 256, "%s", c ? db_errmsg(c) : "");
