@@ -253,7 +253,7 @@ void idem_run(struct api_req *r, void (*fn)(struct api_req *r))
 		return;
 	}
 	maybe_purge(r);
-	br_status st = db_cmd(r->db, "BEGIN");
+	br_status st = db_begin(r->db);
 	if (st != BR_OK) {
 		ja_db_fail(r, st);
 		return;

@@ -342,6 +342,20 @@ br_status db_cmd(db_conn *c, const char *sql)
 	return st;
 }
 
+br_status db_begin(db_conn *c)
+{
+	bool idle = c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+	br_status st = db_cmd(c, "BEGIN");
+	if (st != BR_DB_CONN || !idle || !c->opts.stateless)
+		return st;
+	/* A BEGIN outside a transaction changed nothing: on a fresh connection, once more. */
+	LOG_INFO("database connection lost before BEGIN (%s): beginning on a new connection",
+	         c->errmsg);
+	db_reset(c);
+	st = db_ensure(c);
+	return st == BR_OK ? db_cmd(c, "BEGIN") : st;
+}
+
 void db_rollback(db_conn *c)
 {
 	if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {

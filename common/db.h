@@ -107,6 +107,13 @@ br_status db_run_read(db_conn *c, const db_stmt *stmt, const char *const *params
 /* Runs a parameterless command such as "BEGIN" or "COMMIT". */
 br_status db_cmd(db_conn *c, const char *sql) BR_MUST_USE;
 
+/*
+ * Opens a transaction. On a stateless connection that turns out dead, it
+ * reconnects and begins once more (nothing can have run): a pooled
+ * connection broken during an outage costs its request nothing.
+ */
+br_status db_begin(db_conn *c) BR_MUST_USE;
+
 /* Rolls back a transaction if one is open; ignores errors. */
 void db_rollback(db_conn *c);
 

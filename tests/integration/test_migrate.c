@@ -188,7 +188,8 @@ Test(migrate, unicode_folding_marks_existing_duplicates, .fini = t_scratch_drop_
 		before++;
 	cr_assert_lt(before, migrate_embedded_count, "no migration 013");
 	db_conn *c = NULL;
-	cr_assert_eq(db_open(url, 60000, false, &c), BR_OK);
+	const struct db_opts opts = {.statement_timeout_ms = 60000};
+	cr_assert_eq(db_open(url, &opts, false, &c), BR_OK);
 	int applied = 0;
 	cr_assert_eq(migrate_run(c, migrate_embedded, before, &applied), BR_OK);
 
