@@ -633,10 +633,13 @@ static void *consumer_main(void *arg)
 				st = mq_next(c->mq, (int)wait, &batch[n]);
 			}
 		}
-		if (st == BR_OK)
+		if (st == BR_OK) {
 			n++;
-		else if (!parked || proc_now_ms() < offer_at)
+		} else if (!parked || proc_now_ms() < offer_at) {
+			if (parked == max) /* no room to receive: wait for the offer */
+				proc_sleep_ms(offer_at - proc_now_ms(), &c->w->stop);
 			continue;
+		}
 		long long start = proc_now_ms();
 		/* Whatever the broker already sent joins the batch, without waiting. */
 		while (n < max && mq_next(c->mq, 0, &batch[n]) == BR_OK)
