@@ -33,7 +33,9 @@
 
 #define HC_REAPER_PERIOD_MS 250
 #define HC_LINGER_MAX_MS    10000
-#define HC_DRAIN_BUF        65536
+/* A lingering close ends after this long without a byte from the client. */
+#define HC_LINGER_IDLE_MS 1000
+#define HC_DRAIN_BUF      65536
 
 enum hc_state {
 	HC_HEAD, /* waiting for a request's head (new or kept alive) */
@@ -56,7 +58,8 @@ struct hc_conn {
 
 struct hc_linger {
 	int fd;
-	long long deadline_ns;
+	long long deadline_ns; /* the end, however busy the client */
+	long long idle_ns;     /* the end unless it sends more */
 	size_t read;
 };
 
@@ -239,7 +242,9 @@ void hc_linger(hc_table *t, hc_conn *c)
 	if (t->nlinger < HC_LINGER_MAX && !c->cut) {
 		int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
 		if (fd >= 0) {
-			t->lingers[t->nlinger++] = (struct hc_linger){fd, mono_ns() + span, 0};
+			long long now = mono_ns();
+			t->lingers[t->nlinger++] = (struct hc_linger){
+			    fd, now + span, now + (long long)HC_LINGER_IDLE_MS * 1000000LL, 0};
 			added = true;
 		}
 	}
@@ -277,13 +282,14 @@ static bool drain(struct hc_linger *l, char *buf, long long now)
 		ssize_t n = recv(l->fd, buf, HC_DRAIN_BUF, MSG_DONTWAIT);
 		if (n > 0) {
 			l->read += (size_t)n;
+			l->idle_ns = now + (long long)HC_LINGER_IDLE_MS * 1000000LL;
 			if (l->read > HC_LINGER_MAX_BYTES)
 				return true;
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 			return true; /* the client closed: done */
-		return now >= l->deadline_ns;
+		return now >= l->deadline_ns || now >= l->idle_ns;
 	}
 }
 
@@ -333,9 +339,12 @@ static void *reaper_main(void *arg)
 		/* Entries 0..n-1 are the polled ones; hc_linger only appends. */
 		for (int i = n - 1; i >= 0; i--) {
 			struct hc_linger *l = &t->lingers[i];
-			bool done = !buf || now >= l->deadline_ns;
-			if (!done && pfd[i].revents)
-				done = drain(l, buf, now);
+			bool done;
+			if (buf && pfd[i].revents)
+				done = drain(l, buf,
+				             now); /* read first: closing on unread bytes resets */
+			else
+				done = !buf || now >= l->deadline_ns || now >= l->idle_ns;
 			if (!done)
 				continue;
 			close(l->fd);

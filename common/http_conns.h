@@ -86,8 +86,9 @@ void hc_request_done(hc_table *t, hc_conn *c);
 
 /*
  * Keeps the socket of c open after MHD closes its descriptor, reading and
- * dropping what the client still sends (up to HC_LINGER_MAX_BYTES, within
- * the body timeout), so that the kernel does not answer the unread bytes
+ * dropping what the client still sends (up to HC_LINGER_MAX_BYTES, until
+ * it closes or pauses for a second, at most the body timeout or 10 s), so
+ * that the kernel does not answer the unread bytes
  * with a reset that would destroy the response already sent. Call it after
  * the response was written, before MHD closes the connection.
  */
