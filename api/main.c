@@ -15,13 +15,14 @@
 #include "proc.h"
 
 /*
- * HTTP threads, and the connections to PostgreSQL and RabbitMQ they share.
- * A handler blocks while its statements run, so a thread serves one
- * request at a time. Threads are many more than the database connections:
- * a GET of one resource holds no connection while it waits for its batch
- * (readbatch.h), and the more requests wait, the fewer statements serve
- * them. A request that needs a connection of its own waits for one
- * (API_DB_WAIT_MS).
+ * Handler threads, and the connections to PostgreSQL and RabbitMQ they
+ * share. A handler blocks while its statements run, so a handler thread
+ * serves one request at a time (MHD's network threads never block: they
+ * hand complete requests to these, common/http.h). Threads are many more
+ * than the database connections: a GET of one resource holds no
+ * connection while it waits for its batch (readbatch.h), and the more
+ * requests wait, the fewer statements serve them. A request that needs a
+ * connection of its own waits for one (API_DB_WAIT_MS).
  */
 #define API_THREADS  32
 #define API_DB_CONNS 8
@@ -29,22 +30,16 @@
 #define API_DRAIN_MS 25000
 
 /*
- * HTTP limits. Connections: at most API_CONN_LIMIT, fewer when the
- * descriptor limit is lower (API_FD_RESERVE stay for PostgreSQL, AMQP and
- * logs). Per client address API_PER_IP_LIMIT: room for a 32-connection
- * benchmark from one host or a proxy's pool, while one host alone cannot
- * exhaust the server with slow connections. A connection silent for
- * API_IDLE_TIMEOUT_S is closed; a request head must arrive within
- * HTTP_HEADER_TIMEOUT_S and its body within HTTP_BODY_TIMEOUT_S however
- * slowly it trickles (common/http.h). API_CONN_MEMORY bounds MHD's buffers
- * per connection (request line and headers included): request bodies are
+ * HTTP limits (BULKREG_HTTP_*, docs/operations.md): connections in total
+ * (fewer when the descriptor limit is lower: API_FD_RESERVE stay for
+ * PostgreSQL, AMQP, logs and lingering closes) and per client address,
+ * deadlines for a request's head and body, the idle timeout and the budget
+ * of request bodies held at once. API_CONN_MEMORY bounds MHD's buffers per
+ * connection (request line and headers included): request bodies are
  * copied out of it as they arrive, up to BULKREG_MAX_BODY_BYTES.
  */
-#define API_CONN_LIMIT     1024
-#define API_FD_RESERVE     128
-#define API_PER_IP_LIMIT   128
-#define API_IDLE_TIMEOUT_S 15
-#define API_CONN_MEMORY    (64 * 1024)
+#define API_FD_RESERVE  256
+#define API_CONN_MEMORY (64 * 1024)
 /* Token buckets one API process keeps at most (about 100 bytes each). */
 #define API_RL_MAX_KEYS 16384
 
@@ -54,16 +49,25 @@ static bool publishers_blocked(void *ctx)
 	return pub_blocked(ctx);
 }
 
-/* API_CONN_LIMIT, or what the descriptor limit leaves room for. */
-static unsigned conn_limit(void)
+/*
+ * want, or what the descriptor limit leaves room for (MHD also accepts
+ * HTTP_CONN_SLACK more, to answer them 503).
+ */
+static unsigned conn_limit(unsigned want)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-	    rl.rlim_cur >= API_CONN_LIMIT + API_FD_RESERVE)
-		return API_CONN_LIMIT;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return want;
+	unsigned long long need = (unsigned long long)want + HTTP_CONN_SLACK(want) + API_FD_RESERVE;
+	if (rl.rlim_cur >= need)
+		return want;
 	if (rl.rlim_cur <= 2 * API_FD_RESERVE)
-		return API_FD_RESERVE;
-	return (unsigned)(rl.rlim_cur - API_FD_RESERVE);
+		return 64;
+	unsigned long long room = rl.rlim_cur - API_FD_RESERVE;
+	unsigned fit = (unsigned)((room - 16) * 8 / 9); /* n + n/8 + 16 <= room */
+	LOG_WARN("http: descriptor limit %llu allows %u connections, not %u",
+	         (unsigned long long)rl.rlim_cur, fit, want);
+	return fit;
 }
 
 int main(void)
@@ -97,11 +101,12 @@ int main(void)
 	    .port = cfg.api_port,
 	    .threads = API_THREADS,
 	    .max_body = cfg.max_body_bytes,
-	    .conn_limit = conn_limit(),
-	    .per_ip_limit = API_PER_IP_LIMIT,
-	    .idle_timeout_s = API_IDLE_TIMEOUT_S,
-	    .header_timeout_s = HTTP_HEADER_TIMEOUT_S,
-	    .body_timeout_s = HTTP_BODY_TIMEOUT_S,
+	    .body_budget = cfg.http_body_budget_bytes,
+	    .conn_limit = conn_limit(cfg.http_max_connections),
+	    .per_ip_limit = cfg.http_max_connections_per_ip,
+	    .idle_timeout_ms = cfg.http_idle_timeout_ms,
+	    .header_timeout_ms = cfg.http_header_timeout_ms,
+	    .body_timeout_ms = cfg.http_body_timeout_ms,
 	    .conn_memory = API_CONN_MEMORY,
 	};
 	if (http_start(&opts, api_handle, &app, &srv) != BR_OK)

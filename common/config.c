@@ -238,6 +238,30 @@ static const char *cfg_set(struct br_config *cfg, const char *name, const char *
 		if (parse_long(v, 1000, 7L * 86400 * 1000, &n))
 			return "expected milliseconds from 1000 to 604800000";
 		cfg->stranded_after_ms = n;
+	} else if (strcmp(name, "BULKREG_HTTP_MAX_CONNECTIONS") == 0) {
+		if (parse_long(v, 16, 65536, &n))
+			return "expected an integer from 16 to 65536";
+		cfg->http_max_connections = (unsigned)n;
+	} else if (strcmp(name, "BULKREG_HTTP_MAX_CONNECTIONS_PER_IP") == 0) {
+		if (parse_long(v, 0, 65536, &n))
+			return "expected an integer from 0 (no limit) to 65536";
+		cfg->http_max_connections_per_ip = (unsigned)n;
+	} else if (strcmp(name, "BULKREG_HTTP_HEADER_TIMEOUT_MS") == 0) {
+		if (parse_long(v, 100, 3600000, &n))
+			return "expected milliseconds from 100 to 3600000";
+		cfg->http_header_timeout_ms = (unsigned)n;
+	} else if (strcmp(name, "BULKREG_HTTP_BODY_TIMEOUT_MS") == 0) {
+		if (parse_long(v, 100, 3600000, &n))
+			return "expected milliseconds from 100 to 3600000";
+		cfg->http_body_timeout_ms = (unsigned)n;
+	} else if (strcmp(name, "BULKREG_HTTP_IDLE_TIMEOUT_MS") == 0) {
+		if (parse_long(v, 1000, 3600000, &n))
+			return "expected milliseconds from 1000 to 3600000";
+		cfg->http_idle_timeout_ms = (unsigned)n;
+	} else if (strcmp(name, "BULKREG_HTTP_BODY_BUDGET_BYTES") == 0) {
+		if (parse_long(v, 1L << 20, 1L << 40, &n))
+			return "expected an integer from 1048576 to 1099511627776";
+		cfg->http_body_budget_bytes = (size_t)n;
 	} else if (strcmp(name, "BULKREG_LOG_FORMAT") == 0) {
 		if (strcmp(v, "json") == 0)
 			cfg->log_format = CFG_LOG_JSON;
@@ -280,6 +304,13 @@ static const struct {
     /* Beyond CONTRACT §3: how long a task may stay queued before the sweeper
        assumes its message was lost (a purged queue) and publishes it again. */
     {"BULKREG_STRANDED_AFTER_MS", "900000"},
+    /* The API's limits against hostile clients (docs/operations.md). */
+    {"BULKREG_HTTP_MAX_CONNECTIONS", "1024"},
+    {"BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "128"},
+    {"BULKREG_HTTP_HEADER_TIMEOUT_MS", "20000"},
+    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "60000"},
+    {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "15000"},
+    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "67108864"},
     {"BULKREG_LOG_FORMAT", "json"},
     {"BULKREG_LOG_LEVEL", "info"},
 };

@@ -49,6 +49,13 @@ struct br_config {
 	char join_url_base[CFG_URL_MAX];
 	int sweep_interval_ms;
 	long stranded_after_ms; /* BULKREG_STRANDED_AFTER_MS, beyond CONTRACT §3 */
+	/* Limits of the API's HTTP server against hostile clients (docs/operations.md). */
+	unsigned http_max_connections;
+	unsigned http_max_connections_per_ip; /* 0 = no per-address limit */
+	unsigned http_header_timeout_ms;
+	unsigned http_body_timeout_ms;
+	unsigned http_idle_timeout_ms;
+	size_t http_body_budget_bytes;
 	enum cfg_log_format log_format;
 	enum cfg_log_level log_level;
 };

@@ -1,20 +1,26 @@
 /*
  * http.c - libmicrohttpd server wrapper (see http.h).
  *
- * Owns the MHD daemon, one http_req per request (freed in the completion
- * callback) and one conn_track per connection (freed when MHD reports the
- * connection closed). The deadlines against slow clients are kept by a
- * reaper thread: MHD only knows an idle timeout, which a client sending a
- * byte every few seconds never trips. The reaper shuts a late connection's
- * socket down (never closes it: the descriptor stays MHD's), and MHD then
- * closes the connection as if the client had hung up. Because MHD reports
- * a connection closed before it closes the descriptor, and the reaper only
- * touches descriptors of tracked connections under the server's mutex, it
- * can never shut down a reused descriptor.
+ * Owns the MHD daemon, the handler pool (http_pool.h), the connection
+ * table (http_conns.h: limits, deadlines, body budget, lingering closes),
+ * one http_req per request (freed in the completion callback) and one
+ * hc_conn per connection (freed when MHD reports the connection closed).
+ *
+ * A request's life: its head arrives (on_request's first call: limits,
+ * 413 and the body budget are decided here, before any of the body is
+ * read); its body is copied out as it arrives; at its end the connection
+ * is suspended and the request submitted to the pool; a pool thread runs
+ * the handler into req->resp and resumes the connection; MHD then calls
+ * on_request again on the connection's own thread, which queues the
+ * response. MHD does not time a suspended connection out, and the reaper
+ * leaves a connection alone from the body's end until the request
+ * completes. A client that disconnects meanwhile is noticed when the
+ * response is written (the completion callback then reports an error).
  *
  * Global state: the two HTTP metrics, registered once. The in-flight
- * counter is atomic; the connection list and the deadlines are under the
- * server's mutex; everything else is per request.
+ * counter is atomic; everything else is per server or per request, and a
+ * request is touched by one thread at a time (its MHD thread, or the pool
+ * thread between suspend and resume).
  */
 #include "http.h"
 
@@ -33,21 +39,13 @@
 #include <microhttpd.h>
 
 #include "crypto.h"
+#include "http_conns.h"
+#include "http_pool.h"
 #include "log.h"
 #include "metrics.h"
-#include "proc.h"
 
-#define HTTP_REAPER_PERIOD_MS 250
 /* How much of an over-limit body of unannounced length is read and dropped. */
 #define HTTP_DISCARD_MAX ((size_t)8 << 20)
-
-/* One connection, for the reaper. */
-struct conn_track {
-	struct conn_track *prev, *next;
-	int fd;
-	long long deadline_ns; /* 0: none (a handler is running) */
-	bool cut;
-};
 
 struct http_server {
 	struct MHD_Daemon *d;
@@ -55,14 +53,8 @@ struct http_server {
 	void *ctx;
 	size_t max_body;
 	int in_flight; /* atomic */
-	long long header_timeout_ns;
-	long long body_timeout_ns;
-	pthread_mutex_t mu; /* guards conns, every conn_track and stopping */
-	pthread_cond_t wake;
-	struct conn_track *conns;
-	bool stopping;
-	bool reaper_started;
-	pthread_t reaper;
+	hc_table *conns;
+	hp_pool *pool;
 };
 
 static met_counter *m_requests;
@@ -209,42 +201,45 @@ static void resp_init(struct http_resp *resp)
 	sb_init(&resp->body, (size_t)1 << 30);
 }
 
-/* Sets the connection's deadline, deadline_ns from now (0: none). */
-static void set_deadline(http_server *s, struct MHD_Connection *conn, long long in_ns)
-{
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct conn_track *t = ci ? ci->socket_context : NULL;
-	if (!t)
-		return;
-	long long deadline = in_ns ? mono_ns() + in_ns : 0;
-	pthread_mutex_lock(&s->mu);
-	t->deadline_ns = deadline;
-	pthread_mutex_unlock(&s->mu);
-}
-
 /*
- * Queues the 413 for a body over the cap, with Connection: close. Queued on
- * the request's head, before any of the body, MHD reads none of it and
- * closes the connection after the answer. MHD_NO when MHD refused the
- * response.
+ * Queues an answer on the request's head, before any of its body, with
+ * Connection: close: MHD reads none of the body and closes the connection
+ * after the answer, gracefully (hc_linger in on_completed). route labels
+ * the metric; retry_after > 0 adds Retry-After. MHD_NO when MHD refused.
  */
-static enum MHD_Result answer_too_large(struct http_req *req)
+static enum MHD_Result answer_early(struct http_req *req, const char *route, unsigned status,
+                                    const char *code, const char *title, const char *detail,
+                                    int retry_after)
 {
 	struct http_resp resp;
 	resp_init(&resp);
-	req->route = "body_limit";
-	http_resp_error(&resp, 413, "payload_too_large", "Payload too large",
-	                "The request body exceeds the configured maximum size.");
-	if (http_resp_header(&resp, "Connection", "close") != BR_OK)
-		LOG_WARN("Connection header lost");
+	req->route = route;
+	http_resp_error(&resp, status, code, title, detail);
+	if (http_resp_header(&resp, "Connection", "close") != BR_OK ||
+	    (retry_after > 0 && http_resp_header(&resp, "Retry-After", "%d", retry_after) != BR_OK))
+		LOG_WARN("http: a header of an early answer was lost");
 	enum MHD_Result ret = send_resp(req, &resp);
 	req->answered = ret == MHD_YES;
+	req->linger = req->answered;
 	return ret;
 }
 
-/* True when the request announces a body longer than the cap. */
-static bool announced_too_large(http_server *s, struct MHD_Connection *conn)
+static enum MHD_Result answer_too_large(struct http_req *req)
+{
+	return answer_early(req, "body_limit", 413, "payload_too_large", "Payload too large",
+	                    "The request body exceeds the configured maximum size.", 0);
+}
+
+static enum MHD_Result answer_busy(struct http_req *req, const char *route, const char *detail)
+{
+	return answer_early(req, route, 503, "unavailable", "Service unavailable", detail, 1);
+}
+
+/*
+ * The announced Content-Length: true with *n when the header is present and
+ * a number (*n is SIZE_MAX when it overflows).
+ */
+static bool announced_length(struct MHD_Connection *conn, size_t *n)
 {
 	const char *cl =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -252,8 +247,9 @@ static bool announced_too_large(http_server *s, struct MHD_Connection *conn)
 		return false;
 	errno = 0;
 	char *end = NULL;
-	unsigned long long n = strtoull(cl, &end, 10);
-	return errno == ERANGE || n > s->max_body;
+	unsigned long long v = strtoull(cl, &end, 10);
+	*n = errno == ERANGE || v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+	return true;
 }
 
 /*
@@ -302,6 +298,118 @@ static void assign_request_id(struct http_req *req)
 	new_request_id(req->request_id);
 }
 
+/* on_request's first call: the head is in, none of the body is read. */
+static enum MHD_Result begin_request(http_server *s, struct MHD_Connection *conn, const char *url,
+                                     const char *method, void **con_cls)
+{
+	struct http_req *req = calloc(1, sizeof(*req));
+	if (!req)
+		return MHD_NO;
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	req->conn = conn;
+	req->server = s;
+	req->track = ci ? ci->socket_context : NULL;
+	req->method = method;
+	req->path = url;
+	req->route = "unmatched";
+	req->start_ns = mono_ns();
+	sb_init(&req->body, s->max_body);
+	assign_request_id(req);
+	__atomic_add_fetch(&s->in_flight, 1, __ATOMIC_SEQ_CST);
+	*con_cls = req;
+	if (hc_refused(s->conns, req->track))
+		return answer_busy(req, "conn_limit", "Too many connections; retry shortly.");
+	size_t len = 0;
+	if (announced_length(conn, &len)) {
+		/* Answered before any of the body is read (no 100 Continue). */
+		if (len > s->max_body) {
+			req->too_large = true;
+			return answer_too_large(req);
+		}
+		if (len > 0 && !hc_budget_take(s->conns, len, len > HC_SMALL_BODY))
+			return answer_busy(req, "body_budget",
+			                   "Too many request bodies in flight; retry shortly.");
+		req->reserved = len;
+	}
+	return hc_head_done(s->conns, req->track) ? MHD_YES : MHD_NO;
+}
+
+/* Takes n more body bytes of a request. */
+static enum MHD_Result take_body(http_server *s, struct http_req *req, const char *data, size_t n)
+{
+	if (req->too_large || req->oom || req->over_budget) {
+		/*
+		 * A body without Content-Length passed the cap or the budget.
+		 * MHD (0.9.75) refuses a response in the middle of an upload, so
+		 * the rest is read and dropped, to answer at its end; a client
+		 * that keeps sending past HTTP_DISCARD_MAX gets its connection cut.
+		 */
+		req->discarded += n;
+		if (req->discarded <= HTTP_DISCARD_MAX)
+			return MHD_YES;
+		LOG_INFO("http: cut a connection sending a body far over the limit");
+		return MHD_NO;
+	}
+	size_t need = req->body.len + n;
+	if (need > req->reserved) {
+		/* Chunked, or more than announced: reserve as it grows. */
+		if (need <= s->max_body &&
+		    !hc_budget_take(s->conns, need - req->reserved, need > HC_SMALL_BODY)) {
+			req->over_budget = true;
+			req->discarded += n;
+			sb_free(&req->body);
+			return MHD_YES;
+		}
+		if (need <= s->max_body)
+			req->reserved = need;
+	}
+	br_status st = sb_append(&req->body, data, n);
+	req->too_large = st == BR_TOOBIG;
+	req->oom = st == BR_NOMEM;
+	return MHD_YES;
+}
+
+/* Runs on a pool thread: the handler, then the connection resumes. */
+static void run_request(void *ctx, void *item)
+{
+	http_server *s = ctx;
+	struct http_req *req = item;
+	log_set_request_id(req->request_id);
+	s->fn(s->ctx, req, &req->resp);
+	log_clear_context();
+	req->handled = true;
+	MHD_resume_connection(req->conn);
+}
+
+/* The body is complete: answer what needs no handler, else hand it to the pool. */
+static enum MHD_Result end_request(http_server *s, struct http_req *req)
+{
+	if (!hc_body_done(s->conns, req->track))
+		return MHD_NO; /* cut just before: not run */
+	if (req->too_large)
+		return answer_too_large(req); /* MHD refused it early: the body is read now */
+	resp_init(&req->resp);
+	if (req->over_budget || req->oom) {
+		req->route = "body_budget";
+		http_resp_error(&req->resp, 503, "unavailable", "Service unavailable",
+		                "Too many request bodies in flight; retry shortly.");
+		if (http_resp_header(&req->resp, "Retry-After", "1") != BR_OK)
+			LOG_WARN("http: Retry-After header lost");
+		return send_resp(req, &req->resp);
+	}
+	MHD_suspend_connection(req->conn);
+	br_status st = hp_submit(s->pool, req);
+	if (st != BR_OK) {
+		/* Stopping (or, impossibly, more requests than connections). */
+		http_resp_error(&req->resp, 503, "unavailable", "Service unavailable",
+		                "The server is shutting down; retry shortly.");
+		req->handled = true;
+		MHD_resume_connection(req->conn);
+	}
+	return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -309,26 +417,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	(void)version;
 	http_server *s = cls;
 	struct http_req *req = *con_cls;
-	if (!req) {
-		req = calloc(1, sizeof(*req));
-		if (!req)
-			return MHD_NO;
-		req->conn = conn;
-		req->method = method;
-		req->path = url;
-		req->route = "unmatched";
-		req->start_ns = mono_ns();
-		sb_init(&req->body, s->max_body);
-		assign_request_id(req);
-		__atomic_add_fetch(&s->in_flight, 1, __ATOMIC_SEQ_CST);
-		*con_cls = req;
-		if (announced_too_large(s, conn)) {
-			/* Answered before any of the body is read (no 100 Continue). */
-			req->too_large = true;
-			return answer_too_large(req);
-		}
-		set_deadline(s, conn, s->body_timeout_ns);
-		return MHD_YES;
+	if (!req)
+		return begin_request(s, conn, url, method, con_cls);
+	if (req->handled) {
+		req->handled = false;
+		return send_resp(req, &req->resp);
 	}
 	if (req->answered) {
 		*upload_data_size = 0;
@@ -337,51 +430,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (*upload_data_size) {
 		size_t n = *upload_data_size;
 		*upload_data_size = 0;
-		if (req->too_large || req->oom) {
-			/*
-			 * A body without Content-Length passed the cap. MHD (0.9.75)
-			 * refuses a response in the middle of an upload, so the rest
-			 * is read and dropped, to answer 413 at its end; a client that
-			 * keeps sending past HTTP_DISCARD_MAX gets its connection cut.
-			 */
-			req->discarded += n;
-			if (req->discarded <= HTTP_DISCARD_MAX)
-				return MHD_YES;
-			LOG_INFO("http: cut a connection sending a body far over the limit");
-			return MHD_NO;
-		}
-		br_status st = sb_append(&req->body, upload_data, n);
-		req->too_large = st == BR_TOOBIG;
-		req->oom = st == BR_NOMEM;
-		return MHD_YES;
+		return take_body(s, req, upload_data, n);
 	}
-
-	set_deadline(s, conn, 0); /* the client is done; the handler's time is ours */
-	if (req->too_large)
-		return answer_too_large(req); /* MHD refused it early: the body is read now */
-	struct http_resp resp;
-	resp_init(&resp);
-	log_set_request_id(req->request_id);
-	if (req->oom) {
-		http_resp_error(&resp, 503, "unavailable", "Service unavailable",
-		                "The server is short of memory; retry later.");
-	} else {
-		s->fn(s->ctx, req, &resp);
-	}
-	log_clear_context();
-	return send_resp(req, &resp);
+	return end_request(s, req);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-	(void)toe;
+	(void)conn;
 	http_server *s = cls;
 	struct http_req *req = *con_cls;
-	/* A kept-alive connection now waits for its next request's head. */
-	set_deadline(s, conn, s->header_timeout_ns);
 	if (!req)
 		return;
+	/* A kept-alive connection now waits for its next request's head. */
+	hc_request_done(s->conns, req->track);
+	if (req->linger && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		hc_linger(s->conns, req->track);
 	if (req->status) {
 		char labels[160];
 		snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%u\"", req->route,
@@ -389,6 +454,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		met_counter_add(m_requests, labels, 1);
 		met_histogram_observe(m_duration, (double)(mono_ns() - req->start_ns) / 1e9);
 	}
+	hc_budget_give(s->conns, req->reserved);
+	resp_free(&req->resp);
 	sb_free(&req->body);
 	free(req);
 	*con_cls = NULL;
@@ -400,83 +467,23 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
 	http_server *s = cls;
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		const union MHD_ConnectionInfo *ci =
+		const union MHD_ConnectionInfo *fd =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-		struct conn_track *t = ci ? calloc(1, sizeof(*t)) : NULL;
-		*socket_context = t;
-		if (!t)
-			return; /* untracked: only MHD's idle timeout applies */
-		t->fd = ci->connect_fd;
-		t->deadline_ns = mono_ns() + s->header_timeout_ns;
-		pthread_mutex_lock(&s->mu);
-		t->next = s->conns;
-		if (s->conns)
-			s->conns->prev = t;
-		s->conns = t;
-		pthread_mutex_unlock(&s->mu);
+		const union MHD_ConnectionInfo *addr =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		/* Untracked when out of memory: only MHD's own limits apply. */
+		*socket_context =
+		    fd ? hc_open(s->conns, fd->connect_fd, addr ? addr->client_addr : NULL) : NULL;
 		return;
 	}
-	struct conn_track *t = *socket_context;
-	if (!t)
-		return;
-	pthread_mutex_lock(&s->mu);
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		s->conns = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	pthread_mutex_unlock(&s->mu);
-	free(t);
+	hc_close(s->conns, *socket_context);
 	*socket_context = NULL;
-}
-
-/* Shuts down connections past their deadline, every HTTP_REAPER_PERIOD_MS. */
-static void *reaper_main(void *arg)
-{
-	http_server *s = arg;
-	pthread_mutex_lock(&s->mu);
-	while (!s->stopping) {
-		long long now = mono_ns();
-		int cut = 0;
-		for (struct conn_track *t = s->conns; t; t = t->next) {
-			if (t->cut || !t->deadline_ns || now < t->deadline_ns)
-				continue;
-			shutdown(t->fd, SHUT_RDWR);
-			t->cut = true;
-			cut++;
-		}
-		if (cut) {
-			/* Not under the lock: MHD threads wait on it for every request. */
-			pthread_mutex_unlock(&s->mu);
-			LOG_INFO("http: cut %d connection(s) too slow to send their request", cut);
-			pthread_mutex_lock(&s->mu);
-			if (s->stopping)
-				break;
-		}
-		struct timespec ts = proc_deadline(HTTP_REAPER_PERIOD_MS);
-		pthread_cond_timedwait(&s->wake, &s->mu, &ts);
-	}
-	pthread_mutex_unlock(&s->mu);
-	return NULL;
 }
 
 static void server_free(http_server *s)
 {
-	if (s->reaper_started) {
-		pthread_mutex_lock(&s->mu);
-		s->stopping = true;
-		pthread_cond_signal(&s->wake);
-		pthread_mutex_unlock(&s->mu);
-		pthread_join(s->reaper, NULL);
-	}
-	while (s->conns) {
-		struct conn_track *t = s->conns;
-		s->conns = t->next;
-		free(t);
-	}
-	pthread_cond_destroy(&s->wake);
-	pthread_mutex_destroy(&s->mu);
+	hp_free(s->pool);
+	hc_free(s->conns);
 	free(s);
 }
 
@@ -493,60 +500,73 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	LOG_WARN("http: %s", line);
 }
 
+/* The socket address of o->bind and o->port into ss; MHD_USE_IPv6 into *flags for v6. */
+static br_status bind_addr(const struct http_opts *o, struct sockaddr_storage *ss, unsigned *flags)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, o->bind, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)o->port);
+		return BR_OK;
+	}
+	if (inet_pton(AF_INET6, o->bind, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)o->port);
+		*flags |= MHD_USE_IPv6;
+		return BR_OK;
+	}
+	LOG_ERROR("http: %s is not an IP address", o->bind);
+	return BR_INVAL;
+}
+
 br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, http_server **out)
 {
-	struct sockaddr_in sin;
-	struct sockaddr_in6 sin6;
-	const struct sockaddr *addr;
-	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
-	memset(&sin, 0, sizeof(sin));
-	memset(&sin6, 0, sizeof(sin6));
-	if (inet_pton(AF_INET, o->bind, &sin.sin_addr) == 1) {
-		sin.sin_family = AF_INET;
-		sin.sin_port = htons((uint16_t)o->port);
-		addr = (const struct sockaddr *)&sin;
-	} else if (inet_pton(AF_INET6, o->bind, &sin6.sin6_addr) == 1) {
-		sin6.sin6_family = AF_INET6;
-		sin6.sin6_port = htons((uint16_t)o->port);
-		addr = (const struct sockaddr *)&sin6;
-		flags |= MHD_USE_IPv6;
-	} else {
-		LOG_ERROR("http: %s is not an IP address", o->bind);
+	struct sockaddr_storage ss;
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+	                 MHD_ALLOW_SUSPEND_RESUME;
+	if (bind_addr(o, &ss, &flags) != BR_OK)
 		return BR_INVAL;
-	}
 	http_server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return BR_NOMEM;
 	s->fn = fn;
 	s->ctx = ctx;
 	s->max_body = o->max_body;
-	s->header_timeout_ns =
-	    (long long)(o->header_timeout_s ? o->header_timeout_s : HTTP_HEADER_TIMEOUT_S) *
-	    1000000000LL;
-	s->body_timeout_ns =
-	    (long long)(o->body_timeout_s ? o->body_timeout_s : HTTP_BODY_TIMEOUT_S) * 1000000000LL;
-	proc_cond_init(&s->wake);
-	pthread_mutex_init(&s->mu, NULL);
+	unsigned header_ms = o->header_timeout_ms ? o->header_timeout_ms : HTTP_HEADER_TIMEOUT_MS;
+	unsigned body_ms = o->body_timeout_ms ? o->body_timeout_ms : HTTP_BODY_TIMEOUT_MS;
+	struct hc_limits lim = {
+	    .max_conns = o->conn_limit,
+	    .max_per_ip = o->per_ip_limit,
+	    .header_timeout_ns = (long long)header_ms * 1000000LL,
+	    .body_timeout_ns = (long long)body_ms * 1000000LL,
+	    .body_budget = o->body_budget ? o->body_budget : HTTP_BODY_BUDGET,
+	};
+	/* Every connection MHD may hold has at most one request queued. */
+	unsigned mhd_limit = o->conn_limit + HTTP_CONN_SLACK(o->conn_limit);
+	int io = o->io_threads ? o->io_threads : HTTP_IO_THREADS;
+	if (io > o->threads)
+		io = o->threads;
+	br_status st = hc_new(&lim, &s->conns);
+	if (st == BR_OK)
+		st = hp_new(o->threads, mhd_limit, run_request, s, &s->pool);
+	if (st != BR_OK) {
+		server_free(s);
+		return st;
+	}
 	s->d = MHD_start_daemon(
 	    flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-	    mhd_log, NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT, o->conn_limit,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-	    o->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->conn_memory,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_connection, s, MHD_OPTION_END);
+	    mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)io, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (o->idle_timeout_ms + 999) / 1000,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->conn_memory, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
 	if (!s->d) {
 		LOG_ERROR("http: cannot listen on %s:%d", o->bind, o->port);
 		server_free(s);
 		return BR_IO;
 	}
-	if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
-		LOG_ERROR("http: cannot start the slow-client reaper");
-		MHD_stop_daemon(s->d);
-		server_free(s);
-		return BR_IO;
-	}
-	s->reaper_started = true;
 	*out = s;
 	return BR_OK;
 }
@@ -561,6 +581,12 @@ void http_stop(http_server *s, int wait_ms)
 	long long deadline = mono_ns() + (long long)wait_ms * 1000000LL;
 	while (__atomic_load_n(&s->in_flight, __ATOMIC_SEQ_CST) > 0 && mono_ns() < deadline)
 		usleep(10000);
+	/*
+	 * MHD must not be stopped with a connection suspended: the pool runs
+	 * what it holds and every handler resumes its connection before the
+	 * pool is gone. Requests arriving after that are answered 503.
+	 */
+	hp_stop(s->pool);
 	MHD_stop_daemon(s->d);
 	server_free(s);
 }

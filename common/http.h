@@ -1,21 +1,28 @@
 /*
  * http.h - the HTTP server both processes use, over libmicrohttpd.
  *
- * The server runs libmicrohttpd's internal epoll thread pool. It gathers a
- * request's body up to a cap, then calls one handler with the whole
- * request. A body over the cap is answered 413: at once, without reading
- * any of it, when Content-Length announces it (then the connection is
- * closed); otherwise (chunked) the rest is read and dropped to answer 413
- * at its end, and a client still sending 8 MiB past the cap is cut off.
- * Nothing past the cap is ever kept, so memory stays flat whatever a
- * client sends.
+ * libmicrohttpd's internal epoll threads (io_threads of them) only move
+ * bytes: they gather a request's body up to a cap, then suspend the
+ * connection and hand the whole request to a fixed pool of handler
+ * threads (common/http_pool.h); the handler's response is queued when the
+ * connection resumes. A handler that blocks therefore delays only its own
+ * request. A request whose body is complete is never cut by a deadline:
+ * it is either answered or, if the connection was cut before, not run.
  *
- * It applies the connection limits of http_opts: connections in total and
- * per client address, buffer memory per connection, an idle timeout, and
- * two deadlines against slow clients (slowloris): a request's head must
- * arrive within header_timeout_s, its body within body_timeout_s, however
- * steadily the bytes trickle in. A connection past a deadline is shut
- * down. It stamps every response with X-Request-Id, counts
+ * A body over the cap is answered 413: at once, without reading any of it,
+ * when Content-Length announces it; otherwise (chunked) the rest is read
+ * and dropped to answer 413 at its end, and a client still sending 8 MiB
+ * past the cap is cut off. Bodies held at once share a budget
+ * (body_budget): a request that would exceed it is answered 503
+ * unavailable with Retry-After before its body is read. An answer sent
+ * before the body was read closes the connection gracefully (lingering
+ * close), so a client that sends its whole body before reading gets it.
+ *
+ * Connection limits in total and per client address, the deadlines of a
+ * request's head and body (against slowloris), and the idle timeout are
+ * those of http_opts (common/http_conns.h tells how a connection over a
+ * limit first makes room by closing an idle one, else is answered 503).
+ * Every response carries X-Request-Id; the server counts
  * bulkreg_http_requests_total{route,code} and times
  * bulkreg_http_request_duration_seconds.
  *
@@ -32,28 +39,19 @@
 
 #define HTTP_MAX_HEADERS 16
 
-/* Defaults of the http_opts deadlines (0 there means these). */
-#define HTTP_HEADER_TIMEOUT_S 20
-#define HTTP_BODY_TIMEOUT_S   60
+/* Defaults of http_opts (0 there means these). */
+#define HTTP_HEADER_TIMEOUT_MS 20000
+#define HTTP_BODY_TIMEOUT_MS   60000
+#define HTTP_BODY_BUDGET       ((size_t)64 << 20)
+#define HTTP_IO_THREADS        2
+/*
+ * Sockets MHD accepts beyond conn_limit: those over the limit are answered
+ * 503 rather than closed unanswered (plan descriptors for them too).
+ */
+#define HTTP_CONN_SLACK(limit) ((limit) / 8 + 16)
 
 struct MHD_Connection;
 typedef struct http_server http_server;
-
-struct http_req {
-	struct MHD_Connection *conn; /* borrowed */
-	const char *method;
-	const char *path; /* without the query string */
-	strbuf body;
-	char request_id[40];
-	const char *route; /* metrics label; a string literal set by the handler */
-	/* internal */
-	bool too_large;
-	bool oom;
-	bool answered;    /* a response is queued already (413 before the body ended) */
-	size_t discarded; /* body bytes dropped after the cap */
-	long long start_ns;
-	unsigned status;
-};
 
 struct http_resp {
 	unsigned status;
@@ -66,19 +64,44 @@ struct http_resp {
 	} headers[HTTP_MAX_HEADERS];
 };
 
+struct http_req {
+	struct MHD_Connection *conn; /* borrowed */
+	const char *method;
+	const char *path; /* without the query string */
+	strbuf body;
+	char request_id[40];
+	const char *route; /* metrics label; a string literal set by the handler */
+	/* internal */
+	bool too_large;
+	bool oom;
+	bool over_budget; /* a chunked body outgrew the body budget */
+	bool answered;    /* a response is queued already (before the body ended) */
+	bool linger;      /* answered early: close gracefully */
+	bool handled;     /* a pool thread filled resp: queue it */
+	size_t discarded; /* body bytes dropped after the cap */
+	size_t reserved;  /* bytes taken from the body budget */
+	long long start_ns;
+	unsigned status;
+	void *track;           /* the connection's hc_conn (http_conns.h) */
+	void *server;          /* the http_server */
+	struct http_resp resp; /* the handler's response, while suspended */
+};
+
 typedef void (*http_handler_fn)(void *ctx, struct http_req *req, struct http_resp *resp);
 
 struct http_opts {
 	const char *bind; /* IPv4 or IPv6 literal */
 	int port;
-	int threads;
-	size_t max_body;           /* larger bodies are answered 413 */
-	unsigned conn_limit;       /* connections at once, over all threads */
-	unsigned per_ip_limit;     /* connections at once from one address; 0 = no limit */
-	unsigned idle_timeout_s;   /* a connection silent this long is closed */
-	unsigned header_timeout_s; /* a request head must be complete within; 0 = default */
-	unsigned body_timeout_s;   /* its body within, after the head; 0 = default */
-	size_t conn_memory;        /* per-connection buffer memory */
+	int threads;                /* handler threads: requests handled at once */
+	int io_threads;             /* MHD network threads; 0 = HTTP_IO_THREADS */
+	size_t max_body;            /* larger bodies are answered 413 */
+	size_t body_budget;         /* bytes of bodies held at once; 0 = HTTP_BODY_BUDGET */
+	unsigned conn_limit;        /* connections at once, over all threads */
+	unsigned per_ip_limit;      /* connections at once from one address; 0 = no limit */
+	unsigned idle_timeout_ms;   /* a connection silent this long is closed (whole seconds) */
+	unsigned header_timeout_ms; /* a request head must be complete within; 0 = default */
+	unsigned body_timeout_ms;   /* its body within, after the head; 0 = default */
+	size_t conn_memory;         /* per-connection buffer memory */
 };
 
 /* Registers the HTTP metrics; call once before http_start. */
@@ -90,7 +113,8 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx,
 
 /*
  * Stops accepting connections, waits up to wait_ms for requests in flight
- * to finish, then stops and frees the server. Accepts NULL.
+ * to finish, then lets the handlers finish what they run or was queued
+ * (however long), stops and frees the server. Accepts NULL.
  */
 void http_stop(http_server *s, int wait_ms);
 

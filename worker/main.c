@@ -54,7 +54,7 @@ int main(void)
 		    .max_body = 4096,
 		    .conn_limit = 64,
 		    .per_ip_limit = 0,
-		    .idle_timeout_s = 30,
+		    .idle_timeout_ms = 30000,
 		    .conn_memory = 32 * 1024,
 		};
 		if (http_start(&opts, worker_http, NULL, &srv) != BR_OK)

@@ -48,6 +48,12 @@ static const char *const all_vars[] = {
     "BULKREG_RATE_LIMIT",
     "BULKREG_JOIN_URL_BASE",
     "BULKREG_SWEEP_INTERVAL_MS",
+    "BULKREG_HTTP_MAX_CONNECTIONS",
+    "BULKREG_HTTP_MAX_CONNECTIONS_PER_IP",
+    "BULKREG_HTTP_HEADER_TIMEOUT_MS",
+    "BULKREG_HTTP_BODY_TIMEOUT_MS",
+    "BULKREG_HTTP_IDLE_TIMEOUT_MS",
+    "BULKREG_HTTP_BODY_BUDGET_BYTES",
     "BULKREG_LOG_FORMAT",
     "BULKREG_LOG_LEVEL",
 };
@@ -77,6 +83,12 @@ static void assert_defaults(const struct br_config *c)
 	cr_assert_eq(c->rate_limit_burst, 100);
 	cr_assert_str_eq(c->join_url_base, "https://join.example.com/s/");
 	cr_assert_eq(c->sweep_interval_ms, 5000);
+	cr_assert_eq(c->http_max_connections, 1024);
+	cr_assert_eq(c->http_max_connections_per_ip, 128);
+	cr_assert_eq(c->http_header_timeout_ms, 20000);
+	cr_assert_eq(c->http_body_timeout_ms, 60000);
+	cr_assert_eq(c->http_idle_timeout_ms, 15000);
+	cr_assert_eq(c->http_body_budget_bytes, (size_t)64 << 20);
 	cr_assert_eq(c->log_format, CFG_LOG_JSON);
 	cr_assert_eq(c->log_level, CFG_LOG_INFO);
 }
@@ -128,6 +140,12 @@ Test(config, good_non_default_values)
 	    {"BULKREG_RATE_LIMIT", "0"},
 	    {"BULKREG_JOIN_URL_BASE", "http://localhost:3000/join/"},
 	    {"BULKREG_SWEEP_INTERVAL_MS", "100"},
+	    {"BULKREG_HTTP_MAX_CONNECTIONS", "16"},
+	    {"BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "0"},
+	    {"BULKREG_HTTP_HEADER_TIMEOUT_MS", "100"},
+	    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "3600000"},
+	    {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "1000"},
+	    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "1048576"},
 	    {"BULKREG_LOG_FORMAT", "text"},
 	    {"BULKREG_LOG_LEVEL", "debug"},
 	    {NULL, NULL},
@@ -153,6 +171,12 @@ Test(config, good_non_default_values)
 	cr_assert_not(c.rate_limit_enabled);
 	cr_assert_str_eq(c.join_url_base, "http://localhost:3000/join/");
 	cr_assert_eq(c.sweep_interval_ms, 100);
+	cr_assert_eq(c.http_max_connections, 16);
+	cr_assert_eq(c.http_max_connections_per_ip, 0);
+	cr_assert_eq(c.http_header_timeout_ms, 100);
+	cr_assert_eq(c.http_body_timeout_ms, 3600000);
+	cr_assert_eq(c.http_idle_timeout_ms, 1000);
+	cr_assert_eq(c.http_body_budget_bytes, 1048576);
 	cr_assert_eq(c.log_format, CFG_LOG_TEXT);
 	cr_assert_eq(c.log_level, CFG_LOG_DEBUG);
 }
@@ -260,6 +284,17 @@ static const struct {
     {"BULKREG_JOIN_URL_BASE", "join.example.com/s/"},
     {"BULKREG_SWEEP_INTERVAL_MS", "99"},
     {"BULKREG_SWEEP_INTERVAL_MS", "5s"},
+    {"BULKREG_HTTP_MAX_CONNECTIONS", "15"},
+    {"BULKREG_HTTP_MAX_CONNECTIONS", "many"},
+    {"BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "-1"},
+    {"BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "65537"},
+    {"BULKREG_HTTP_HEADER_TIMEOUT_MS", "99"},
+    {"BULKREG_HTTP_HEADER_TIMEOUT_MS", "20s"},
+    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "0"},
+    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "3600001"},
+    {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "999"},
+    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "1048575"},
+    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "64M"},
     {"BULKREG_LOG_FORMAT", "xml"},
     {"BULKREG_LOG_LEVEL", "verbose"},
     {"BULKREG_LOG_LEVEL", "trace"},
