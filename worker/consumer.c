@@ -9,15 +9,18 @@
  * batch commits the next gathers what every channel received, and the
  * thread that starts it runs it.
  *
- * A batch is ONE statement, process_batch() (sql/003_batches.sql), in one
- * transaction with one commit. That statement also claims the other queued
- * tasks of the batch's jobs, so a job's tasks are registered together
- * instead of in small batches queued on the same session row; their own
- * messages later find them done. Only after the commit does each thread
- * ack its own deliveries on its own channel, with `multiple` when every
- * task went through. A crash anywhere before the ack leaves the messages
- * unacked: the broker redelivers them and process_batch skips tasks
- * already terminal.
+ * A batch is ONE statement, process_batch() (sql/012_task_order.sql), in
+ * one transaction with one commit. It registers each job's tasks in index
+ * order from the job's lowest queued one, under the job's row lock, and
+ * takes more of the job while its claim allows, so a job's tasks are
+ * registered together; their own messages later find them done. A
+ * delivery whose job or session another transaction holds comes back
+ * busy: its thread parks it (unacked, at the front of its receive array)
+ * and offers it again with its next batch, so no batch ever waits for a
+ * lock. Only after the commit does each thread ack its own deliveries on
+ * its own channel, with `multiple` when every task went through. A crash
+ * anywhere before the ack leaves the messages unacked: the broker
+ * redelivers them and process_batch skips tasks already terminal.
  *
  * Dead-lettered messages (bulkreg.tasks.dead) are the broker giving up on a
  * task after x-delivery-limit deliveries: the task is failed with
