@@ -13,8 +13,9 @@
 -- queued tasks up to its highest delivered index (so every delivered task
 -- of the job is done), then more of them while p_claim allows.
 --
--- No waiting. A batch locks the jobs, then the sessions, of its delivered
--- tasks with SKIP LOCKED. A delivered task whose job another transaction
+-- No waiting. A batch locks the sessions, then the jobs, of its delivered
+-- tasks with SKIP LOCKED (and only when it can have none of its sessions,
+-- waits up to 200 ms for one: batch_wait_session()). A delivered task whose job another transaction
 -- holds (a batch elsewhere registering it), or whose session is held (a
 -- registration elsewhere, or a frozen process whose transaction keeps the
 -- row until idle_in_transaction_session_timeout ends it), is reported
@@ -27,7 +28,36 @@
 -- task cancelled (cancelled_at is set only then, and retry_failed clears
 -- it), not because an earlier run's tasks were.
 
--- What a batch may register: the delivered tasks' jobs and sessions it
+-- A batch whose every session is held has nothing else to do: it waits
+-- for one of them, briefly, instead of coming back later. Where one
+-- session is busy with batch after batch (one large event), the next batch
+-- then takes the row the moment the holder commits, as a plain lock wait
+-- would, instead of after a backoff. The wait is bounded (200 ms) so that a
+-- holder that does not commit (a frozen process) delays the deliveries
+-- that arrive meanwhile for other sessions by no more than that; the
+-- batch's own deliveries are then parked. The first session, in id order,
+-- or none.
+CREATE FUNCTION batch_wait_session(p_jobs uuid[]) RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_timeout text := current_setting('lock_timeout');
+    v_session uuid;
+BEGIN
+    PERFORM set_config('lock_timeout', '200ms', true);
+    BEGIN
+        SELECT s.id INTO v_session FROM sessions s
+        WHERE s.id = (SELECT j.session_id FROM jobs j WHERE j.id = ANY (p_jobs)
+                      ORDER BY j.session_id LIMIT 1)
+        FOR NO KEY UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
+        v_session := NULL;
+    END;
+    PERFORM set_config('lock_timeout', v_timeout, true);
+    RETURN CASE WHEN v_session IS NULL THEN '{}'::uuid[] ELSE ARRAY[v_session] END;
+END
+$$;
+
+-- What a batch may register: the delivered tasks' sessions and jobs it
 -- could lock, and for each such job its queued tasks from the lowest index
 -- up to the highest delivered one, then more while the claim allows. Every
 -- registered task is returned in (session, job, index) order; every other
@@ -50,15 +80,21 @@ BEGIN
     SELECT coalesce(array_agg(t.job_id), '{}'), coalesce(array_agg(t.idx), '{}')
     INTO v_djobs, v_didx
     FROM tasks t WHERE t.id = ANY (p_ids) AND t.status = 'queued';
+    -- Sessions first: a batch that cannot have a session does not hold its
+    -- jobs either, so it never keeps them from the batch that has it.
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_sessions
+    FROM (SELECT s.id FROM sessions s
+          WHERE s.id IN (SELECT j.session_id FROM jobs j WHERE j.id = ANY (v_djobs))
+          ORDER BY s.id
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    IF cardinality(v_sessions) = 0 AND cardinality(v_djobs) > 0 THEN
+        v_sessions := batch_wait_session(v_djobs);
+    END IF;
     SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.session_id), '{}')
     INTO v_jobs, v_job_sessions
     FROM (SELECT j.id, j.session_id FROM jobs j
-          WHERE j.id = ANY (v_djobs)
+          WHERE j.id = ANY (v_djobs) AND j.session_id = ANY (v_sessions)
           ORDER BY j.id
-          FOR NO KEY UPDATE SKIP LOCKED) x;
-    SELECT coalesce(array_agg(x.id), '{}') INTO v_sessions
-    FROM (SELECT s.id FROM sessions s WHERE s.id = ANY (v_job_sessions)
-          ORDER BY s.id
           FOR NO KEY UPDATE SKIP LOCKED) x;
 
     SELECT coalesce(array_agg(x.id ORDER BY x.session_id, x.job_id, x.idx), '{}'),
@@ -73,8 +109,7 @@ BEGIN
           JOIN (SELECT x.job, max(x.idx) AS last
                 FROM unnest((SELECT v_djobs), (SELECT v_didx)) AS x(job, idx)
                 GROUP BY x.job) d ON d.job = j.id
-          JOIN tasks t ON t.job_id = j.id AND t.status = 'queued'
-          WHERE j.session_id = ANY (v_sessions)) x
+          JOIN tasks t ON t.job_id = j.id AND t.status = 'queued') x
     WHERE x.needed OR x.n <= p_claim;
 
     SELECT coalesce(array_agg(x), '{}'),
@@ -83,10 +118,10 @@ BEGIN
                                    ELSE 'busy' END), '{}'),
            coalesce(array_agg(CASE WHEN t.id IS NULL THEN NULL
                                    WHEN t.status <> 'queued' THEN t.status
-                                   WHEN t.job_id = ANY (v_jobs) THEN 'session'
-                                   ELSE 'job' END), '{}')
+                                   WHEN j.session_id = ANY (v_sessions) THEN 'job'
+                                   ELSE 'session' END), '{}')
     INTO u_ids, u_outcomes, u_details
-    FROM unnest(p_ids) AS x LEFT JOIN tasks t ON t.id = x
+    FROM unnest(p_ids) AS x LEFT JOIN tasks t ON t.id = x LEFT JOIN jobs j ON j.id = t.job_id
     WHERE NOT (x = ANY (t_ids));
 END
 $$;

@@ -562,8 +562,12 @@ out:
 	return parked;
 }
 
-/* As handle_tasks, for a batch that may hold dead-lettered deliveries. */
-static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long long start_ms)
+/*
+ * As handle_tasks, for a batch that may hold dead-lettered deliveries.
+ * held_before: deliveries received before d[0] are still unacked (parked).
+ */
+static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long long start_ms,
+                        bool held_before)
 {
 	/* Dead-lettered ones first, separately; then the live ones together. */
 	int live = 0;
@@ -580,10 +584,45 @@ static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long l
 	}
 	/*
 	 * One ack with `multiple` covers every outstanding tag up to the last:
-	 * only safe when no dead-lettered delivery of the batch is unresolved
-	 * (nor a parked one, which handle_tasks checks).
+	 * only safe when no dead-lettered delivery of the batch is unresolved,
+	 * no parked one waits before it, nor one in it (handle_tasks checks).
 	 */
-	return live ? handle_tasks(c, d, live, start_ms, live == n) : 0;
+	return live ? handle_tasks(c, d, live, start_ms, live == n && !held_before) : 0;
+}
+
+/*
+ * Receives into batch[parked..max): what already arrived, else waits up to
+ * CONSUMER_WAIT_MS, or only until offer_at while deliveries are parked.
+ * Returns the new count, or -1 when nothing arrived and no parked delivery
+ * is due.
+ */
+static int receive(struct consumer *c, struct mq_delivery *batch, int parked, int max,
+                   long long offer_at)
+{
+	int n = parked;
+	br_status st = BR_TIMEOUT;
+	if (n < max) {
+		/* What already arrived joins the next batch; otherwise it need not wait for us. */
+		st = mq_next(c->mq, 0, &batch[n]);
+		if (st != BR_OK) {
+			batcher_idle(c);
+			long long wait = parked ? offer_at - proc_now_ms() : CONSUMER_WAIT_MS;
+			wait = wait < 0 ? 0 : wait > CONSUMER_WAIT_MS ? CONSUMER_WAIT_MS : wait;
+			st = mq_next(c->mq, (int)wait, &batch[n]);
+		}
+	}
+	if (st != BR_OK) {
+		if (parked && proc_now_ms() >= offer_at)
+			return n;
+		if (parked == max) /* no room to receive: wait for the offer */
+			proc_sleep_ms(offer_at - proc_now_ms(), &c->w->stop);
+		return -1;
+	}
+	n++;
+	/* Whatever the broker already sent joins the batch, without waiting. */
+	while (n < max && mq_next(c->mq, 0, &batch[n]) == BR_OK)
+		n++;
+	return n;
 }
 
 static void *consumer_main(void *arg)
@@ -596,10 +635,12 @@ static void *consumer_main(void *arg)
 		return NULL;
 	}
 	/*
-	 * Parked deliveries stay at the front of batch[], unacked, and join
-	 * every later batch; with nothing new they are offered again after a
-	 * backoff. Their job or session is held by a transaction that either
-	 * commits soon or is ended by idle_in_transaction_session_timeout.
+	 * Parked deliveries stay at the front of batch[], unacked. They are
+	 * offered again when due (a backoff from CONSUMER_PARK_MIN_MS), not
+	 * with every batch: their job or session is held by a transaction that
+	 * either commits soon or is ended by idle_in_transaction_session_timeout,
+	 * and offering them sooner only costs the database a batch that finds
+	 * it still held.
 	 */
 	int parked = 0;
 	long long offer_at = 0;
@@ -620,42 +661,23 @@ static void *consumer_main(void *arg)
 		}
 		backoff_reset(&c->backoff);
 		__atomic_store_n(&c->ready, 1, __ATOMIC_SEQ_CST);
-		int n = parked;
-		br_status st = BR_TIMEOUT;
-		if (n < max) {
-			/* What already arrived joins the next batch; otherwise it need not wait for
-			 * us. */
-			st = mq_next(c->mq, 0, &batch[n]);
-			if (st != BR_OK) {
-				batcher_idle(c);
-				long long wait =
-				    parked ? offer_at - proc_now_ms() : CONSUMER_WAIT_MS;
-				wait = wait < 0                  ? 0
-				       : wait > CONSUMER_WAIT_MS ? CONSUMER_WAIT_MS
-				                                 : wait;
-				st = mq_next(c->mq, (int)wait, &batch[n]);
-			}
-		}
-		if (st == BR_OK) {
-			n++;
-		} else if (!parked || proc_now_ms() < offer_at) {
-			if (parked == max) /* no room to receive: wait for the offer */
-				proc_sleep_ms(offer_at - proc_now_ms(), &c->w->stop);
+		int n = receive(c, batch, parked, max, offer_at);
+		if (n < 0)
 			continue;
-		}
 		long long start = proc_now_ms();
-		/* Whatever the broker already sent joins the batch, without waiting. */
-		while (n < max && mq_next(c->mq, 0, &batch[n]) == BR_OK)
-			n++;
-		parked = mq_is_open(c->mq) ? handle_batch(c, batch, n, start) : 0;
-		for (int i = parked; i < n; i++)
+		int from = start >= offer_at ? 0 : parked; /* the parked ones only when due */
+		int kept = 0;
+		if (mq_is_open(c->mq))
+			kept = from + handle_batch(c, batch + from, n - from, start, from > 0);
+		for (int i = kept; i < n; i++)
 			mq_delivery_free(&batch[i]);
-		if (parked) {
+		if (kept && (from == 0 || parked == 0)) {
 			FAULT_POINT("worker_parked");
 			offer_at = proc_now_ms() + backoff_next(&park);
-		} else {
+		} else if (!kept) {
 			backoff_reset(&park);
 		}
+		parked = kept;
 	}
 	for (int i = 0; i < parked; i++)
 		mq_delivery_free(&batch[i]);
