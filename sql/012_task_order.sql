@@ -28,6 +28,12 @@
 -- task cancelled (cancelled_at is set only then, and retry_failed clears
 -- it), not because an earlier run's tasks were.
 
+-- A lower bound of the job's lowest queued index: every task below it is
+-- terminal. A batch scans a job's tasks from here, not from index 0, and
+-- no further than it takes, so a batch costs the same at any depth of a
+-- large job (BULKREG_MAX_TASKS may be raised well past 50).
+ALTER TABLE jobs ADD COLUMN queued_from int NOT NULL DEFAULT 0;
+
 -- A batch whose every session is held has nothing else to do: it waits
 -- for one of them, briefly, instead of coming back later. Where one
 -- session is busy with batch after batch (one large event), the next batch
@@ -66,7 +72,7 @@ $$;
 -- `session`, whichever another transaction holds).
 CREATE FUNCTION batch_take(p_ids uuid[], p_claim int,
                            OUT t_ids uuid[], OUT t_jobs uuid[], OUT t_sessions uuid[],
-                           OUT t_inputs jsonb[],
+                           OUT t_inputs jsonb[], OUT t_idx int[],
                            OUT u_ids uuid[], OUT u_outcomes text[], OUT u_details text[])
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -74,6 +80,7 @@ DECLARE
     v_didx int[];
     v_jobs uuid[];
     v_job_sessions uuid[];
+    v_job_from int[];
     v_sessions uuid[];
 BEGIN
     -- The delivered tasks still queued: their jobs and indexes.
@@ -90,9 +97,10 @@ BEGIN
     IF cardinality(v_sessions) = 0 AND cardinality(v_djobs) > 0 THEN
         v_sessions := batch_wait_session(v_djobs);
     END IF;
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.session_id), '{}')
-    INTO v_jobs, v_job_sessions
-    FROM (SELECT j.id, j.session_id FROM jobs j
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.session_id), '{}'),
+           coalesce(array_agg(x.queued_from), '{}')
+    INTO v_jobs, v_job_sessions, v_job_from
+    FROM (SELECT j.id, j.session_id, j.queued_from FROM jobs j
           WHERE j.id = ANY (v_djobs) AND j.session_id = ANY (v_sessions)
           ORDER BY j.id
           FOR NO KEY UPDATE SKIP LOCKED) x;
@@ -100,16 +108,20 @@ BEGIN
     SELECT coalesce(array_agg(x.id ORDER BY x.session_id, x.job_id, x.idx), '{}'),
            coalesce(array_agg(x.job_id ORDER BY x.session_id, x.job_id, x.idx), '{}'),
            coalesce(array_agg(x.session_id ORDER BY x.session_id, x.job_id, x.idx), '{}'),
-           coalesce(array_agg(x.input ORDER BY x.session_id, x.job_id, x.idx), '{}')
-    INTO t_ids, t_jobs, t_sessions, t_inputs
+           coalesce(array_agg(x.input ORDER BY x.session_id, x.job_id, x.idx), '{}'),
+           coalesce(array_agg(x.idx ORDER BY x.session_id, x.job_id, x.idx), '{}')
+    INTO t_ids, t_jobs, t_sessions, t_inputs, t_idx
     FROM (SELECT t.id, t.job_id, j.session_id, t.idx, t.input,
                  t.idx <= d.last AS needed,
                  row_number() OVER (ORDER BY j.id, t.idx) AS n
-          FROM unnest((SELECT v_jobs), (SELECT v_job_sessions)) AS j(id, session_id)
+          FROM unnest((SELECT v_jobs), (SELECT v_job_sessions), (SELECT v_job_from))
+               AS j(id, session_id, queued_from)
           JOIN (SELECT x.job, max(x.idx) AS last
                 FROM unnest((SELECT v_djobs), (SELECT v_didx)) AS x(job, idx)
                 GROUP BY x.job) d ON d.job = j.id
-          JOIN tasks t ON t.job_id = j.id AND t.status = 'queued') x
+          JOIN tasks t ON t.job_id = j.id AND t.status = 'queued'
+               AND t.idx >= j.queued_from
+               AND t.idx <= greatest(d.last, j.queued_from + p_claim - 1)) x
     WHERE x.needed OR x.n <= p_claim;
 
     SELECT coalesce(array_agg(x), '{}'),
@@ -184,12 +196,14 @@ BEGIN
     r_ended := array_fill(false, ARRAY[cardinality(b.t_ids)]);
     FOR c IN
         SELECT x.job, count(*) FILTER (WHERE x.o = 'succeeded')::int AS n_success,
-               count(*) FILTER (WHERE x.o = 'failed')::int AS n_fail, max(x.n)::int AS last
-        FROM unnest(b.t_jobs, r_outcomes) WITH ORDINALITY AS x(job, o, n)
+               count(*) FILTER (WHERE x.o = 'failed')::int AS n_fail, max(x.n)::int AS last,
+               max(x.idx) AS top
+        FROM unnest(b.t_jobs, r_outcomes, b.t_idx) WITH ORDINALITY AS x(job, o, idx, n)
         GROUP BY x.job
         ORDER BY x.job
     LOOP
-        r_ended[c.last] := job_add_counts(c.job, c.n_success, c.n_fail, 0);
+        -- Every queued task of the job up to `top` was taken, and is now done.
+        r_ended[c.last] := job_add_counts(c.job, c.n_success, c.n_fail, 0, c.top + 1);
     END LOOP;
 
     ids := ids || b.t_ids;
@@ -309,7 +323,10 @@ END
 $$;
 
 -- Completion: `cancelled` when this run cancelled a task (cancelled_at).
-CREATE OR REPLACE FUNCTION job_add_counts(p_job uuid, p_success int, p_fail int, p_cancelled int)
+-- p_queued_from, when given, raises the job's queued_from.
+DROP FUNCTION job_add_counts(uuid, int, int, int);
+CREATE FUNCTION job_add_counts(p_job uuid, p_success int, p_fail int, p_cancelled int,
+                               p_queued_from int DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -319,6 +336,7 @@ BEGIN
         total_success = total_success + p_success,
         total_fail = total_fail + p_fail,
         total_cancelled = total_cancelled + p_cancelled,
+        queued_from = greatest(queued_from, coalesce(p_queued_from, queued_from)),
         updated_at = now()
     WHERE id = p_job
     RETURNING * INTO j;
@@ -374,5 +392,45 @@ BEGIN
     END IF;
     SELECT job_resource(x) INTO job FROM jobs x WHERE x.id = p_job;
     outcome := 'cancelled';
+END
+$$;
+
+-- PUT /v1/jobs/:id {"action":"retry_failed"} (sql/002's, with queued_from
+-- moved down to the first task it queues again).
+CREATE OR REPLACE FUNCTION retry_failed(p_org uuid, p_job uuid, p_override boolean,
+                                        OUT outcome text, OUT job json, OUT task_ids uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    n int;
+    v_first int;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    IF j.status = 'processing' THEN
+        outcome := 'job_in_progress'; RETURN;
+    END IF;
+    WITH t AS (
+        UPDATE tasks SET status = 'queued', error_code = NULL, error_message = NULL,
+                         completed_at = NULL, updated_at = now()
+        WHERE job_id = p_job AND status = 'failed'
+        RETURNING id, idx
+    )
+    SELECT array_agg(t.id ORDER BY t.idx), count(*), min(t.idx) INTO task_ids, n, v_first
+    FROM t;
+    IF n = 0 THEN
+        outcome := 'nothing_to_retry'; RETURN;
+    END IF;
+    UPDATE jobs SET status = 'processing', total_fail = total_fail - n,
+                    retry_count = retry_count + 1,
+                    override_duplicates = COALESCE(p_override, override_duplicates),
+                    completed_at = NULL, published_at = NULL, cancelled_at = NULL,
+                    queued_from = v_first, updated_at = now()
+    WHERE id = p_job
+    RETURNING * INTO j;
+    outcome := 'retried';
+    job := job_resource(j);
 END
 $$;
