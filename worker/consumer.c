@@ -4,7 +4,7 @@
  * Each thread opens one AMQP connection, its own, and one PostgreSQL
  * connection, which the process's threads share. It takes a delivery and
  * whatever else the broker already sent (up to the prefetch), and hands
- * them to the process's next batch (struct batcher): the threads of a
+ * them to the process's next batch (batcher.h): the threads of a
  * process run their deliveries together, one batch at a time, so while a
  * batch commits the next gathers what every channel received, and the
  * thread that starts it runs it.
@@ -27,14 +27,15 @@
  * internal_error and counted like any other, so its job still ends.
  *
  * Thread-safety: a struct consumer is touched only by its thread, except
- * `ready`, which is atomic. struct batcher is shared, under its mutex; a
- * struct share belongs to its batch from joining until `finished`.
+ * `ready`, which is atomic. The batcher is shared, under its mutex; a
+ * struct part belongs to its batch from joining until batcher_join returns.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backoff.h"
+#include "batcher.h"
 #include "db.h"
 #include "fault.h"
 #include "log.h"
@@ -76,58 +77,21 @@ struct consumer {
 	bool started;
 	int ready;       /* atomic */
 	bool subscribed; /* consuming on the current AMQP connection */
-	bool acking;     /* its batch ended, it has not received since: under batcher.mu */
 	mq_conn *mq;
 	struct backoff backoff;
 };
 
 /*
- * One thread's readable deliveries, handed to the process's next batch.
- * Whoever runs the batch writes state[] and st, then sets finished under
- * the batcher's mutex; the owner reads them only after that.
+ * One thread's readable deliveries, its share of a batch (batcher.h).
+ * Whoever runs the batch writes state[]; the owner reads it only after
+ * batcher_join returned.
  */
-struct share {
-	struct consumer *owner; /* whose channel acks them */
+struct part {
 	const struct mq_delivery *d;
 	char (*ids)[TASKMSG_UUID_LEN + 1];
 	unsigned char *state;
 	int n;
 	long long start_ms;
-	unsigned long batch; /* the number of the batch it joined */
-	bool finished;
-	br_status st;
-	struct share *next;
-};
-
-/*
- * The consumers of one process send their deliveries to PostgreSQL
- * together: a thread with deliveries adds them to the forming batch and
- * waits. The forming batch starts when no batch of the process runs and
- * every thread whose batch just ended has joined it or found nothing more
- * to receive (so it gathers what the whole process holds), or at once when
- * it holds CONSUMER_CLAIM deliveries; one of its threads runs it. So while
- * a batch commits, the next gathers what every channel received, and a
- * process runs one large transaction instead of one small one per thread,
- * all queued on the same session and job rows. With a prefetch big enough
- * to fill batches, full batches still run side by side.
- *
- * The threads' PostgreSQL connections are shared the same way: whatever
- * needs one takes the free connection of lowest index, so one-at-a-time
- * batches all run on the same backend, whose caches stay warm. Spreading
- * them over every backend cost PostgreSQL about 40 % more CPU per task.
- */
-struct batcher {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	unsigned long forming; /* number of the batch taking shares */
-	struct share *first;   /* its shares, in arrival order */
-	struct share **tail;
-	int size;    /* its deliveries */
-	int running; /* batches running */
-	int acking;  /* consumers whose batch ended and that have not received since */
-	int nconns;
-	db_conn **conns; /* one opened per consumer, shared by all; owned here */
-	bool *in_use;
 };
 
 static const db_stmt stmt_process = {
@@ -141,55 +105,6 @@ static bool stopping(const struct consumer *c)
 	return __atomic_load_n(&c->w->stop, __ATOMIC_SEQ_CST) != 0;
 }
 
-/* Takes the free connection of lowest index (there is always one). */
-static db_conn *conn_take(struct batcher *b, int *slot)
-{
-	int i = 0;
-	while (i < b->nconns - 1 && b->in_use[i])
-		i++;
-	b->in_use[i] = true;
-	*slot = i;
-	return b->conns[i];
-}
-
-/* conn_take for a consumer that does not hold the batcher's mutex. */
-static db_conn *conn_lock_take(struct batcher *b, int *slot)
-{
-	pthread_mutex_lock(&b->mu);
-	db_conn *db = conn_take(b, slot);
-	pthread_mutex_unlock(&b->mu);
-	return db;
-}
-
-static void conn_give(struct batcher *b, int slot)
-{
-	pthread_mutex_lock(&b->mu);
-	b->in_use[slot] = false;
-	pthread_mutex_unlock(&b->mu);
-}
-
-/* Under b->mu: c has received since its batch ended, or is about to wait. */
-static void batcher_unmark(struct batcher *b, struct consumer *c)
-{
-	if (c->acking) {
-		c->acking = false;
-		b->acking--;
-		pthread_cond_broadcast(&b->cv);
-	}
-}
-
-/*
- * Called before a consumer may block (waiting for the broker, reconnecting,
- * failing dead-lettered tasks): the forming batch stops waiting for it.
- */
-static void batcher_idle(struct consumer *c)
-{
-	struct batcher *b = c->w->batcher;
-	pthread_mutex_lock(&b->mu);
-	batcher_unmark(b, c);
-	pthread_mutex_unlock(&b->mu);
-}
-
 /*
  * Connects what is down; subscribes after every new AMQP connection. The
  * database is checked while the consumer is not ready (at start, after a
@@ -200,17 +115,17 @@ static br_status consumer_connect(struct consumer *c)
 	br_status st = BR_OK;
 	if (!__atomic_load_n(&c->ready, __ATOMIC_SEQ_CST)) {
 		int slot;
-		db_conn *db = conn_lock_take(c->w->batcher, &slot);
+		db_conn *db = batcher_conn_take(c->w->batcher, &slot);
 		st = db_ensure(db);
 		if (st != BR_OK)
 			LOG_WARN("consumer %d: database unavailable: %s", c->index, db_errmsg(db));
-		conn_give(c->w->batcher, slot);
+		batcher_conn_give(c->w->batcher, slot);
 		if (st != BR_OK)
 			return st;
 	}
 	if (mq_is_open(c->mq) && c->subscribed)
 		return BR_OK;
-	batcher_idle(c); /* reconnecting may take a while */
+	batcher_idle(c->w->batcher, c->index); /* reconnecting may take a while */
 	int prefetch = c->w->cfg->worker_prefetch;
 	c->subscribed = false;
 	st = mq_ensure(c->mq);
@@ -294,7 +209,7 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 	log_set_task_id(task_id);
 	const char *params[] = {task_id};
 	int slot;
-	db_conn *db = conn_lock_take(c->w->batcher, &slot);
+	db_conn *db = batcher_conn_take(c->w->batcher, &slot);
 	br_status st = run_retrying(c, db, &stmt_fail, params, NULL, true);
 	if (st == BR_OK) {
 		LOG_WARN("task dead-lettered by the broker after its delivery limit (%d): "
@@ -307,7 +222,7 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 		LOG_ERROR("failing dead-lettered task: %s", db_errmsg(db));
 		mq_nack(c->mq, d->tag, false, true);
 	}
-	conn_give(c->w->batcher, slot);
+	batcher_conn_give(c->w->batcher, slot);
 	log_set_task_id(NULL);
 }
 
@@ -415,22 +330,23 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
  * keeps it and offers it again in a later batch, so nothing here ever
  * waits for a lock.
  */
-static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, int size)
+static br_status run_batch(struct consumer *c, db_conn *db, struct batcher_share *list, int size)
 {
 	struct item *it = calloc((size_t)size, sizeof(*it));
 	if (!it)
 		return BR_NOMEM;
 	int n = 0;
-	long long start_ms = list->start_ms;
+	long long start_ms = ((const struct part *)list->arg)->start_ms;
 	bool own = true; /* every delivery came through c's channel */
-	for (struct share *s = list; s; s = s->next) {
-		for (int i = 0; i < s->n && n < size; i++) {
-			if (s->state[i] == D_PENDING)
+	for (struct batcher_share *s = list; s; s = s->next) {
+		const struct part *p = s->arg;
+		for (int i = 0; i < p->n && n < size; i++) {
+			if (p->state[i] == D_PENDING)
 				it[n++] =
-				    (struct item){s->ids[i], &s->state[i], s->d[i].delivery_count};
+				    (struct item){p->ids[i], &p->state[i], p->d[i].delivery_count};
 		}
-		start_ms = s->start_ms < start_ms ? s->start_ms : start_ms;
-		own = own && s->owner == c;
+		start_ms = p->start_ms < start_ms ? p->start_ms : start_ms;
+		own = own && s->member == c->index;
 	}
 	/* Result rows find their deliveries by id. */
 	qsort(it, (size_t)n, sizeof(*it), item_cmp);
@@ -446,54 +362,20 @@ static br_status run_batch(struct consumer *c, db_conn *db, struct share *list, 
 }
 
 /*
- * Adds sh (live deliveries) to the forming batch and returns once a batch
- * carrying it has run, having run it on this thread's connection if it
- * started here. The forming batch starts when no batch runs and every
- * consumer whose batch just ended has joined it or found nothing more to
- * receive, so that it gathers what the whole process holds; or at once when
- * it is full.
+ * The batcher's runner: runs a batch on the thread of consumer `member`,
+ * on the PostgreSQL connection of the slot it was given.
  */
-static void batcher_join(struct consumer *c, struct share *sh, int live)
+static br_status consumer_run(void *ctx, int member, void *conn, struct batcher_share *list,
+                              int size)
 {
-	struct batcher *b = c->w->batcher;
-	pthread_mutex_lock(&b->mu);
-	batcher_unmark(b, c);
-	sh->batch = b->forming;
-	*b->tail = sh;
-	b->tail = &sh->next;
-	b->size += live;
-	while (!sh->finished) {
-		bool can_start = (b->running == 0 && b->acking == 0) || b->size >= CONSUMER_CLAIM;
-		if (sh->batch != b->forming || !can_start) {
-			pthread_cond_wait(&b->cv, &b->mu);
-			continue;
-		}
-		struct share *list = b->first;
-		int size = b->size;
-		b->forming++;
-		b->first = NULL;
-		b->tail = &b->first;
-		b->size = 0;
-		b->running++;
-		int slot;
-		db_conn *db = conn_take(b, &slot);
-		pthread_mutex_unlock(&b->mu);
-		br_status st = run_batch(c, db, list, size);
-		if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM)
-			LOG_ERROR("consumer %d: batch of %d deliveries failed: %s", c->index, size,
-			          st == BR_NOMEM ? "out of memory" : db_errmsg(db));
-		pthread_mutex_lock(&b->mu);
-		b->in_use[slot] = false;
-		b->running--;
-		for (struct share *s = list; s; s = s->next) {
-			s->st = st;
-			s->finished = true;
-			s->owner->acking = true;
-			b->acking++;
-		}
-		pthread_cond_broadcast(&b->cv);
-	}
-	pthread_mutex_unlock(&b->mu);
+	struct worker *w = ctx;
+	struct consumer *c = &w->consumers[member];
+	db_conn *db = conn;
+	br_status st = run_batch(c, db, list, size);
+	if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM)
+		LOG_ERROR("consumer %d: batch of %d deliveries failed: %s", c->index, size,
+		          st == BR_NOMEM ? "out of memory" : db_errmsg(db));
+	return st;
 }
 
 /*
@@ -524,9 +406,9 @@ static int handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long l
 	}
 	if (live == 0)
 		goto out;
-	struct share sh = {
-	    .owner = c, .d = d, .ids = ids, .state = state, .n = n, .start_ms = start_ms};
-	batcher_join(c, &sh, live);
+	struct part part = {.d = d, .ids = ids, .state = state, .n = n, .start_ms = start_ms};
+	struct batcher_share sh = {.member = c->index, .arg = &part, .n = live};
+	batcher_join(c->w->batcher, &sh);
 	if (sh.st != BR_OK) {
 		/* Unresolved deliveries go back; committed ones are found done later. */
 		if (sh.st == BR_DB || sh.st == BR_DB_RETRY || sh.st == BR_NOMEM) {
@@ -569,7 +451,8 @@ static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long l
 	int live = 0;
 	for (int i = 0; i < n; i++) {
 		if (d[i].dead) {
-			batcher_idle(c); /* failing it may wait for the database */
+			batcher_idle(c->w->batcher,
+			             c->index); /* failing it may wait for the database */
 			handle_dead(c, &d[i]);
 			mq_delivery_free(&d[i]);
 			continue;
@@ -613,7 +496,7 @@ static void *consumer_main(void *arg)
 			parked = 0;
 		}
 		if (consumer_connect(c) != BR_OK) {
-			batcher_idle(c);
+			batcher_idle(c->w->batcher, c->index);
 			__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
 			proc_sleep_ms(backoff_next(&c->backoff), &c->w->stop);
 			continue;
@@ -627,7 +510,7 @@ static void *consumer_main(void *arg)
 			 * us. */
 			st = mq_next(c->mq, 0, &batch[n]);
 			if (st != BR_OK) {
-				batcher_idle(c);
+				batcher_idle(c->w->batcher, c->index);
 				long long wait =
 				    parked ? offer_at - proc_now_ms() : CONSUMER_WAIT_MS;
 				wait = wait < 0                  ? 0
@@ -659,48 +542,17 @@ static void *consumer_main(void *arg)
 	}
 	for (int i = 0; i < parked; i++)
 		mq_delivery_free(&batch[i]);
-	batcher_idle(c);
+	batcher_idle(c->w->batcher, c->index);
 	free(batch);
 	return NULL;
-}
-
-static void batcher_free(struct batcher *b)
-{
-	if (!b)
-		return;
-	for (int i = 0; i < b->nconns; i++)
-		db_close(b->conns[i]);
-	free(b->conns);
-	free(b->in_use);
-	pthread_cond_destroy(&b->cv);
-	pthread_mutex_destroy(&b->mu);
-	free(b);
-}
-
-static struct batcher *batcher_new(int nconns)
-{
-	struct batcher *b = calloc(1, sizeof(*b));
-	if (!b)
-		return NULL;
-	pthread_mutex_init(&b->mu, NULL);
-	pthread_cond_init(&b->cv, NULL);
-	b->tail = &b->first;
-	b->conns = calloc((size_t)nconns, sizeof(*b->conns));
-	b->in_use = calloc((size_t)nconns, sizeof(*b->in_use));
-	if (!b->conns || !b->in_use) {
-		batcher_free(b);
-		return NULL;
-	}
-	b->nconns = nconns;
-	return b;
 }
 
 br_status consumers_start(struct worker *w)
 {
 	int n = w->cfg->worker_concurrency;
-	w->batcher = batcher_new(n);
+	w->dbs = calloc((size_t)n, sizeof(*w->dbs));
 	w->consumers = calloc((size_t)n, sizeof(*w->consumers));
-	if (!w->batcher || !w->consumers)
+	if (!w->dbs || !w->consumers)
 		return BR_NOMEM;
 	w->nconsumers = n;
 	for (int i = 0; i < n; i++) {
@@ -709,12 +561,19 @@ br_status consumers_start(struct worker *w)
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
 		static const struct db_opts opts = WORKER_DB_OPTS;
-		br_status st = db_open(w->cfg->database_url, &opts, true, &w->batcher->conns[i]);
+		br_status st = db_open(w->cfg->database_url, &opts, true, &w->dbs[i]);
 		if (st == BR_OK)
 			st = mq_open(w->cfg->amqp_url, CONSUMER_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
 			return st;
 	}
+	void **slots = calloc((size_t)n, sizeof(*slots));
+	for (int i = 0; slots && i < n; i++)
+		slots[i] = w->dbs[i];
+	w->batcher = slots ? batcher_new(n, slots, n, CONSUMER_CLAIM, consumer_run, w) : NULL;
+	free(slots);
+	if (!w->batcher)
+		return BR_NOMEM;
 	for (int i = 0; i < n; i++) {
 		struct consumer *c = &w->consumers[i];
 		if (pthread_create(&c->thread, NULL, consumer_main, c) != 0)
@@ -733,12 +592,16 @@ void consumers_join(struct worker *w)
 	/* Closing returns anything still unacked to the queue. */
 	for (int i = 0; i < w->nconsumers; i++)
 		mq_close(w->consumers[i].mq);
-	free(w->consumers);
-	w->consumers = NULL;
-	w->nconsumers = 0;
 	/* Only now: any thread may have been using any PostgreSQL connection. */
 	batcher_free(w->batcher);
 	w->batcher = NULL;
+	for (int i = 0; w->dbs && i < w->nconsumers; i++)
+		db_close(w->dbs[i]);
+	free(w->dbs);
+	w->dbs = NULL;
+	free(w->consumers);
+	w->consumers = NULL;
+	w->nconsumers = 0;
 }
 
 bool consumers_ready(void *arg)
