@@ -28,13 +28,14 @@
  *
  * Thread-safety: a struct consumer is touched only by its thread, except
  * `ready`, which is atomic. The batcher is shared, under its mutex; a
- * struct part belongs to its batch from joining until batcher_join returns.
+ * struct batch_part belongs to its batch from joining until batcher_join returns.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backoff.h"
+#include "batch.h"
 #include "batcher.h"
 #include "db.h"
 #include "fault.h"
@@ -42,12 +43,10 @@
 #include "mq.h"
 #include "ops.h"
 #include "proc.h"
-#include "strbuf.h"
 #include "taskmsg.h"
 #include "worker.h"
 
-#define CONSUMER_WAIT_MS    1000
-#define CONSUMER_DB_RETRIES 20
+#define CONSUMER_WAIT_MS 1000
 /*
  * A worker that falls silent (frozen, or its host gone) holds its
  * prefetched deliveries until the broker gives up on its connection, after
@@ -56,12 +55,6 @@
  * silent: mq.c's keeper beats for a thread that waits for PostgreSQL.
  */
 #define CONSUMER_HEARTBEAT_S 5
-/*
- * Tasks one transaction may claim: its deliveries plus the queued rest of
- * their jobs. 64 holds a whole 50-task job; a session's registrations are
- * serialized on its row anyway, so bigger batches share more commits.
- */
-#define CONSUMER_CLAIM 64
 /*
  * A parked delivery (its job or session held by another transaction) is
  * offered again after a backoff from CONSUMER_PARK_MIN_MS doubling to
@@ -79,26 +72,8 @@ struct consumer {
 	bool subscribed; /* consuming on the current AMQP connection */
 	mq_conn *mq;
 	struct backoff backoff;
+	struct batch_runner run; /* what its batches need of it (batch.h) */
 };
-
-/*
- * One thread's readable deliveries, its share of a batch (batcher.h).
- * Whoever runs the batch writes state[]; the owner reads it only after
- * batcher_join returned.
- */
-struct part {
-	const struct mq_delivery *d;
-	char (*ids)[TASKMSG_UUID_LEN + 1];
-	unsigned char *state;
-	int n;
-	long long start_ms;
-};
-
-static const db_stmt stmt_process = {
-    "consumer_process",
-    "SELECT task_id, outcome, detail, job_ended FROM process_batch($1::uuid[], $2::int)", 2};
-static const db_stmt stmt_fail = {"consumer_fail", "SELECT fail_task($1::uuid, 'internal_error')",
-                                  1};
 
 static bool stopping(const struct consumer *c)
 {
@@ -141,62 +116,6 @@ static br_status consumer_connect(struct consumer *c)
 	return st;
 }
 
-/*
- * Runs stmt in its own transaction until it commits, retrying serialization
- * failures and deadlocks at once and lost connections after a backoff. A
- * commit whose outcome is unknown (the connection died) is simply run
- * again: processing is idempotent. Gives up when stopping (the deliveries
- * stay unacked and return to the queue), when the AMQP connection died
- * meanwhile (the broker has already redelivered them), or on any other
- * error.
- */
-static br_status run_retrying(struct consumer *c, db_conn *db, const db_stmt *stmt,
-                              const char *const *params, PGresult **res, bool give_up_without_mq)
-{
-	struct backoff b;
-	backoff_init(&b, 50, 5000);
-	for (int attempt = 0;; attempt++) {
-		PGresult *r = NULL;
-		br_status st = db_ensure(db);
-		if (st == BR_OK)
-			st = db_cmd(db, "BEGIN");
-		if (st == BR_OK)
-			st = db_run(db, stmt, params, res ? &r : NULL);
-		if (st == BR_OK) {
-			FAULT_POINT("worker_mid_transaction");
-			st = db_cmd(db, "COMMIT");
-		}
-		if (st == BR_OK) {
-			if (res)
-				*res = r;
-			return BR_OK;
-		}
-		PQclear(r);
-		db_rollback(db);
-		if (st == BR_DB || st == BR_NOMEM)
-			return st;
-		if (stopping(c) && st == BR_DB_CONN)
-			return st;
-		if (st == BR_DB_RETRY && attempt < CONSUMER_DB_RETRIES)
-			continue;
-		if (st == BR_DB_RETRY)
-			return st;
-		__atomic_store_n(&c->ready, 0, __ATOMIC_SEQ_CST);
-		LOG_WARN("consumer %d: %s; retrying", c->index, db_errmsg(db));
-		proc_sleep_ms(backoff_next(&b), NULL);
-		if (give_up_without_mq && !mq_is_open(c->mq))
-			return BR_MQ_CONN;
-	}
-}
-
-static void count_outcome(const char *outcome, double seconds)
-{
-	char labels[64];
-	snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
-	met_counter_add(ops_tasks_processed, labels, 1);
-	met_histogram_observe(ops_task_duration, seconds);
-}
-
 /* Fails dead-lettered tasks with internal_error, one by one, then acks. */
 static void handle_dead(struct consumer *c, struct mq_delivery *d)
 {
@@ -207,15 +126,10 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 		return;
 	}
 	log_set_task_id(task_id);
-	const char *params[] = {task_id};
 	int slot;
 	db_conn *db = batcher_conn_take(c->w->batcher, &slot);
-	br_status st = run_retrying(c, db, &stmt_fail, params, NULL, true);
+	br_status st = batch_fail_task(&c->run, db, task_id);
 	if (st == BR_OK) {
-		LOG_WARN("task dead-lettered by the broker after its delivery limit (%d): "
-		         "failed with internal_error",
-		         MQ_DELIVERY_LIMIT);
-		count_outcome("internal_error", 0);
 		mq_ack(c->mq, d->tag, false);
 	} else if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM) {
 		/* Back to bulkreg.tasks.dead, to be failed on a later try. */
@@ -226,141 +140,6 @@ static void handle_dead(struct consumer *c, struct mq_delivery *d)
 	log_set_task_id(NULL);
 }
 
-/* What became of one delivery of a batch. */
-enum delivery_state {
-	D_PENDING,  /* not run yet */
-	D_PARKED,   /* its job or session is held by another transaction: offer it again later */
-	D_DONE,     /* committed or nothing to do: ack */
-	D_REQUEUE,  /* raised: nack with requeue, towards x-delivery-limit */
-	D_REJECTED, /* unreadable: already nacked to the dead-letter queue */
-};
-
-/* One delivery of a running batch, pointing into its share. */
-struct item {
-	const char *id;
-	unsigned char *state;
-	long delivery_count;
-};
-
-static int item_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct item *)a)->id, ((const struct item *)b)->id);
-}
-
-/*
- * The items of it[0..n), sorted by id, whose id is tid: *first and the
- * count (a task delivered twice has two). bsearch lands on any of them.
- */
-static int items_with_id(const struct item *it, int n, const char *tid, int *first)
-{
-	struct item key = {.id = tid};
-	const struct item *hit = bsearch(&key, it, (size_t)n, sizeof(*it), item_cmp);
-	if (!hit)
-		return 0;
-	int lo = (int)(hit - it), hi = lo + 1;
-	while (lo > 0 && strcmp(it[lo - 1].id, tid) == 0)
-		lo--;
-	while (hi < n && strcmp(it[hi].id, tid) == 0)
-		hi++;
-	*first = lo;
-	return hi - lo;
-}
-
-/*
- * Runs the items (sorted by id) as one process_batch() call and one
- * transaction, claiming up to `claim` tasks in all, then records each
- * item's new state. Rows for tasks the batch claimed beyond its deliveries
- * are only counted.
- */
-static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it, int n, int claim,
-                          long long start_ms, bool give_up_without_mq)
-{
-	strbuf arr;
-	sb_init(&arr, (size_t)n * 40 + 8);
-	bool ok = sb_appends(&arr, "{") == BR_OK;
-	for (int i = 0; i < n && ok; i++)
-		ok = sb_appendf(&arr, "%s%s", i ? "," : "", it[i].id) == BR_OK;
-	if (!ok || sb_appends(&arr, "}") != BR_OK) {
-		sb_free(&arr);
-		return BR_NOMEM;
-	}
-	char claim_s[16];
-	snprintf(claim_s, sizeof(claim_s), "%d", claim);
-	const char *params[] = {sb_str(&arr), claim_s};
-	PGresult *res = NULL;
-	br_status st = run_retrying(c, db, &stmt_process, params, &res, give_up_without_mq);
-	sb_free(&arr);
-	if (st != BR_OK)
-		return st;
-	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;
-	/* A delivery the result does not mention has nothing left to do. */
-	for (int i = 0; i < n; i++)
-		*it[i].state = D_DONE;
-	for (int row = 0; row < PQntuples(res); row++) {
-		const char *tid = PQgetvalue(res, row, 0);
-		const char *outcome = PQgetvalue(res, row, 1);
-		enum delivery_state to = D_DONE;
-		if (strcmp(outcome, "busy") == 0)
-			to = D_PARKED;
-		else if (strcmp(outcome, "error") == 0)
-			to = D_REQUEUE;
-		else
-			count_outcome(outcome, seconds);
-		int first = 0, same = items_with_id(it, n, tid, &first);
-		for (int i = first; i < first + same; i++) {
-			if (to == D_REQUEUE)
-				LOG_WARN("task %s failed to process (delivery %ld): %s", tid,
-				         it[i].delivery_count + 1, db_val(res, row, 2));
-			*it[i].state = (unsigned char)to;
-		}
-		if (strcmp(db_val(res, row, 3) ? db_val(res, row, 3) : "f", "t") == 0) {
-			log_set_task_id(tid);
-			LOG_INFO("job ended");
-			log_set_task_id(NULL);
-		}
-	}
-	PQclear(res);
-	return BR_OK;
-}
-
-/*
- * Runs one batch on db: one pass that registers the deliveries' tasks and
- * claims more of their jobs (sql/012_task_order.sql). A delivery whose job
- * or session another transaction holds comes back D_PARKED: its thread
- * keeps it and offers it again in a later batch, so nothing here ever
- * waits for a lock.
- */
-static br_status run_batch(struct consumer *c, db_conn *db, struct batcher_share *list, int size)
-{
-	struct item *it = calloc((size_t)size, sizeof(*it));
-	if (!it)
-		return BR_NOMEM;
-	int n = 0;
-	long long start_ms = ((const struct part *)list->arg)->start_ms;
-	bool own = true; /* every delivery came through c's channel */
-	for (struct batcher_share *s = list; s; s = s->next) {
-		const struct part *p = s->arg;
-		for (int i = 0; i < p->n && n < size; i++) {
-			if (p->state[i] == D_PENDING)
-				it[n++] =
-				    (struct item){p->ids[i], &p->state[i], p->d[i].delivery_count};
-		}
-		start_ms = p->start_ms < start_ms ? p->start_ms : start_ms;
-		own = own && s->member == c->index;
-	}
-	/* Result rows find their deliveries by id. */
-	qsort(it, (size_t)n, sizeof(*it), item_cmp);
-	/*
-	 * Without c's AMQP connection the broker has already redelivered c's
-	 * deliveries, so a batch of c's alone may give up; one carrying other
-	 * threads' deliveries keeps trying for them.
-	 */
-	int claim = n > CONSUMER_CLAIM ? n : CONSUMER_CLAIM;
-	br_status st = run_pass(c, db, it, n, claim, start_ms, own);
-	free(it);
-	return st;
-}
-
 /*
  * The batcher's runner: runs a batch on the thread of consumer `member`,
  * on the PostgreSQL connection of the slot it was given.
@@ -369,13 +148,7 @@ static br_status consumer_run(void *ctx, int member, void *conn, struct batcher_
                               int size)
 {
 	struct worker *w = ctx;
-	struct consumer *c = &w->consumers[member];
-	db_conn *db = conn;
-	br_status st = run_batch(c, db, list, size);
-	if (st == BR_DB || st == BR_DB_RETRY || st == BR_NOMEM)
-		LOG_ERROR("consumer %d: batch of %d deliveries failed: %s", c->index, size,
-		          st == BR_NOMEM ? "out of memory" : db_errmsg(db));
-	return st;
+	return batch_run(&w->consumers[member].run, conn, list, size);
 }
 
 /*
@@ -398,22 +171,22 @@ static int handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long l
 			LOG_ERROR("consumer %d: rejecting unreadable message %s", c->index,
 			          d[i].message_id);
 			mq_nack(c->mq, d[i].tag, false, false);
-			state[i] = D_REJECTED;
+			state[i] = BATCH_REJECTED;
 			continue;
 		}
-		state[i] = D_PENDING;
+		state[i] = BATCH_PENDING;
 		live++;
 	}
 	if (live == 0)
 		goto out;
-	struct part part = {.d = d, .ids = ids, .state = state, .n = n, .start_ms = start_ms};
+	struct batch_part part = {.d = d, .ids = ids, .state = state, .n = n, .start_ms = start_ms};
 	struct batcher_share sh = {.member = c->index, .arg = &part, .n = live};
 	batcher_join(c->w->batcher, &sh);
 	if (sh.st != BR_OK) {
 		/* Unresolved deliveries go back; committed ones are found done later. */
 		if (sh.st == BR_DB || sh.st == BR_DB_RETRY || sh.st == BR_NOMEM) {
 			for (int i = 0; i < n; i++) {
-				if (state[i] != D_REJECTED)
+				if (state[i] != BATCH_REJECTED)
 					mq_nack(c->mq, d[i].tag, false, true);
 			}
 		}
@@ -422,17 +195,17 @@ static int handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long l
 	FAULT_POINT("worker_after_commit");
 	bool all_done = true;
 	for (int i = 0; i < n; i++)
-		all_done = all_done && state[i] == D_DONE;
+		all_done = all_done && state[i] == BATCH_DONE;
 	if (all_done && may_ack_multiple) {
 		mq_ack(c->mq, d[n - 1].tag, true);
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {
-		if (state[i] == D_DONE) {
+		if (state[i] == BATCH_DONE) {
 			mq_ack(c->mq, d[i].tag, false);
-		} else if (state[i] == D_REQUEUE) {
+		} else if (state[i] == BATCH_REQUEUE) {
 			mq_nack(c->mq, d[i].tag, false, true);
-		} else if (state[i] == D_PARKED) {
+		} else if (state[i] == BATCH_PARKED) {
 			struct mq_delivery keep = d[i];
 			d[i] = d[parked];
 			d[parked++] = keep;
@@ -451,8 +224,8 @@ static int handle_batch(struct consumer *c, struct mq_delivery *d, int n, long l
 	int live = 0;
 	for (int i = 0; i < n; i++) {
 		if (d[i].dead) {
-			batcher_idle(c->w->batcher,
-			             c->index); /* failing it may wait for the database */
+			/* Failing it may wait for the database. */
+			batcher_idle(c->w->batcher, c->index);
 			handle_dead(c, &d[i]);
 			mq_delivery_free(&d[i]);
 			continue;
@@ -566,11 +339,13 @@ br_status consumers_start(struct worker *w)
 			st = mq_open(w->cfg->amqp_url, CONSUMER_HEARTBEAT_S, true, &c->mq);
 		if (st != BR_OK)
 			return st;
+		c->run = (struct batch_runner){
+		    .index = i, .ready = &c->ready, .stop = &w->stop, .mq = c->mq};
 	}
 	void **slots = calloc((size_t)n, sizeof(*slots));
 	for (int i = 0; slots && i < n; i++)
 		slots[i] = w->dbs[i];
-	w->batcher = slots ? batcher_new(n, slots, n, CONSUMER_CLAIM, consumer_run, w) : NULL;
+	w->batcher = slots ? batcher_new(n, slots, n, BATCH_CLAIM, consumer_run, w) : NULL;
 	free(slots);
 	if (!w->batcher)
 		return BR_NOMEM;
