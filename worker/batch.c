@@ -22,7 +22,7 @@
 #include "log.h"
 #include "ops.h"
 #include "proc.h"
-#include "strbuf.h"
+#include "pgarray.h"
 
 #define BATCH_DB_RETRIES 20
 
@@ -146,21 +146,24 @@ static int items_with_id(const struct item *it, int n, const char *tid, int *fir
 static br_status run_pass(const struct batch_runner *r, db_conn *db, const struct item *it, int n,
                           int claim, long long start_ms, bool give_up_without_mq)
 {
-	strbuf arr;
-	sb_init(&arr, (size_t)n * 40 + 8);
-	bool ok = sb_appends(&arr, "{") == BR_OK;
-	for (int i = 0; i < n && ok; i++)
-		ok = sb_appendf(&arr, "%s%s", i ? "," : "", it[i].id) == BR_OK;
-	if (!ok || sb_appends(&arr, "}") != BR_OK) {
-		sb_free(&arr);
+	size_t cap = pga_bound((size_t)n, (size_t)n * UUID_LEN);
+	char *arr = malloc(cap);
+	if (!arr)
+		return BR_NOMEM;
+	struct pga_writer w;
+	pga_start(&w, arr, cap);
+	for (int i = 0; i < n; i++)
+		pga_add(&w, it[i].id, UUID_LEN);
+	if (!pga_finish(&w)) {
+		free(arr);
 		return BR_NOMEM;
 	}
 	char claim_s[16];
 	snprintf(claim_s, sizeof(claim_s), "%d", claim);
-	const char *params[] = {sb_str(&arr), claim_s};
+	const char *params[] = {arr, claim_s};
 	PGresult *res = NULL;
 	br_status st = run_retrying(r, db, &stmt_process, params, &res, give_up_without_mq);
-	sb_free(&arr);
+	free(arr);
 	if (st != BR_OK)
 		return st;
 	double seconds = (double)(proc_now_ms() - start_ms) / 1000.0;

@@ -42,7 +42,7 @@ enum batch_state {
  */
 struct batch_part {
 	const struct mq_delivery *d;
-	char (*ids)[TASKMSG_UUID_LEN + 1];
+	char (*ids)[UUID_LEN + 1];
 	unsigned char *state; /* enum batch_state, one per delivery */
 	int n;
 	long long start_ms;

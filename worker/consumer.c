@@ -119,7 +119,7 @@ static br_status consumer_connect(struct consumer *c)
 /* Fails dead-lettered tasks with internal_error, one by one, then acks. */
 static void handle_dead(struct consumer *c, struct mq_delivery *d)
 {
-	char task_id[TASKMSG_UUID_LEN + 1];
+	char task_id[UUID_LEN + 1];
 	if (taskmsg_parse(d->body, d->len, task_id) != BR_OK) {
 		LOG_ERROR("consumer %d: dropping unreadable dead-lettered message", c->index);
 		mq_ack(c->mq, d->tag, false);
@@ -160,7 +160,7 @@ static int handle_tasks(struct consumer *c, struct mq_delivery *d, int n, long l
                         bool may_ack_multiple)
 {
 	int parked = 0;
-	char(*ids)[TASKMSG_UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
+	char(*ids)[UUID_LEN + 1] = calloc((size_t)n, sizeof(*ids));
 	unsigned char *state = calloc((size_t)n, 1);
 	if (!ids || !state)
 		goto out; /* unacked: redelivered after the connection drops */

@@ -42,6 +42,7 @@
 #include "ops.h"
 #include "outbox.h"
 #include "proc.h"
+#include "uuid.h"
 #include "webhook.h"
 
 #define DLV_MAX_IN_FLIGHT   32
@@ -50,7 +51,6 @@
 #define DLV_LEASE_MARGIN_MS 15000
 #define DLV_DRAIN_MS        3000
 #define DLV_ERROR_MAX       512
-#define DLV_UUID_SIZE       37
 #define DLV_USER_AGENT      "bulkreg-webhooks/0.1"
 
 /* One claimed delivery and its attempt in flight (or finished, to record). */
@@ -59,10 +59,10 @@ struct attempt {
 	const struct deliverer *d;
 	CURL *easy;
 	struct curl_slist *headers;
-	char delivery_id[DLV_UUID_SIZE];
-	char event_id[DLV_UUID_SIZE];
-	char job_id[DLV_UUID_SIZE];
-	char endpoint_id[DLV_UUID_SIZE];
+	char delivery_id[UUID_LEN + 1];
+	char event_id[UUID_LEN + 1];
+	char job_id[UUID_LEN + 1];
+	char endpoint_id[UUID_LEN + 1];
 	int attempts; /* before this one */
 	char *url;
 	char *payload;
