@@ -34,7 +34,6 @@
  */
 #define API_LOCK_TIMEOUT_MS    3000
 #define API_IDLE_TX_TIMEOUT_MS 10000
-#define API_UUID_LEN           36
 
 struct api_app {
 	const struct br_config *cfg;
@@ -49,16 +48,16 @@ struct api_req {
 	struct api_app *app;
 	struct http_req *http;
 	struct http_resp *resp;
-	db_conn *db;                     /* borrowed by the router; NULL for batched reads */
-	char org_id[API_UUID_LEN + 1];   /* the token's organization */
-	char token_id[API_UUID_LEN + 1]; /* the token itself (api_tokens.id) */
-	char id[API_UUID_LEN + 1];       /* the :id path segment, when the route has one */
+	db_conn *db;                 /* borrowed by the router; NULL for batched reads */
+	char org_id[UUID_LEN + 1];   /* the token's organization */
+	char token_id[UUID_LEN + 1]; /* the token itself (api_tokens.id) */
+	char id[UUID_LEN + 1];       /* the :id path segment, when the route has one */
 	/*
 	 * Tasks to publish once the request's writes committed and r->db is
 	 * back in the pool (jobs.h): a job id and its task ids as a
 	 * PostgreSQL array literal (owned), or NULL.
 	 */
-	char publish_job[API_UUID_LEN + 1];
+	char publish_job[UUID_LEN + 1];
 	char *publish_tasks;
 };
 

@@ -463,16 +463,3 @@ void ja_pointer(char *out, size_t cap, const char *base, const char *key)
 	}
 	out[o] = '\0';
 }
-
-bool ja_is_uuid(const char *s)
-{
-	for (int i = 0; i < API_UUID_LEN; i++) {
-		char c = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? c != '-'
-		         : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-		             (c >= 'A' && c <= 'F')))
-			return false;
-	}
-	return s[API_UUID_LEN] == '\0';
-}

@@ -129,7 +129,4 @@ void ja_pointer(char *out, size_t cap, const char *base, const char *key);
  */
 size_t ja_utf8_decode(const char *s, size_t n, uint32_t *cp);
 
-/* True when s is a canonical UUID (8-4-4-4-12 hex digits). */
-bool ja_is_uuid(const char *s);
-
 #endif

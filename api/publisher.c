@@ -1,6 +1,7 @@
 /*
- * publisher.c - pool of confirmed publishers (see publisher.h). The free
- * list is guarded by a mutex; a borrowed mq_conn belongs to its borrower.
+ * publisher.c - pool of confirmed publishers (see publisher.h), on
+ * common/pool.c. The free nodes and nblocked are guarded by the pool's
+ * mutex; a borrowed mq_conn belongs to its borrower.
  */
 #include "publisher.h"
 
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pool.h"
 #include "proc.h"
 
 /*
@@ -20,20 +22,64 @@
 /* After a failed connect, requests skip the broker this long (the sweeper publishes). */
 #define PUB_BACKOFF_MS 1000
 
+/* How long a request waits for a free publisher before leaving the job to the sweeper. */
+#define PUB_WAIT_MS PUB_CONFIRM_TIMEOUT_MS
+
 struct pub_node {
 	mq_conn *conn;
-	bool blocked; /* the broker blocked it, as last seen: counted in nblocked */
-	struct pub_node *next;
+	bool blocked; /* the broker blocked it, as last seen: counted in nblocked while free */
 };
 
 struct pub_pool {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pool *pool; /* of struct pub_node */
 	char *url;
-	int size, open;
-	struct pub_node *free_list;
-	int nblocked;            /* free nodes whose connection the broker blocked */
+	int nblocked; /* free nodes whose connection the broker blocked: under the pool's mutex */
 	long long down_until_ms; /* atomic: no connect attempts before this */
+};
+
+static br_status node_open(void *ctx, void **item)
+{
+	pub_pool *p = ctx;
+	struct pub_node *n = calloc(1, sizeof(*n));
+	br_status st = n ? mq_open(p->url, MQ_HEARTBEAT_S, true, &n->conn) : BR_NOMEM;
+	if (st != BR_OK) {
+		free(n);
+		return st;
+	}
+	*item = n;
+	return BR_OK;
+}
+
+static void node_close(void *ctx, void *item)
+{
+	(void)ctx;
+	struct pub_node *n = item;
+	mq_close(n->conn);
+	free(n);
+}
+
+/* Under the pool's mutex: a node joins the free ones. */
+static void node_freed(void *ctx, void *item)
+{
+	pub_pool *p = ctx;
+	const struct pub_node *n = item;
+	p->nblocked += n->blocked;
+}
+
+/* Under the pool's mutex: a node leaves the free ones. */
+static void node_taken(void *ctx, void *item)
+{
+	pub_pool *p = ctx;
+	struct pub_node *n = item;
+	p->nblocked -= n->blocked;
+	n->blocked = false;
+}
+
+static const struct pool_ops pub_pool_ops = {
+    .open = node_open,
+    .close = node_close,
+    .freed = node_freed,
+    .taken = node_taken,
 };
 
 pub_pool *pub_pool_new(const char *url, int size)
@@ -42,13 +88,12 @@ pub_pool *pub_pool_new(const char *url, int size)
 	if (!p)
 		return NULL;
 	p->url = strdup(url);
-	if (!p->url) {
+	p->pool = p->url ? pool_new(size, &pub_pool_ops, p) : NULL;
+	if (!p->pool) {
+		free(p->url);
 		free(p);
 		return NULL;
 	}
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
-	p->size = size;
 	return p;
 }
 
@@ -56,69 +101,43 @@ void pub_pool_free(pub_pool *p)
 {
 	if (!p)
 		return;
-	while (p->free_list) {
-		struct pub_node *n = p->free_list;
-		p->free_list = n->next;
-		mq_close(n->conn);
-		free(n);
-	}
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->cv);
+	pool_free(p->pool);
 	free(p->url);
 	free(p);
 }
 
 static br_status pub_get(pub_pool *p, struct pub_node **out)
 {
-	struct pub_node *n = NULL;
-	pthread_mutex_lock(&p->mu);
-	while (!p->free_list && p->open >= p->size)
-		pthread_cond_wait(&p->cv, &p->mu);
-	if (p->free_list) {
-		n = p->free_list;
-		p->free_list = n->next;
-		p->nblocked -= n->blocked;
-		n->blocked = false;
-	} else {
-		p->open++;
-	}
-	pthread_mutex_unlock(&p->mu);
-	if (!n) {
-		n = calloc(1, sizeof(*n));
-		br_status st = n ? mq_open(p->url, MQ_HEARTBEAT_S, true, &n->conn) : BR_NOMEM;
-		if (st != BR_OK) {
-			free(n);
-			pthread_mutex_lock(&p->mu);
-			p->open--;
-			pthread_cond_signal(&p->cv);
-			pthread_mutex_unlock(&p->mu);
-			return st;
-		}
-	}
-	*out = n;
-	return BR_OK;
+	void *item = NULL;
+	br_status st = pool_get(p->pool, PUB_WAIT_MS, &item);
+	if (st == BR_OK)
+		*out = item;
+	return st;
 }
 
 static void pub_put(pub_pool *p, struct pub_node *n)
 {
-	bool blocked = mq_is_blocked(n->conn);
-	pthread_mutex_lock(&p->mu);
-	n->blocked = blocked;
-	p->nblocked += blocked;
-	n->next = p->free_list;
-	p->free_list = n;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	/* Still the borrower's: node_freed counts it once it is free. */
+	n->blocked = mq_is_blocked(n->conn);
+	pool_put(p->pool, n);
 }
 
-bool pub_blocked(pub_pool *p)
+struct blocked_scan {
+	pub_pool *p;
+	bool blocked;
+};
+
+/* Under the pool's mutex: rereads the blocked free nodes, most recently used first. */
+static void scan_blocked(void *ctx, void *const *items, int nfree)
 {
-	pthread_mutex_lock(&p->mu);
+	struct blocked_scan *scan = ctx;
+	pub_pool *p = scan->p;
 	/*
 	 * Only a connection the broker blocked hears connection.unblocked:
 	 * read what they were sent (a recv each, no waiting).
 	 */
-	for (struct pub_node *n = p->free_list; n && p->nblocked > 0; n = n->next) {
+	for (int i = nfree - 1; i >= 0 && p->nblocked > 0; i--) {
+		struct pub_node *n = items[i];
 		if (!n->blocked)
 			continue;
 		if (mq_poll(n->conn) != BR_OK || !mq_is_blocked(n->conn)) {
@@ -126,9 +145,14 @@ bool pub_blocked(pub_pool *p)
 			p->nblocked--;
 		}
 	}
-	bool blocked = p->nblocked > 0;
-	pthread_mutex_unlock(&p->mu);
-	return blocked;
+	scan->blocked = p->nblocked > 0;
+}
+
+bool pub_blocked(pub_pool *p)
+{
+	struct blocked_scan scan = {.p = p};
+	pool_with_free(p->pool, scan_blocked, &scan);
+	return scan.blocked;
 }
 
 br_status pub_tasks(pub_pool *p, const struct mq_msg *msgs, size_t n)

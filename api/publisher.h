@@ -23,7 +23,8 @@ void pub_pool_free(pub_pool *p);
 
 /*
  * Publishes msgs to bulkreg.tasks with confirms. BR_OK when every message
- * was confirmed; otherwise BR_MQ_CONN / BR_MQ_NACK / BR_TIMEOUT /
+ * was confirmed; otherwise BR_MQ_CONN / BR_MQ_NACK / BR_TIMEOUT (also when
+ * no publisher came free within the confirm timeout) /
  * BR_MQ_BLOCKED (at once, without trying, while the broker blocks the
  * pool's publishers), and the caller must assume none was.
  */

@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "pgarray.h"
 #include "proc.h"
 
 #define RB_HEX_LEN 64
@@ -141,25 +142,21 @@ static void run_batch(readbatch *rb, struct rb_wait **batch, int n)
 {
 	/* "{h,h,...}" and "{id,id,...}": hex digits and UUIDs need no quoting. */
 	char hexes[RB_MAX * (RB_HEX_LEN + 1) + 2];
-	char ids[RB_MAX * (RB_UUID_LEN + 1) + 2];
-	char *h = hexes, *d = ids;
-	*h++ = '{';
-	*d++ = '{';
+	char ids[RB_MAX * (UUID_LEN + 1) + 2];
+	struct pga_writer hw, iw;
+	pga_start(&hw, hexes, sizeof(hexes));
+	pga_start(&iw, ids, sizeof(ids));
 	for (int i = 0; i < n; i++) {
-		memcpy(h, batch[i]->hex, RB_HEX_LEN);
-		h += RB_HEX_LEN;
-		*h++ = i + 1 < n ? ',' : '}';
-		memcpy(d, batch[i]->id, RB_UUID_LEN);
-		d += RB_UUID_LEN;
-		*d++ = i + 1 < n ? ',' : '}';
+		pga_add(&hw, batch[i]->hex, RB_HEX_LEN);
+		pga_add(&iw, batch[i]->id, UUID_LEN);
 	}
-	*h = '\0';
-	*d = '\0';
-
-	const char *params[] = {hexes, ids};
+	const char *params[] = {pga_finish(&hw), pga_finish(&iw)};
 	db_conn *c = NULL;
 	PGresult *res = NULL;
-	br_status st = db_pool_get(rb->db, rb->db_wait_ms, &c);
+	/* Validated digests and ids always fit; anything else is refused. */
+	br_status st = params[0] && params[1] ? BR_OK : BR_INVAL;
+	if (st == BR_OK)
+		st = db_pool_get(rb->db, rb->db_wait_ms, &c);
 	if (st == BR_OK) {
 		st = db_run_read(c, batch[0]->stmt, params, &res);
 		if (st != BR_OK)
@@ -242,7 +239,7 @@ static bool lead(readbatch *rb, struct rb_wait *me)
 br_status rb_read(readbatch *rb, const db_stmt *stmt, const char *hex, const char *id,
                   struct rb_row *out)
 {
-	if (strlen(hex) != RB_HEX_LEN || strlen(id) != RB_UUID_LEN)
+	if (strlen(hex) != RB_HEX_LEN || strlen(id) != UUID_LEN)
 		return BR_INVAL;
 	struct rb_wait me = {.stmt = stmt, .hex = hex, .id = id};
 	atomic_init(&me.state, RB_WAITING);

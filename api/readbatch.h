@@ -30,11 +30,10 @@
 
 #include "db.h"
 #include "status.h"
+#include "uuid.h"
 
 /* The most requests in one batch. */
-#define RB_MAX      32
-
-#define RB_UUID_LEN 36
+#define RB_MAX 32
 
 typedef struct readbatch readbatch;
 
@@ -48,8 +47,8 @@ typedef struct readbatch readbatch;
 /* What one request's read found. */
 struct rb_row {
 	bool authenticated; /* the token is known and not revoked */
-	char org_id[RB_UUID_LEN + 1];
-	char token_id[RB_UUID_LEN + 1];
+	char org_id[UUID_LEN + 1];
+	char token_id[UUID_LEN + 1];
 	char *resource; /* JSON text, owned by the caller (free); NULL when none */
 };
 

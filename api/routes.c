@@ -31,6 +31,7 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "readbatch.h"
+#include "uuid.h"
 
 typedef void (*route_fn)(struct api_req *r);
 
@@ -76,11 +77,11 @@ static bool match(const char *pattern, const char *path, char *id, bool *bad_id)
 	while (*p && *s) {
 		if (strncmp(p, ":id", 3) == 0) {
 			size_t n = strcspn(s, "/");
-			if (n == API_UUID_LEN) {
+			if (n == UUID_LEN) {
 				memcpy(id, s, n);
 				id[n] = '\0';
 			}
-			if (!id[0] || !ja_is_uuid(id)) {
+			if (!id[0] || !uuid_valid(id, strlen(id), UUID_ANY_CASE)) {
 				*bad_id = true;
 				id[0] = '\0';
 			}
@@ -141,7 +142,7 @@ static bool rate_allows(struct api_req *r)
  */
 static const struct route *route_find(struct api_req *r, char *allow, size_t cap, bool *bad_id)
 {
-	char id[API_UUID_LEN + 1];
+	char id[UUID_LEN + 1];
 	const struct route *found = NULL;
 	for (size_t i = 0; i < NROUTES; i++) {
 		bool bad = false;

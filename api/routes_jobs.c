@@ -22,6 +22,7 @@
 #include "jobs.h"
 #include "jsonapi.h"
 #include "log.h"
+#include "pgarray.h"
 #include "taskmsg.h"
 #include "validate.h"
 
@@ -62,22 +63,22 @@ static const db_stmt stmt_tasks_page_status = {
 /* Publishes one message per task id of a "{id,id,...}" array; true when all confirmed. */
 static bool publish_tasks(struct api_req *r, const char *job_id, const char *ids)
 {
-	size_t n = ids[0] == '{' && ids[1] != '}' ? 1 : 0;
-	for (const char *p = ids; *p; p++)
-		n += *p == ',';
-	if (n == 0)
-		return true;
+	int n = pga_count(ids);
+	if (n <= 0)
+		return n == 0;
 	struct taskmsg_batch b;
-	if (taskmsg_batch_init(&b, n) != BR_OK)
+	struct pga_reader rd;
+	if (pga_read_start(&rd, ids) != BR_OK || taskmsg_batch_init(&b, (size_t)n) != BR_OK)
 		return false;
 	bool ok = true;
-	const char *p = ids + 1;
-	for (size_t i = 0; i < n && ok; i++, p += TASKMSG_UUID_LEN + 1) {
-		char id[TASKMSG_UUID_LEN + 1];
-		ok = strlen(p) >= TASKMSG_UUID_LEN;
+	for (int i = 0; i < n && ok; i++) {
+		char id[UUID_LEN + 1];
+		const char *elem;
+		size_t len;
+		ok = pga_read_next(&rd, &elem, &len) == BR_OK && len == UUID_LEN;
 		if (ok) {
-			memcpy(id, p, TASKMSG_UUID_LEN);
-			id[TASKMSG_UUID_LEN] = '\0';
+			memcpy(id, elem, UUID_LEN);
+			id[UUID_LEN] = '\0';
 			ok = taskmsg_batch_add(&b, id, job_id) == BR_OK;
 		}
 	}

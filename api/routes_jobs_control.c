@@ -13,6 +13,7 @@
 #include "jobs.h"
 #include "jsonapi.h"
 #include "log.h"
+#include "uuid.h"
 #include "validate.h"
 
 /* Newest first, by one of the (organization[, status|session], created_at) indexes. */
@@ -54,7 +55,8 @@ void route_jobs_list(struct api_req *r)
 		return;
 	const char *status = http_req_query(r->http, "filter[status]");
 	const char *session = http_req_query(r->http, "filter[session_id]");
-	if ((status && !job_status_ok(status)) || (session && !ja_is_uuid(session))) {
+	if ((status && !job_status_ok(status)) ||
+	    (session && !uuid_valid(session, strlen(session), UUID_ANY_CASE))) {
 		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
 		        "filter[status] is processing, ended, failed or cancelled; "
 		        "filter[session_id] is a session id.");

@@ -17,6 +17,7 @@
 #include "app.h"
 #include "jsonapi.h"
 #include "log.h"
+#include "pgarray.h"
 #include "validate.h"
 #include "webhook.h"
 
@@ -86,7 +87,8 @@ static void check_events(const json_t *events, struct ja_errors *e, char *arr, s
 {
 	static const char ptr[] = "/data/attributes/events";
 	bool seen[WH_NEVENT_TYPES] = {false};
-	size_t o = (size_t)snprintf(arr, cap, "{");
+	struct pga_writer w;
+	pga_start(&w, arr, cap);
 	if (!events) {
 		problem(e, ptr, "events is required.");
 		return;
@@ -118,10 +120,10 @@ static void check_events(const json_t *events, struct ja_errors *e, char *arr, s
 			continue;
 		}
 		seen[k] = true;
-		o +=
-		    (size_t)snprintf(arr + o, cap - o, "%s%s", o > 1 ? "," : "", wh_event_types[k]);
+		pga_add(&w, wh_event_types[k], strlen(wh_event_types[k]));
 	}
-	snprintf(arr + o, cap - o, "}");
+	if (!pga_finish(&w))
+		problem(e, ptr, "events must be a non-empty array of event types.");
 }
 
 /*

@@ -1,8 +1,8 @@
 /*
  * config.c - parsing of CONTRACT §3's environment variables.
  *
- * Each variable is parsed by one small function from a table, so the
- * defaults, ranges and error wording live in one place. Pure functions over
+ * One table row per variable (its default, its kind, its field, its range
+ * and error wording) drives the parsing, so all of it lives in one place. Pure functions over
  * caller-owned memory: thread-safe (cfg_load reads the environment, which
  * nothing in bulkreg writes after start-up).
  */
@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,151 +170,176 @@ static bool amqp_url_ok(const char *s)
 	return amqp_parse_url(copy, &info) == AMQP_STATUS_OK;
 }
 
-/* Sets one variable; returns the wording of the error, or NULL when fine. */
-static const char *cfg_set(struct br_config *cfg, const char *name, const char *v)
+static bool pg_url_ok(const char *s)
 {
-	long n;
-	if (strcmp(name, "DATABASE_URL") == 0) {
-		if (!has_prefix(v, "postgresql://") && !has_prefix(v, "postgres://"))
-			return "expected a postgresql:// URI";
-		return copy_str(cfg->database_url, sizeof(cfg->database_url), v) ? "too long"
-		                                                                 : NULL;
-	}
-	if (strcmp(name, "AMQP_URL") == 0) {
-		if (!amqp_url_ok(v))
-			return "expected an amqp:// URI";
-		return copy_str(cfg->amqp_url, sizeof(cfg->amqp_url), v) ? "too long" : NULL;
-	}
-	if (strcmp(name, "BULKREG_API_BIND") == 0)
-		return copy_str(cfg->api_bind, sizeof(cfg->api_bind), v) ? "too long" : NULL;
-	if (strcmp(name, "BULKREG_API_PORT") == 0) {
-		if (parse_long(v, 1, 65535, &n))
-			return "expected an integer from 1 to 65535";
-		cfg->api_port = (int)n;
-	} else if (strcmp(name, "BULKREG_MAX_TASKS") == 0) {
-		if (parse_long(v, 1, 100000, &n))
-			return "expected an integer from 1 to 100000";
-		cfg->max_tasks = (int)n;
-	} else if (strcmp(name, "BULKREG_MAX_BODY_BYTES") == 0) {
-		if (parse_long(v, 1024, 1L << 30, &n))
-			return "expected an integer from 1024 to 1073741824";
-		cfg->max_body_bytes = (size_t)n;
-	} else if (strcmp(name, "BULKREG_WORKER_CONCURRENCY") == 0) {
-		if (parse_long(v, 1, 256, &n))
-			return "expected an integer from 1 to 256";
-		cfg->worker_concurrency = (int)n;
-	} else if (strcmp(name, "BULKREG_WORKER_PREFETCH") == 0) {
-		if (parse_long(v, 1, 65535, &n))
-			return "expected an integer from 1 to 65535";
-		cfg->worker_prefetch = (int)n;
-	} else if (strcmp(name, "BULKREG_WORKER_METRICS_PORT") == 0) {
-		if (parse_long(v, 0, 65535, &n))
-			return "expected an integer from 0 (off) to 65535";
-		cfg->worker_metrics_port = (int)n;
-	} else if (strcmp(name, "BULKREG_WEBHOOK_TIMEOUT_MS") == 0) {
-		if (parse_long(v, 100, 600000, &n))
-			return "expected milliseconds from 100 to 600000";
-		cfg->webhook_timeout_ms = (int)n;
-	} else if (strcmp(name, "BULKREG_WEBHOOK_RETRY_SCHEDULE") == 0) {
-		if (cfg_parse_durations(v, cfg->webhook_retry_ms, CFG_RETRY_MAX,
-		                        &cfg->webhook_retry_count))
-			return "expected up to 32 comma-separated durations such as 5s,5m,2h";
-	} else if (strcmp(name, "BULKREG_WEBHOOK_ALLOW_PRIVATE") == 0) {
-		if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-			return "expected 0 or 1";
-		cfg->webhook_allow_private = v[0] == '1';
-	} else if (strcmp(name, "BULKREG_RATE_LIMIT") == 0) {
-		if (parse_rate(v, cfg))
-			return "expected 0 (off) or RATE/s[,BURST] such as 50/s,100";
-	} else if (strcmp(name, "BULKREG_JOIN_URL_BASE") == 0) {
-		if (!has_prefix(v, "https://") && !has_prefix(v, "http://"))
-			return "expected an http(s):// URL prefix";
-		return copy_str(cfg->join_url_base, sizeof(cfg->join_url_base), v) ? "too long"
-		                                                                   : NULL;
-	} else if (strcmp(name, "BULKREG_SWEEP_INTERVAL_MS") == 0) {
-		if (parse_long(v, 100, 3600000, &n))
-			return "expected milliseconds from 100 to 3600000";
-		cfg->sweep_interval_ms = (int)n;
-	} else if (strcmp(name, "BULKREG_STRANDED_AFTER_MS") == 0) {
-		if (parse_long(v, 1000, 7L * 86400 * 1000, &n))
-			return "expected milliseconds from 1000 to 604800000";
-		cfg->stranded_after_ms = n;
-	} else if (strcmp(name, "BULKREG_HTTP_MAX_CONNECTIONS") == 0) {
-		if (parse_long(v, 16, 65536, &n))
-			return "expected an integer from 16 to 65536";
-		cfg->http_max_connections = (unsigned)n;
-	} else if (strcmp(name, "BULKREG_HTTP_MAX_CONNECTIONS_PER_IP") == 0) {
-		if (parse_long(v, 0, 65536, &n))
-			return "expected an integer from 0 (no limit) to 65536";
-		cfg->http_max_connections_per_ip = (unsigned)n;
-	} else if (strcmp(name, "BULKREG_HTTP_HEADER_TIMEOUT_MS") == 0) {
-		if (parse_long(v, 100, 3600000, &n))
-			return "expected milliseconds from 100 to 3600000";
-		cfg->http_header_timeout_ms = (unsigned)n;
-	} else if (strcmp(name, "BULKREG_HTTP_BODY_TIMEOUT_MS") == 0) {
-		if (parse_long(v, 100, 3600000, &n))
-			return "expected milliseconds from 100 to 3600000";
-		cfg->http_body_timeout_ms = (unsigned)n;
-	} else if (strcmp(name, "BULKREG_HTTP_IDLE_TIMEOUT_MS") == 0) {
-		if (parse_long(v, 1000, 3600000, &n))
-			return "expected milliseconds from 1000 to 3600000";
-		cfg->http_idle_timeout_ms = (unsigned)n;
-	} else if (strcmp(name, "BULKREG_HTTP_BODY_BUDGET_BYTES") == 0) {
-		if (parse_long(v, 1L << 20, 1L << 40, &n))
-			return "expected an integer from 1048576 to 1099511627776";
-		cfg->http_body_budget_bytes = (size_t)n;
-	} else if (strcmp(name, "BULKREG_LOG_FORMAT") == 0) {
-		if (strcmp(v, "json") == 0)
-			cfg->log_format = CFG_LOG_JSON;
-		else if (strcmp(v, "text") == 0)
-			cfg->log_format = CFG_LOG_TEXT;
-		else
-			return "expected json or text";
-	} else if (strcmp(name, "BULKREG_LOG_LEVEL") == 0) {
-		for (int l = CFG_LOG_DEBUG; l <= CFG_LOG_ERROR; l++) {
-			if (strcmp(v, cfg_log_level_name((enum cfg_log_level)l)) == 0) {
-				cfg->log_level = (enum cfg_log_level)l;
-				return NULL;
-			}
-		}
-		return "expected debug, info, warn or error";
-	}
+	return has_prefix(s, "postgresql://") || has_prefix(s, "postgres://");
+}
+
+static bool http_prefix_ok(const char *s)
+{
+	return has_prefix(s, "https://") || has_prefix(s, "http://");
+}
+
+/* The setters of the variables no plain kind describes; each returns the wording of its error. */
+static const char *set_retry_schedule(struct br_config *cfg, const char *v)
+{
+	if (cfg_parse_durations(v, cfg->webhook_retry_ms, CFG_RETRY_MAX, &cfg->webhook_retry_count))
+		return "expected up to 32 comma-separated durations such as 5s,5m,2h";
 	return NULL;
 }
 
-/* Every variable with its default, in CONTRACT §3's order. */
-static const struct {
+static const char *set_rate_limit(struct br_config *cfg, const char *v)
+{
+	return parse_rate(v, cfg) ? "expected 0 (off) or RATE/s[,BURST] such as 50/s,100" : NULL;
+}
+
+static const char *set_log_format(struct br_config *cfg, const char *v)
+{
+	if (strcmp(v, "json") == 0)
+		cfg->log_format = CFG_LOG_JSON;
+	else if (strcmp(v, "text") == 0)
+		cfg->log_format = CFG_LOG_TEXT;
+	else
+		return "expected json or text";
+	return NULL;
+}
+
+static const char *set_log_level(struct br_config *cfg, const char *v)
+{
+	for (int l = CFG_LOG_DEBUG; l <= CFG_LOG_ERROR; l++) {
+		if (strcmp(v, cfg_log_level_name((enum cfg_log_level)l)) == 0) {
+			cfg->log_level = (enum cfg_log_level)l;
+			return NULL;
+		}
+	}
+	return "expected debug, info, warn or error";
+}
+
+/* How a variable's value is read and where it goes. */
+enum cfg_kind {
+	CFG_K_STR,    /* a string copied into a char array, checked by `check` when set */
+	CFG_K_INT,    /* a decimal integer in [lo, hi], into an int */
+	CFG_K_LONG,   /* ... into a long */
+	CFG_K_UINT,   /* ... into an unsigned */
+	CFG_K_SIZE,   /* ... into a size_t */
+	CFG_K_BOOL01, /* "0" or "1", into a bool */
+	CFG_K_SETTER, /* parsed by `set` */
+};
+
+struct cfg_var {
 	const char *name;
 	const char *def;
-} vars[] = {
-    {"DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg"},
-    {"AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"},
-    {"BULKREG_API_BIND", "127.0.0.1"},
-    {"BULKREG_API_PORT", "8080"},
-    {"BULKREG_MAX_TASKS", "50"},
-    {"BULKREG_MAX_BODY_BYTES", "1048576"},
-    {"BULKREG_WORKER_CONCURRENCY", "4"},
-    {"BULKREG_WORKER_PREFETCH", "16"},
-    {"BULKREG_WORKER_METRICS_PORT", "9101"},
-    {"BULKREG_WEBHOOK_TIMEOUT_MS", "10000"},
-    {"BULKREG_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h"},
-    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0"},
-    {"BULKREG_RATE_LIMIT", "50/s,100"},
-    {"BULKREG_JOIN_URL_BASE", "https://join.example.com/s/"},
-    {"BULKREG_SWEEP_INTERVAL_MS", "5000"},
+	enum cfg_kind kind;
+	size_t off;  /* of the field in struct br_config */
+	size_t size; /* of the field (a string's capacity) */
+	long lo, hi;
+	const char *why; /* the wording of a bad value; "too long" is a string's other one */
+	bool (*check)(const char *v);
+	const char *(*set)(struct br_config *cfg, const char *v);
+};
+
+/* clang-format cannot lay out _Generic. */
+/* clang-format off */
+#define CFG_FIELD(f) offsetof(struct br_config, f), sizeof(((struct br_config *)0)->f)
+/* The integer kind follows the field's type, so the table cannot disagree with config.h. */
+#define CFG_INT_KIND(f)                      \
+	_Generic(((struct br_config *)0)->f, \
+	         int: CFG_K_INT,             \
+	         long: CFG_K_LONG,           \
+	         unsigned: CFG_K_UINT,       \
+	         size_t: CFG_K_SIZE)
+#define CFG_STR(name, def, f, check, why) \
+	{name, def, CFG_K_STR, CFG_FIELD(f), 0, 0, why, check, NULL}
+#define CFG_NUM(name, def, f, lo, hi, why) \
+	{name, def, CFG_INT_KIND(f), CFG_FIELD(f), lo, hi, why, NULL, NULL}
+#define CFG_SET(name, def, set) \
+	{name, def, CFG_K_SETTER, 0, 0, 0, 0, NULL, NULL, set}
+/* clang-format on */
+
+/* Every variable with its default, in CONTRACT §3's order. */
+static const struct cfg_var vars[] = {
+    CFG_STR("DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg", database_url, pg_url_ok,
+            "expected a postgresql:// URI"),
+    CFG_STR("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", amqp_url, amqp_url_ok,
+            "expected an amqp:// URI"),
+    CFG_STR("BULKREG_API_BIND", "127.0.0.1", api_bind, NULL, NULL),
+    CFG_NUM("BULKREG_API_PORT", "8080", api_port, 1, 65535, "expected an integer from 1 to 65535"),
+    CFG_NUM("BULKREG_MAX_TASKS", "50", max_tasks, 1, 100000,
+            "expected an integer from 1 to 100000"),
+    CFG_NUM("BULKREG_MAX_BODY_BYTES", "1048576", max_body_bytes, 1024, 1L << 30,
+            "expected an integer from 1024 to 1073741824"),
+    CFG_NUM("BULKREG_WORKER_CONCURRENCY", "4", worker_concurrency, 1, 256,
+            "expected an integer from 1 to 256"),
+    CFG_NUM("BULKREG_WORKER_PREFETCH", "16", worker_prefetch, 1, 65535,
+            "expected an integer from 1 to 65535"),
+    CFG_NUM("BULKREG_WORKER_METRICS_PORT", "9101", worker_metrics_port, 0, 65535,
+            "expected an integer from 0 (off) to 65535"),
+    CFG_NUM("BULKREG_WEBHOOK_TIMEOUT_MS", "10000", webhook_timeout_ms, 100, 600000,
+            "expected milliseconds from 100 to 600000"),
+    CFG_SET("BULKREG_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", set_retry_schedule),
+    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0", CFG_K_BOOL01, CFG_FIELD(webhook_allow_private), 0, 1,
+     "expected 0 or 1", NULL, NULL},
+    CFG_SET("BULKREG_RATE_LIMIT", "50/s,100", set_rate_limit),
+    CFG_STR("BULKREG_JOIN_URL_BASE", "https://join.example.com/s/", join_url_base, http_prefix_ok,
+            "expected an http(s):// URL prefix"),
+    CFG_NUM("BULKREG_SWEEP_INTERVAL_MS", "5000", sweep_interval_ms, 100, 3600000,
+            "expected milliseconds from 100 to 3600000"),
     /* Beyond CONTRACT §3: how long a task may stay queued before the sweeper
        assumes its message was lost (a purged queue) and publishes it again. */
-    {"BULKREG_STRANDED_AFTER_MS", "900000"},
+    CFG_NUM("BULKREG_STRANDED_AFTER_MS", "900000", stranded_after_ms, 1000, 7L * 86400 * 1000,
+            "expected milliseconds from 1000 to 604800000"),
     /* The API's limits against hostile clients (docs/operations.md). */
-    {"BULKREG_HTTP_MAX_CONNECTIONS", "1024"},
-    {"BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "128"},
-    {"BULKREG_HTTP_HEADER_TIMEOUT_MS", "20000"},
-    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "60000"},
-    {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "15000"},
-    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "67108864"},
-    {"BULKREG_LOG_FORMAT", "json"},
-    {"BULKREG_LOG_LEVEL", "info"},
+    CFG_NUM("BULKREG_HTTP_MAX_CONNECTIONS", "1024", http_max_connections, 16, 65536,
+            "expected an integer from 16 to 65536"),
+    CFG_NUM("BULKREG_HTTP_MAX_CONNECTIONS_PER_IP", "128", http_max_connections_per_ip, 0, 65536,
+            "expected an integer from 0 (no limit) to 65536"),
+    CFG_NUM("BULKREG_HTTP_HEADER_TIMEOUT_MS", "20000", http_header_timeout_ms, 100, 3600000,
+            "expected milliseconds from 100 to 3600000"),
+    CFG_NUM("BULKREG_HTTP_BODY_TIMEOUT_MS", "60000", http_body_timeout_ms, 100, 3600000,
+            "expected milliseconds from 100 to 3600000"),
+    CFG_NUM("BULKREG_HTTP_IDLE_TIMEOUT_MS", "15000", http_idle_timeout_ms, 1000, 3600000,
+            "expected milliseconds from 1000 to 3600000"),
+    CFG_NUM("BULKREG_HTTP_BODY_BUDGET_BYTES", "67108864", http_body_budget_bytes, 1L << 20,
+            1L << 40, "expected an integer from 1048576 to 1099511627776"),
+    CFG_SET("BULKREG_LOG_FORMAT", "json", set_log_format),
+    CFG_SET("BULKREG_LOG_LEVEL", "info", set_log_level),
 };
+
+/* Sets one variable as its table row says; returns the wording of the error, or NULL. */
+static const char *cfg_set(struct br_config *cfg, const struct cfg_var *var, const char *v)
+{
+	char *field = (char *)cfg + var->off;
+	long n;
+	switch (var->kind) {
+	case CFG_K_STR:
+		if (var->check && !var->check(v))
+			return var->why;
+		return copy_str(field, var->size, v) ? "too long" : NULL;
+	case CFG_K_BOOL01:
+		if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+			return var->why;
+		*(bool *)(void *)field = v[0] == '1';
+		return NULL;
+	case CFG_K_SETTER:
+		return var->set(cfg, v);
+	case CFG_K_INT:
+	case CFG_K_LONG:
+	case CFG_K_UINT:
+	case CFG_K_SIZE:
+		break;
+	}
+	if (parse_long(v, var->lo, var->hi, &n))
+		return var->why;
+	if (var->kind == CFG_K_INT)
+		*(int *)(void *)field = (int)n;
+	else if (var->kind == CFG_K_LONG)
+		*(long *)(void *)field = n;
+	else if (var->kind == CFG_K_UINT)
+		*(unsigned *)(void *)field = (unsigned)n;
+	else
+		*(size_t *)(void *)field = (size_t)n;
+	return NULL;
+}
 
 br_status cfg_load_with(struct br_config *cfg, cfg_lookup_fn lookup, void *ctx, char *err,
                         size_t errlen)
@@ -323,7 +349,7 @@ br_status cfg_load_with(struct br_config *cfg, cfg_lookup_fn lookup, void *ctx, 
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
 		const char *v = lookup ? lookup(ctx, vars[i].name) : NULL;
 		bool from_env = v && *v;
-		const char *why = cfg_set(&c, vars[i].name, from_env ? v : vars[i].def);
+		const char *why = cfg_set(&c, &vars[i], from_env ? v : vars[i].def);
 		if (why) {
 			/* Quote at most 80 bytes of the offending value. */
 			return cfg_fail(err, errlen, vars[i].name, "%s, got \"%.80s\"", why,

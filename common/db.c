@@ -1,8 +1,8 @@
 /*
  * db.c - PostgreSQL connections, statement preparation and pooling.
  *
- * A db_conn is not thread-safe. The pool protects its free list with a
- * mutex; a borrowed connection belongs to the borrowing thread until put.
+ * A db_conn is not thread-safe. The pool (pool.c) protects its free items
+ * with a mutex; a borrowed connection belongs to the borrowing thread until put.
  */
 #include "db.h"
 
@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "pool.h"
 #include "proc.h"
 #include "strbuf.h"
 
@@ -29,7 +30,6 @@ struct db_conn {
 	int nprepared;
 	char sqlstate[6];
 	char errmsg[256];
-	db_conn *next_free; /* pool link */
 };
 
 static void db_set_error(db_conn *c, const char *state, const char *msg)
@@ -374,13 +374,50 @@ const char *db_val(const PGresult *res, int row, int col)
 /* ---- pool ---- */
 
 struct db_pool {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pool *pool; /* of db_conn */
 	char *url;
 	struct db_opts opts;
-	int size;           /* most connections */
-	int open;           /* connections created so far */
-	db_conn *free_list; /* idle connections */
+};
+
+static br_status pool_open_conn(void *ctx, void **item)
+{
+	db_pool *p = ctx;
+	db_conn *c = NULL;
+	br_status st = db_open(p->url, &p->opts, true, &c);
+	if (st == BR_OK)
+		*item = c;
+	return st;
+}
+
+static void pool_close_conn(void *ctx, void *item)
+{
+	(void)ctx;
+	db_close(item);
+}
+
+static br_status pool_check_conn(void *ctx, void *item)
+{
+	(void)ctx;
+	return db_ensure(item);
+}
+
+static void pool_clean_conn(void *ctx, void *item)
+{
+	(void)ctx;
+	db_conn *c = item;
+	if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+		/* A borrower left a transaction open: never hand that on. */
+		db_rollback(c);
+		if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+			db_reset(c);
+	}
+}
+
+static const struct pool_ops db_pool_ops = {
+    .open = pool_open_conn,
+    .close = pool_close_conn,
+    .check = pool_check_conn,
+    .clean = pool_clean_conn,
 };
 
 db_pool *db_pool_new(const char *url, const struct db_opts *opts, int size)
@@ -389,16 +426,15 @@ db_pool *db_pool_new(const char *url, const struct db_opts *opts, int size)
 	if (!p)
 		return NULL;
 	p->url = strdup(url);
-	if (!p->url) {
-		free(p);
-		return NULL;
-	}
-	pthread_mutex_init(&p->mu, NULL);
-	proc_cond_init(&p->cv);
 	p->opts = *opts;
 	/* A pool hands connections to whoever comes: they can carry no session state. */
 	p->opts.stateless = true;
-	p->size = size;
+	p->pool = p->url ? pool_new(size, &db_pool_ops, p) : NULL;
+	if (!p->pool) {
+		free(p->url);
+		free(p);
+		return NULL;
+	}
 	return p;
 }
 
@@ -406,69 +442,21 @@ void db_pool_free(db_pool *p)
 {
 	if (!p)
 		return;
-	while (p->free_list) {
-		db_conn *c = p->free_list;
-		p->free_list = c->next_free;
-		db_close(c);
-	}
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->cv);
+	pool_free(p->pool);
 	free(p->url);
 	free(p);
 }
 
 br_status db_pool_get(db_pool *p, int wait_ms, db_conn **out)
 {
-	struct timespec deadline = proc_deadline(wait_ms);
-	db_conn *c = NULL;
-	bool create = false;
-	pthread_mutex_lock(&p->mu);
-	while (!p->free_list && p->open >= p->size) {
-		if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) == ETIMEDOUT)
-			break;
-	}
-	if (p->free_list) {
-		c = p->free_list;
-		p->free_list = c->next_free;
-	} else if (p->open < p->size) {
-		p->open++;
-		create = true;
-	}
-	pthread_mutex_unlock(&p->mu);
-	if (!c && !create)
-		return BR_TIMEOUT;
-	if (create) {
-		br_status st = db_open(p->url, &p->opts, true, &c);
-		if (st != BR_OK) {
-			pthread_mutex_lock(&p->mu);
-			p->open--;
-			pthread_cond_signal(&p->cv);
-			pthread_mutex_unlock(&p->mu);
-			return st;
-		}
-	}
-	br_status st = db_ensure(c);
-	if (st != BR_OK) {
-		db_pool_put(p, c);
-		return st;
-	}
-	*out = c;
-	return BR_OK;
+	void *item = NULL;
+	br_status st = pool_get(p->pool, wait_ms, &item);
+	if (st == BR_OK)
+		*out = item;
+	return st;
 }
 
 void db_pool_put(db_pool *p, db_conn *c)
 {
-	if (!c)
-		return;
-	if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-		/* A borrower left a transaction open: never hand that on. */
-		db_rollback(c);
-		if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-			db_reset(c);
-	}
-	pthread_mutex_lock(&p->mu);
-	c->next_free = p->free_list;
-	p->free_list = c;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	pool_put(p->pool, c);
 }

@@ -18,18 +18,10 @@ size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_
 
 bool taskmsg_is_uuid(const char *s, size_t len)
 {
-	if (len != TASKMSG_UUID_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-			return false;
-	}
-	return true;
+	return uuid_valid(s, len, UUID_LOWER_CASE);
 }
 
-br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_LEN + 1])
+br_status taskmsg_parse(const char *body, size_t len, char task_id[UUID_LEN + 1])
 {
 	if (len > 4096)
 		return BR_INVAL;
@@ -39,7 +31,7 @@ br_status taskmsg_parse(const char *body, size_t len, char task_id[TASKMSG_UUID_
 	br_status st = BR_INVAL;
 	json_t *id = json_object_get(doc, "task_id");
 	if (json_is_string(id) && taskmsg_is_uuid(json_string_value(id), json_string_length(id))) {
-		memcpy(task_id, json_string_value(id), TASKMSG_UUID_LEN + 1);
+		memcpy(task_id, json_string_value(id), UUID_LEN + 1);
 		st = BR_OK;
 	}
 	json_decref(doc);
@@ -69,7 +61,7 @@ br_status taskmsg_batch_add(struct taskmsg_batch *b, const char *task_id, const 
 	if (!taskmsg_is_uuid(task_id, strlen(task_id)))
 		return BR_INVAL;
 	size_t i = b->n++;
-	memcpy(b->ids[i], task_id, TASKMSG_UUID_LEN + 1);
+	memcpy(b->ids[i], task_id, UUID_LEN + 1);
 	b->msgs[i].message_id = b->ids[i];
 	b->msgs[i].body = b->bodies[i];
 	b->msgs[i].len = taskmsg_encode(task_id, job_id, b->bodies[i]);

@@ -12,9 +12,9 @@
 
 #include "mq.h"
 #include "status.h"
+#include "uuid.h"
 
-#define TASKMSG_UUID_LEN 36
-#define TASKMSG_MAX      128
+#define TASKMSG_MAX 128
 
 /* Writes the body for a task into out (TASKMSG_MAX bytes); returns its length. */
 size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_MAX]);
@@ -23,8 +23,7 @@ size_t taskmsg_encode(const char *task_id, const char *job_id, char out[TASKMSG_
  * Extracts the task id (canonical lower-case UUID) from a body. BR_INVAL
  * when the body is not such an object.
  */
-br_status taskmsg_parse(const char *body, size_t len,
-                        char task_id[TASKMSG_UUID_LEN + 1]) BR_MUST_USE;
+br_status taskmsg_parse(const char *body, size_t len, char task_id[UUID_LEN + 1]) BR_MUST_USE;
 
 /*
  * The messages of several tasks, ready for mq_publish: msgs[0..n) point
@@ -35,7 +34,7 @@ struct taskmsg_batch {
 	struct mq_msg *msgs;
 	size_t n;
 	size_t cap;
-	char (*ids)[TASKMSG_UUID_LEN + 1];
+	char (*ids)[UUID_LEN + 1];
 	char (*bodies)[TASKMSG_MAX];
 };
 
@@ -48,7 +47,7 @@ br_status taskmsg_batch_add(struct taskmsg_batch *b, const char *task_id,
 
 void taskmsg_batch_free(struct taskmsg_batch *b);
 
-/* True when s is a canonical UUID of 36 characters. */
+/* True when s is a task id as messages carry it: a lower-case UUID (uuid.h). */
 bool taskmsg_is_uuid(const char *s, size_t len);
 
 #endif

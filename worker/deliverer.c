@@ -2,7 +2,7 @@
  * deliverer.c - the worker's webhook deliverer (see deliverer.h).
  *
  * One thread per worker process sends the due rows of the outbox
- * (webhook_deliveries). It owns one PostgreSQL connection, used both for
+ * (webhook_deliveries). It owns one PostgreSQL connection (outbox.c), used both for
  * its statements and to LISTEN on bulkreg_webhooks, which emit_event()
  * notifies when it commits an event; and one libcurl multi handle, so
  * attempts run concurrently and a receiver that hangs for the whole
@@ -38,23 +38,20 @@
 
 #include <curl/curl.h>
 
-#include "backoff.h"
-#include "db.h"
 #include "log.h"
 #include "ops.h"
+#include "outbox.h"
 #include "proc.h"
+#include "uuid.h"
 #include "webhook.h"
 
-#define DLV_MAX_IN_FLIGHT    32
-#define DLV_POLL_MS          1000
-#define DLV_MIN_POLL_MS      20
-#define DLV_RECONNECT_MAX_MS 2000
-#define DLV_LEASE_MARGIN_MS  15000
-#define DLV_DRAIN_MS         3000
-#define DLV_ERROR_MAX        512
-#define DLV_UUID_SIZE        37
-#define DLV_USER_AGENT       "bulkreg-webhooks/0.1"
-#define DLV_CHANNEL          "bulkreg_webhooks"
+#define DLV_MAX_IN_FLIGHT   32
+#define DLV_POLL_MS         1000
+#define DLV_MIN_POLL_MS     20
+#define DLV_LEASE_MARGIN_MS 15000
+#define DLV_DRAIN_MS        3000
+#define DLV_ERROR_MAX       512
+#define DLV_USER_AGENT      "bulkreg-webhooks/0.1"
 
 /* One claimed delivery and its attempt in flight (or finished, to record). */
 struct attempt {
@@ -62,10 +59,10 @@ struct attempt {
 	const struct deliverer *d;
 	CURL *easy;
 	struct curl_slist *headers;
-	char delivery_id[DLV_UUID_SIZE];
-	char event_id[DLV_UUID_SIZE];
-	char job_id[DLV_UUID_SIZE];
-	char endpoint_id[DLV_UUID_SIZE];
+	char delivery_id[UUID_LEN + 1];
+	char event_id[UUID_LEN + 1];
+	char job_id[UUID_LEN + 1];
+	char endpoint_id[UUID_LEN + 1];
 	int attempts; /* before this one */
 	char *url;
 	char *payload;
@@ -87,63 +84,12 @@ struct deliverer {
 	int quit; /* atomic: set by deliverer_stop */
 	bool allow_private;
 	CURLM *multi;
-	db_conn *db;
-	bool db_down;
-	long long db_retry_at;
-	struct backoff backoff;
-	PGconn *listen_pg; /* the connection our LISTEN was issued on */
-	int listen_pid;
+	outbox *ob;
 	bool wake;            /* claim without waiting for next_claim */
 	long long next_claim; /* monotonic ms of the next claim */
 	struct attempt *list;
 	int inflight; /* attempts in list, finished or not */
 };
-
-static const db_stmt stmt_claim = {
-    "deliverer_claim",
-    "WITH due AS ("
-    "  SELECT id FROM webhook_deliveries"
-    "  WHERE status = 'pending' AND next_attempt_at <= now()"
-    "    AND (locked_until IS NULL OR locked_until < now())"
-    "  ORDER BY next_attempt_at LIMIT $1::int FOR UPDATE SKIP LOCKED),"
-    " claimed AS ("
-    "  UPDATE webhook_deliveries w SET locked_until = now() + $2::int * interval '1 millisecond'"
-    "  FROM due WHERE w.id = due.id"
-    "  RETURNING w.id, w.event_id, w.endpoint_id, w.attempts)"
-    " SELECT c.id, c.event_id, c.attempts, ev.job_id, ev.payload, p.url, p.secret, p.id"
-    " FROM claimed c JOIN webhook_events ev ON ev.id = c.event_id"
-    " JOIN webhook_endpoints p ON p.id = c.endpoint_id",
-    2};
-/*
- * The attempt is kept even when another worker recorded this attempt
- * number first (its lease had expired): it did happen. The delivery moves
- * on only when its attempt count is still the one claimed.
- */
-static const db_stmt stmt_record = {
-    "deliverer_record",
-    "WITH a AS ("
-    "  INSERT INTO webhook_attempts (delivery_id, attempted_at, http_status, duration_ms, error)"
-    "  SELECT $1::uuid, to_timestamp($2::double precision / 1000), $3::int, $4::int, $5::text"
-    "  WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1::uuid))"
-    " UPDATE webhook_deliveries SET attempts = attempts + 1, status = $7::text,"
-    "  next_attempt_at = CASE WHEN $8::bigint IS NULL THEN next_attempt_at"
-    "                    ELSE now() + $8::bigint * interval '1 millisecond' END,"
-    "  locked_until = NULL, updated_at = now()"
-    " WHERE id = $1::uuid AND attempts = $6::int AND status = 'pending'",
-    8};
-/* Milliseconds until the next delivery not leased by anyone becomes due. */
-static const db_stmt stmt_next_due = {
-    "deliverer_next_due",
-    "SELECT ceil(extract(epoch FROM next_attempt_at - clock_timestamp()) * 1000)::bigint"
-    " FROM webhook_deliveries"
-    " WHERE status = 'pending' AND (locked_until IS NULL OR locked_until < now())"
-    " ORDER BY next_attempt_at LIMIT 1",
-    0};
-static const db_stmt stmt_release = {
-    "deliverer_release",
-    "UPDATE webhook_deliveries SET locked_until = NULL"
-    " WHERE id = $1::uuid AND attempts = $2::int AND status = 'pending'",
-    2};
 
 static bool quitting(const struct deliverer *d)
 {
@@ -155,66 +101,6 @@ static long long unix_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- database ---- */
-
-static void db_failed(struct deliverer *d, br_status st)
-{
-	if (st != BR_DB_CONN) {
-		LOG_ERROR("webhook deliverer: database error %s: %s", db_sqlstate(d->db),
-		          db_errmsg(d->db));
-		return;
-	}
-	if (!d->db_down)
-		LOG_WARN("webhook deliverer: database unavailable: %s", db_errmsg(d->db));
-	d->db_down = true;
-	d->listen_pg = NULL;
-	d->db_retry_at = proc_now_ms() + backoff_next(&d->backoff);
-}
-
-/* Connects when down (not before the backoff allows) and LISTENs on a new connection. */
-static bool db_ready(struct deliverer *d)
-{
-	if (d->db_down && proc_now_ms() < d->db_retry_at)
-		return false;
-	br_status st = db_ensure(d->db);
-	PGconn *pg = st == BR_OK ? db_pg(d->db) : NULL;
-	if (pg && (pg != d->listen_pg || PQbackendPID(pg) != d->listen_pid)) {
-		st = db_cmd(d->db, "LISTEN " DLV_CHANNEL);
-		if (st == BR_OK) {
-			d->listen_pg = pg;
-			d->listen_pid = PQbackendPID(pg);
-			d->wake = true; /* whatever was notified before we listened */
-		}
-	}
-	if (st != BR_OK) {
-		db_failed(d, st);
-		return false;
-	}
-	if (d->db_down)
-		LOG_INFO("webhook deliverer: database reachable again");
-	d->db_down = false;
-	backoff_reset(&d->backoff);
-	return true;
-}
-
-/* Reads what the server sent; any notification means "claim now". */
-static void db_take_notifications(struct deliverer *d)
-{
-	PGconn *pg = d->listen_pg ? db_pg(d->db) : NULL;
-	if (!pg)
-		return;
-	if (!PQconsumeInput(pg)) {
-		db_reset(d->db);
-		db_failed(d, BR_DB_CONN);
-		return;
-	}
-	PGnotify *n;
-	while ((n = PQnotifies(pg)) != NULL) {
-		d->wake = true;
-		PQfreemem(n);
-	}
 }
 
 /* ---- one attempt ---- */
@@ -337,19 +223,19 @@ static void attempt_start(struct deliverer *d, struct attempt *a, const char *se
 }
 
 /* Takes one claimed row into a new attempt; NULL when out of memory. */
-static struct attempt *attempt_new(struct deliverer *d, const PGresult *res, int row)
+static struct attempt *attempt_new(struct deliverer *d, const struct outbox_row *row)
 {
 	struct attempt *a = calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
 	a->d = d;
-	snprintf(a->delivery_id, sizeof(a->delivery_id), "%s", PQgetvalue(res, row, 0));
-	snprintf(a->event_id, sizeof(a->event_id), "%s", PQgetvalue(res, row, 1));
-	a->attempts = (int)strtol(PQgetvalue(res, row, 2), NULL, 10);
-	snprintf(a->job_id, sizeof(a->job_id), "%s", PQgetvalue(res, row, 3));
-	snprintf(a->endpoint_id, sizeof(a->endpoint_id), "%s", PQgetvalue(res, row, 7));
-	a->payload = strdup(PQgetvalue(res, row, 4));
-	a->url = strdup(PQgetvalue(res, row, 5));
+	snprintf(a->delivery_id, sizeof(a->delivery_id), "%s", row->delivery_id);
+	snprintf(a->event_id, sizeof(a->event_id), "%s", row->event_id);
+	a->attempts = row->attempts;
+	snprintf(a->job_id, sizeof(a->job_id), "%s", row->job_id);
+	snprintf(a->endpoint_id, sizeof(a->endpoint_id), "%s", row->endpoint_id);
+	a->payload = strdup(row->payload);
+	a->url = strdup(row->url);
 	if (!a->payload || !a->url) {
 		attempt_free(a);
 		return NULL;
@@ -408,16 +294,17 @@ static br_status attempt_record(struct deliverer *d, const struct attempt *a)
 	bool ok = a->ok;
 	long wait_ms;
 	const char *state = next_state(d->w->cfg, a->attempts + 1, ok, &wait_ms);
-	char at[24], http[16], dur[24], before[16], wait[24];
-	snprintf(at, sizeof(at), "%lld", a->start_unix_ms);
-	snprintf(http, sizeof(http), "%ld", a->http_status);
-	snprintf(dur, sizeof(dur), "%ld", a->duration_ms < 0 ? 0 : a->duration_ms);
-	snprintf(before, sizeof(before), "%d", a->attempts);
-	snprintf(wait, sizeof(wait), "%ld", wait_ms);
-	const char *params[] = {
-	    a->delivery_id, at,    a->http_status ? http : NULL, dur, ok ? NULL : a->error,
-	    before,         state, wait_ms >= 0 ? wait : NULL};
-	br_status st = db_run(d->db, &stmt_record, params, NULL);
+	struct outbox_attempt rec = {
+	    .delivery_id = a->delivery_id,
+	    .attempts = a->attempts,
+	    .start_unix_ms = a->start_unix_ms,
+	    .http_status = a->http_status,
+	    .duration_ms = a->duration_ms,
+	    .error = ok ? NULL : a->error,
+	    .state = state,
+	    .wait_ms = wait_ms,
+	};
+	br_status st = outbox_record(d->ob, &rec);
 	if (st != BR_OK)
 		return st;
 	if (wait_ms >= 0 && proc_now_ms() + wait_ms < d->next_claim)
@@ -453,45 +340,39 @@ static void record_finished(struct deliverer *d)
 		}
 		br_status st = attempt_record(d, a);
 		if (st == BR_DB_CONN) {
-			db_failed(d, st);
+			outbox_failed(d->ob, st);
 			return;
 		}
 		if (st != BR_OK) /* dropped: the lease expires and the attempt is retried */
-			db_failed(d, st);
+			outbox_failed(d->ob, st);
 		*pp = a->next;
 		attempt_free(a);
 		d->inflight--;
 	}
 }
 
+/* Starts the attempt of one claimed row (outbox_claim's callback). */
+static void take_row(void *ctx, const struct outbox_row *row)
+{
+	struct deliverer *d = ctx;
+	struct attempt *a = attempt_new(d, row);
+	if (!a) {
+		/* Its lease expires and it is claimed again. */
+		LOG_ERROR("webhook deliverer: out of memory; delivery %s postponed",
+		          row->delivery_id);
+		return;
+	}
+	attempt_start(d, a, row->secret);
+	a->next = d->list;
+	d->list = a;
+	d->inflight++;
+}
+
 /* Claims up to limit due deliveries and starts them; *got receives how many. */
 static br_status claim(struct deliverer *d, int limit, int *got)
 {
-	char lim[16], lease[24];
-	snprintf(lim, sizeof(lim), "%d", limit);
-	snprintf(lease, sizeof(lease), "%d", d->w->cfg->webhook_timeout_ms + DLV_LEASE_MARGIN_MS);
-	const char *params[] = {lim, lease};
-	PGresult *res = NULL;
-	br_status st = db_run(d->db, &stmt_claim, params, &res);
-	if (st != BR_OK)
-		return st;
-	int n = PQntuples(res);
-	for (int i = 0; i < n; i++) {
-		struct attempt *a = attempt_new(d, res, i);
-		if (!a) {
-			/* Its lease expires and it is claimed again. */
-			LOG_ERROR("webhook deliverer: out of memory; delivery %s postponed",
-			          PQgetvalue(res, i, 0));
-			continue;
-		}
-		attempt_start(d, a, PQgetvalue(res, i, 6));
-		a->next = d->list;
-		d->list = a;
-		d->inflight++;
-	}
-	PQclear(res);
-	*got = n;
-	return BR_OK;
+	int lease = d->w->cfg->webhook_timeout_ms + DLV_LEASE_MARGIN_MS;
+	return outbox_claim(d->ob, limit, lease, take_row, d, got);
 }
 
 /*
@@ -501,18 +382,15 @@ static br_status claim(struct deliverer *d, int limit, int *got)
  */
 static long long next_claim_at(struct deliverer *d, long long now)
 {
-	PGresult *res = NULL;
-	long wait = DLV_POLL_MS;
-	br_status st = db_run(d->db, &stmt_next_due, NULL, &res);
+	long wait = DLV_POLL_MS, due = 0;
+	bool found = false;
+	br_status st = outbox_next_due(d->ob, &found, &due);
 	if (st != BR_OK) {
-		db_failed(d, st);
+		outbox_failed(d->ob, st);
 		return now + wait;
 	}
-	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
-		long due = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	if (found)
 		wait = due < DLV_MIN_POLL_MS ? DLV_MIN_POLL_MS : due < wait ? due : wait;
-	}
-	PQclear(res);
 	return now + wait;
 }
 
@@ -534,17 +412,14 @@ static bool collect_finished(struct deliverer *d)
 /* Gives up what is still here at shutdown: in-flight leases go back at once. */
 static void abandon_all(struct deliverer *d)
 {
-	bool db_ok = !d->db_down && db_pg(d->db) != NULL;
+	bool db_ok = outbox_usable(d->ob);
 	while (d->list) {
 		struct attempt *a = d->list;
 		d->list = a->next;
 		if (db_ok && a->done) {
 			db_ok = attempt_record(d, a) != BR_DB_CONN;
 		} else if (db_ok) {
-			char before[16];
-			snprintf(before, sizeof(before), "%d", a->attempts);
-			const char *params[] = {a->delivery_id, before};
-			db_ok = db_run(d->db, &stmt_release, params, NULL) != BR_DB_CONN;
+			db_ok = outbox_release(d->ob, a->delivery_id, a->attempts) != BR_DB_CONN;
 			LOG_INFO("webhook %s: attempt abandoned at shutdown", a->event_id);
 		}
 		attempt_free(a);
@@ -555,14 +430,15 @@ static void abandon_all(struct deliverer *d)
 /* How long the loop may sleep before something is due. */
 static long wait_budget(const struct deliverer *d, long long now, long long drain_deadline)
 {
-	bool can_claim = !d->db_down && !quitting(d) && d->inflight < DLV_MAX_IN_FLIGHT;
+	bool down = outbox_down(d->ob);
+	bool can_claim = !down && !quitting(d) && d->inflight < DLV_MAX_IN_FLIGHT;
 	if (d->wake && can_claim)
 		return 0;
 	long long until = now + DLV_POLL_MS;
 	if (can_claim && d->next_claim < until)
 		until = d->next_claim;
-	if (d->db_down && d->db_retry_at < until)
-		until = d->db_retry_at;
+	if (down && outbox_retry_at(d->ob) < until)
+		until = outbox_retry_at(d->ob);
 	if (drain_deadline && drain_deadline < until)
 		until = drain_deadline;
 	return until > now ? (long)(until - now) : 0;
@@ -580,17 +456,17 @@ static void *deliverer_main(void *arg)
 			drain_deadline = now + DLV_DRAIN_MS;
 		if (stop && (!d->list || now >= drain_deadline))
 			break;
-		bool db_ok = db_ready(d);
+		bool db_ok = outbox_ready(d->ob, &d->wake);
 		if (db_ok)
 			record_finished(d);
-		if (db_ok && !d->db_down && !stop && d->inflight < DLV_MAX_IN_FLIGHT &&
+		if (db_ok && !outbox_down(d->ob) && !stop && d->inflight < DLV_MAX_IN_FLIGHT &&
 		    (d->wake || now >= d->next_claim)) {
 			int limit = DLV_MAX_IN_FLIGHT - d->inflight, got = 0;
 			d->wake = false;
 			d->next_claim = now + DLV_POLL_MS;
 			br_status st = claim(d, limit, &got);
 			if (st != BR_OK)
-				db_failed(d, st);
+				outbox_failed(d->ob, st);
 			else if (got == limit)
 				d->wake = true; /* more may be due */
 			else
@@ -601,16 +477,16 @@ static void *deliverer_main(void *arg)
 		if (collect_finished(d))
 			continue; /* record them at once */
 
-		db_take_notifications(d);
+		if (outbox_notified(d->ob))
+			d->wake = true;
 		long budget = wait_budget(d, proc_now_ms(), drain_deadline);
-		PGconn *pg = d->listen_pg ? db_pg(d->db) : NULL;
-		struct curl_waitfd pgfd = {.fd = pg ? PQsocket(pg) : -1,
-		                           .events = CURL_WAIT_POLLIN};
-		bool with_pg = pg && pgfd.fd >= 0;
+		struct curl_waitfd pgfd = {.fd = outbox_fd(d->ob), .events = CURL_WAIT_POLLIN};
+		bool with_pg = pgfd.fd >= 0;
 		if (budget > 0)
 			curl_multi_poll(d->multi, with_pg ? &pgfd : NULL, with_pg ? 1 : 0,
 			                (int)budget, NULL);
-		db_take_notifications(d);
+		if (outbox_notified(d->ob))
+			d->wake = true;
 	}
 	abandon_all(d);
 	return NULL;
@@ -623,7 +499,7 @@ static void deliverer_free(struct deliverer *d)
 	if (!d)
 		return;
 	curl_multi_cleanup(d->multi);
-	db_close(d->db);
+	outbox_close(d->ob);
 	free(d);
 }
 
@@ -638,12 +514,11 @@ br_status deliverer_start(struct worker *w)
 		goto fail;
 	d->w = w;
 	d->allow_private = w->cfg->webhook_allow_private;
-	backoff_init(&d->backoff, 100, DLV_RECONNECT_MAX_MS);
 	d->multi = curl_multi_init();
 	if (!d->multi)
 		goto fail;
 	static const struct db_opts opts = WORKER_DB_OPTS;
-	st = db_open(w->cfg->database_url, &opts, true, &d->db);
+	st = outbox_open(w->cfg->database_url, &opts, &d->ob);
 	if (st != BR_OK)
 		goto fail;
 	if (pthread_create(&d->thread, NULL, deliverer_main, d) != 0) {

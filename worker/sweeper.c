@@ -23,7 +23,7 @@
 #include "log.h"
 #include "mq.h"
 #include "proc.h"
-#include "strbuf.h"
+#include "pgarray.h"
 #include "taskmsg.h"
 
 /* "bulkreg sweeper" as a lock key. */
@@ -100,16 +100,24 @@ static br_status publish_rows(struct sweeper *s, PGresult *res)
 /* The values of column col of res as a PostgreSQL array literal "{a,b,...}". */
 static br_status array_of(PGresult *res, int col, char **out)
 {
-	strbuf sb;
-	sb_init(&sb, (size_t)PQntuples(res) * 40 + 8);
-	br_status st = sb_appends(&sb, "{");
-	for (int i = 0; i < PQntuples(res) && st == BR_OK; i++)
-		st = sb_appendf(&sb, "%s%s", i ? "," : "", PQgetvalue(res, i, col));
-	if (st == BR_OK)
-		st = sb_appends(&sb, "}");
-	if (st == BR_OK)
-		*out = sb_take(&sb);
-	return st;
+	int n = PQntuples(res);
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += (size_t)PQgetlength(res, i, col);
+	size_t cap = pga_bound((size_t)n, total);
+	char *buf = malloc(cap);
+	if (!buf)
+		return BR_NOMEM;
+	struct pga_writer w;
+	pga_start(&w, buf, cap);
+	for (int i = 0; i < n; i++)
+		pga_add(&w, PQgetvalue(res, i, col), (size_t)PQgetlength(res, i, col));
+	if (!pga_finish(&w)) {
+		free(buf);
+		return BR_TOOBIG;
+	}
+	*out = buf;
+	return BR_OK;
 }
 
 static void sweep_unpublished(struct sweeper *s)

@@ -36,6 +36,7 @@
 
 struct batcher;
 struct consumer;
+struct db_conn;
 struct deliverer;
 struct sweeper;
 
@@ -44,7 +45,8 @@ struct worker {
 	int stop; /* atomic: set once on SIGTERM */
 	int nconsumers;
 	struct consumer *consumers;
-	struct batcher *batcher; /* the consumers' next batch */
+	struct batcher *batcher; /* the consumers' next batch (batcher.h) */
+	struct db_conn **dbs;    /* one per consumer, shared by all through the batcher */
 	struct deliverer *deliverer;
 	struct sweeper *sweeper;
 };

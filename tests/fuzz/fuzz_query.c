@@ -10,7 +10,7 @@
  * ja_check_param for every key against the routes' allowed lists, and
  * ja_parse_page on page[number] and page[size] looked up as
  * MHD_lookup_connection_value does (first match, same length, ASCII case
- * ignored); ja_is_uuid on filter[session_id]; for a valid page,
+ * ignored); uuid_valid on filter[session_id]; for a valid page,
  * ja_page_check and ja_append_meta at several record counts.
  *
  * Queries over 2048 bytes are skipped and pairs past the 64th ignored: more
@@ -31,6 +31,7 @@
 
 #include "fz_support.h"
 #include "jsonapi.h"
+#include "uuid.h"
 
 #define FUZZ_MAX_QUERY  2048
 #define FUZZ_MAX_PARAMS 64
@@ -209,8 +210,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_params(p, n, none, false);
 	if (check_params(p, n, jobs, true)) {
 		const char *session = lookup(p, n, "filter[session_id]");
-		if (session && ja_is_uuid(session))
-			FZ_CHECK(strlen(session) == API_UUID_LEN);
+		if (session && uuid_valid(session, strlen(session), UUID_ANY_CASE))
+			FZ_CHECK(strlen(session) == UUID_LEN);
 	}
 	uint32_t salt = 2166136261u; /* FNV-1a of the input: an arbitrary record count */
 	for (size_t i = 0; i < size; i++)

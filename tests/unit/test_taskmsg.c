@@ -29,7 +29,7 @@ Test(taskmsg, encode_parse_round_trip)
 	cr_assert_str_eq(json_string_value(json_object_get(doc, "job_id")), JOB);
 	json_decref(doc);
 
-	char id[TASKMSG_UUID_LEN + 1];
+	char id[UUID_LEN + 1];
 	cr_assert_eq(taskmsg_parse(body, n, id), BR_OK);
 	cr_assert_str_eq(id, TASK);
 }
@@ -37,7 +37,7 @@ Test(taskmsg, encode_parse_round_trip)
 Test(taskmsg, parse_accepts_other_members_and_order)
 {
 	const char *body = "{\"job_id\":\"" JOB "\",\"extra\":[1,2],\"task_id\":\"" TASK "\"}";
-	char id[TASKMSG_UUID_LEN + 1];
+	char id[UUID_LEN + 1];
 	cr_assert_eq(taskmsg_parse(body, strlen(body), id), BR_OK);
 	cr_assert_str_eq(id, TASK);
 	/* Only len bytes are read. */
@@ -50,7 +50,7 @@ Test(taskmsg, parse_accepts_other_members_and_order)
 
 static void assert_rejected(const char *body, size_t len, const char *why)
 {
-	char id[TASKMSG_UUID_LEN + 1];
+	char id[UUID_LEN + 1];
 	memset(id, 'Z', sizeof(id));
 	cr_expect_eq(taskmsg_parse(body, len, id), BR_INVAL, "accepted %s: %.80s", why, body);
 	for (size_t i = 0; i < sizeof(id); i++)
