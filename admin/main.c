@@ -1,5 +1,5 @@
 /*
- * bulkreg-admin - operator commands (CONTRACT §2):
+ * bulkreg-admin - operator commands (README.md):
  *   migrate                     apply pending sql/ migrations
  *   token create --org NAME     create the organization if new and a token
  *   token revoke TOKEN_PREFIX   revoke the token(s) with that prefix

@@ -1,5 +1,5 @@
 /*
- * idempotency.h - the Idempotency-Key header (CONTRACT §5 Bulk
+ * idempotency.h - the Idempotency-Key header (docs/openapi.yaml Bulk
  * registration), applied by the router around a route function so routes
  * stay unaware of it.
  *

@@ -1,5 +1,5 @@
 /*
- * bulkreg-api - the HTTP API process (CONTRACT §5).
+ * bulkreg-api - the HTTP API process (docs/openapi.yaml).
  *
  * Start-up: configuration, pools, server; then the main thread waits for
  * SIGTERM/SIGINT and drains: no new connections, requests in flight finish,

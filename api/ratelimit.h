@@ -1,6 +1,6 @@
 /*
  * ratelimit.h - token buckets keyed by a short string (the API keys them by
- * organization id), for CONTRACT §3's BULKREG_RATE_LIMIT.
+ * organization id), for the README's BULKREG_RATE_LIMIT.
  *
  * A bucket holds up to `burst` tokens and refills at `per_sec` tokens a
  * second; a request takes one token or is refused. Buckets live in memory in

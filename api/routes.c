@@ -99,7 +99,7 @@ static bool match(const char *pattern, const char *path, char *id, bool *bad_id)
 }
 
 /*
- * Takes a token from the API token's bucket (CONTRACT §3: per token) and
+ * Takes a token from the API token's bucket (README.md, Configuration: per token) and
  * adds the RateLimit-* headers (IETF
  * draft-ietf-httpapi-ratelimit-headers: Limit = burst, Remaining = whole
  * tokens left, Reset = seconds until the bucket is full again). Over the

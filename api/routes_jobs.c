@@ -1,5 +1,5 @@
 /*
- * routes_jobs.c - bulk jobs (CONTRACT §5 Bulk registration, Jobs):
+ * routes_jobs.c - bulk jobs (docs/openapi.yaml Bulk registration, Jobs):
  * POST /v1/sessions/:id/people/bulk, GET /v1/jobs/:id and
  * GET /v1/jobs/:id/tasks (207 multi-status). Job control lives in
  * routes_jobs_control.c.

@@ -1,5 +1,5 @@
 /*
- * routes_sessions.c - sessions and their people (CONTRACT §5 Sessions, A
+ * routes_sessions.c - sessions and their people (docs/openapi.yaml Sessions, A
  * person): POST /v1/sessions, GET /v1/sessions/:id, GET and POST
  * /v1/sessions/:id/people. The synchronous registration runs the same SQL
  * function as every bulk task, register_person(), so the rules have one

@@ -1,5 +1,5 @@
 /*
- * routes_webhooks.c - webhook endpoints of an organization (CONTRACT §5
+ * routes_webhooks.c - webhook endpoints of an organization (docs/openapi.yaml
  * Webhooks): POST /v1/webhooks, GET /v1/webhooks, DELETE /v1/webhooks/:id
  * and GET /v1/webhooks/:id/deliveries (one entry per delivery attempt).
  *

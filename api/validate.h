@@ -40,7 +40,7 @@ bool val_rfc3339(const char *s);
 size_t val_utf8_len(const char *s, size_t len);
 
 /*
- * Checks a person's attributes object (CONTRACT §5 "A person"); pointer is
+ * Checks a person's attributes object (docs/openapi.yaml "A person"); pointer is
  * the JSON pointer of the object itself. Returns true when valid.
  */
 bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e);
@@ -69,7 +69,7 @@ bool val_optional_bool(const json_t *obj, const char *key, const char *pointer, 
  */
 const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja_errors *e);
 
-/* The validated pieces of a bulk request (CONTRACT §5 Bulk registration). */
+/* The validated pieces of a bulk request (docs/openapi.yaml Bulk registration). */
 struct val_bulk {
 	json_t *people; /* array of the tasks' person attribute objects; the caller
 	                   creates it (json_array()) and owns it */

@@ -1,5 +1,5 @@
 /*
- * config.c - parsing of CONTRACT §3's environment variables.
+ * config.c - parsing of the README's environment variables.
  *
  * One table row per variable (its default, its kind, its field, its range
  * and error wording) drives the parsing, so all of it lives in one place. Pure functions over
@@ -256,7 +256,7 @@ struct cfg_var {
 	{name, def, CFG_K_SETTER, 0, 0, 0, 0, NULL, NULL, set}
 /* clang-format on */
 
-/* Every variable with its default, in CONTRACT §3's order. */
+/* Every variable with its default, in the order of the README's table. */
 static const struct cfg_var vars[] = {
     CFG_STR("DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg", database_url, pg_url_ok,
             "expected a postgresql:// URI"),
@@ -284,7 +284,7 @@ static const struct cfg_var vars[] = {
             "expected an http(s):// URL prefix"),
     CFG_NUM("BULKREG_SWEEP_INTERVAL_MS", "5000", sweep_interval_ms, 100, 3600000,
             "expected milliseconds from 100 to 3600000"),
-    /* Beyond CONTRACT §3: how long a task may stay queued before the sweeper
+    /* Beyond the product's configuration: how long a task may stay queued before the sweeper
        assumes its message was lost (a purged queue) and publishes it again. */
     CFG_NUM("BULKREG_STRANDED_AFTER_MS", "900000", stranded_after_ms, 1000, 7L * 86400 * 1000,
             "expected milliseconds from 1000 to 604800000"),

@@ -1,6 +1,6 @@
 /*
  * config.h - bulkreg's configuration, read once at start-up from the
- * environment (CONTRACT §3). Every variable has a default; an empty value
+ * environment (README.md, Configuration). Every variable has a default; an empty value
  * counts as unset. A bad value yields BR_CONFIG and a one-line message that
  * names the variable; the programs print it and exit with status 2.
  *
@@ -48,7 +48,7 @@ struct br_config {
 	int rate_limit_burst;
 	char join_url_base[CFG_URL_MAX];
 	int sweep_interval_ms;
-	long stranded_after_ms; /* BULKREG_STRANDED_AFTER_MS, beyond CONTRACT §3 */
+	long stranded_after_ms; /* BULKREG_STRANDED_AFTER_MS, beyond the product's configuration */
 	/* Limits of the API's HTTP server against hostile clients (docs/operations.md). */
 	unsigned http_max_connections;
 	unsigned http_max_connections_per_ip; /* 0 = no per-address limit */

@@ -129,7 +129,7 @@ static br_status mq_connect(mq_conn *c)
 	}
 	/*
 	 * "amqp://host:5672/" names the empty vhost to the letter, but everyone
-	 * (CONTRACT §3's default included) means the default vhost "/".
+	 * (the README's default included) means the default vhost "/".
 	 */
 	if (info.vhost[0] == '\0')
 		info.vhost = (char *)"/";

@@ -1,5 +1,5 @@
 /*
- * mq.h - RabbitMQ access for bulkreg (CONTRACT §4) over rabbitmq-c 0.11.
+ * mq.h - RabbitMQ access for bulkreg (docs/operations.md, broker topology) over rabbitmq-c 0.11.
  *
  * One mq_conn is one AMQP connection with one channel (channel 1), used by
  * one thread at a time (its functions hold a per-connection mutex, so a
@@ -78,7 +78,7 @@ bool mq_is_blocked(mq_conn *c);
  */
 br_status mq_poll(mq_conn *c) BR_MUST_USE;
 
-/* Declares CONTRACT §4's exchanges, queues and bindings (idempotent). */
+/* Declares the broker topology (docs/operations.md): exchanges, queues, bindings. */
 br_status mq_declare_topology(mq_conn *c) BR_MUST_USE;
 
 /*

@@ -1,7 +1,7 @@
 /*
  * ops.h - the operational endpoints both processes serve without a token:
  * GET /healthz (alive), GET /readyz (PostgreSQL and broker reachable, else
- * 503) and GET /metrics (Prometheus text), plus the metrics CONTRACT §5
+ * 503) and GET /metrics (Prometheus text), plus the metrics docs/openapi.yaml
  * lists, registered once per process.
  *
  * Thread-safe: the handler runs on HTTP pool threads; the ops module's own

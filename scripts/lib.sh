@@ -5,7 +5,7 @@
 # A "stack" is one project-local PostgreSQL, RabbitMQ, API and two workers.
 # Everything about it lives under STACK_DIR; nothing touches system services:
 #
-#   env          shell-sourceable summary (CONTRACT §2), rewritten by write_env
+#   env          shell-sourceable summary (README.md), rewritten by write_env
 #                whenever a pid changes so it stays true
 #   config.env   §3 tunables the API/workers were last started with, reused by
 #                scripts/ctl when the caller does not set them
@@ -57,7 +57,7 @@ DEPS=(build-essential cmake pkg-config clang clang-format git
       postgresql-15 postgresql-contrib rabbitmq-server
       curl jq wrk procps iproute2 util-linux passwd)
 
-# CONTRACT §3 tunables (not URLs or ports: those belong to the stack).
+# Configuration variables (README.md) (not URLs or ports: those belong to the stack).
 TUNABLES=(BULKREG_API_BIND BULKREG_MAX_TASKS BULKREG_MAX_BODY_BYTES
           BULKREG_WORKER_CONCURRENCY BULKREG_WORKER_PREFETCH
           BULKREG_WEBHOOK_TIMEOUT_MS BULKREG_WEBHOOK_RETRY_SCHEDULE

@@ -1,5 +1,5 @@
 /*
- * bulkreg-worker - the consumer process (CONTRACT §2, §4, §6).
+ * bulkreg-worker - the consumer process (README.md; docs/operations.md; docs/guarantees.md).
  *
  * Runs BULKREG_WORKER_CONCURRENCY consumer threads, a webhook deliverer,
  * and /healthz, /readyz, /metrics on BULKREG_WORKER_METRICS_PORT. The main

@@ -1,5 +1,5 @@
 /*
- * sweeper.c - republishing of stranded work (CONTRACT §8).
+ * sweeper.c - republishing of stranded work (docs/operations.md, stranded work).
  *
  * The API commits before it publishes, so a crash or a broker outage
  * between the two leaves a job whose published_at is NULL. Every

@@ -1,5 +1,5 @@
 /*
- * sweeper.h - the worker's sweeper (CONTRACT §8): finds committed work that
+ * sweeper.h - the worker's sweeper (docs/operations.md, stranded work): finds committed work that
  * no message carries and publishes it. One sweeper is active at a time
  * across every worker process (a PostgreSQL advisory lock).
  */

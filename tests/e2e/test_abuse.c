@@ -1,5 +1,5 @@
 /*
- * test_abuse.c - CONTRACT §5 against clients that misbehave, through the
+ * test_abuse.c - docs/openapi.yaml against clients that misbehave, through the
  * real bulkreg-api: the per-token rate limit (429 rate_limited with
  * Retry-After and RateLimit-*), Idempotency-Key (replay, reuse, in flight,
  * two concurrent requests with one key, takeover and expiry), a revoked

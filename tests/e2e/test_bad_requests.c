@@ -1,5 +1,5 @@
 /*
- * test_bad_requests.c - CONTRACT §5's request-level errors through the real
+ * test_bad_requests.c - docs/openapi.yaml's request-level errors through the real
  * API: a table of bad requests across every /v1 route (routing, methods,
  * authentication, media types, unparsable bodies, query parameters, and the
  * validation of sessions, people, bulk jobs, job control and webhooks).

@@ -1,6 +1,6 @@
 /*
  * test_fault_broker.c - RabbitMQ going away (issue 6, fault tests 3 and 5;
- * CONTRACT §6.1, §6.5, §8).
+ * docs/guarantees.md §1 and §5; stranded work in docs/operations.md).
  *
  * Restarted mid-run: queued and unacked messages survive (quorum queue,
  * persistent messages), jobs posted meanwhile are committed and answered

@@ -1,6 +1,6 @@
 /*
  * test_fault_database.c - PostgreSQL restarted mid-run (issue 6, fault test
- * 4; CONTRACT §6.1, §6.2, §6.5).
+ * 4; docs/guarantees.md §1, §2 and §5).
  *
  * The restart kills every connection: workers lose open transactions and
  * commits of unknown outcome, the API answers 503 meanwhile (never a 2xx

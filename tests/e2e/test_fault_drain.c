@@ -1,6 +1,6 @@
 /*
  * test_fault_drain.c - SIGTERM of a busy worker (issue 6, fault test 8;
- * CONTRACT §6.6): it stops taking deliveries, finishes and acks the batches
+ * docs/guarantees.md §6): it stops taking deliveries, finishes and acks the batches
  * it holds, and exits 0; the other worker takes the rest, and nothing is
  * done twice in effect.
  */

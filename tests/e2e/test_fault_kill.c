@@ -1,5 +1,5 @@
 /*
- * test_fault_kill.c - CONTRACT §6.1-6.3 under SIGKILL (issue 6, fault test
+ * test_fault_kill.c - docs/guarantees.md §1-3 under SIGKILL (issue 6, fault test
  * 1): two workers process 20 jobs x 50 tasks while one of them is killed at
  * a random point of the run and started again; five rounds. Whatever the
  * killed worker held (an open transaction, a committed batch not yet acked,

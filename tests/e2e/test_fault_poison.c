@@ -1,6 +1,6 @@
 /*
  * test_fault_poison.c - a task that can never be processed (issue 6, fault
- * test 6; CONTRACT §4, §6.4).
+ * test 6; docs/operations.md broker topology; docs/guarantees.md §4).
  *
  * One task's stored input is made unprocessable before any worker runs (a
  * first_name of 300 characters breaks the people CHECK, so

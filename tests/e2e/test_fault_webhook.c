@@ -1,6 +1,6 @@
 /*
  * test_fault_webhook.c - a webhook receiver that is down for the first
- * attempts and then comes back (issue 6, fault test 7; CONTRACT §6.3).
+ * attempts and then comes back (issue 6, fault test 7; docs/guarantees.md §3).
  *
  * The job.ended event is in the outbox from the moment the job's last task
  * commits; while the receiver's port refuses connections every attempt is

@@ -1,5 +1,5 @@
 /*
- * test_isolation.c - organization isolation on every route (CONTRACT §5:
+ * test_isolation.c - organization isolation on every route (docs/openapi.yaml:
  * "sessions, jobs and webhooks of another organization answer 404").
  *
  * Organization A owns a session with two people, a finished bulk job with a

@@ -1,5 +1,5 @@
 /*
- * test_jobs.c - job control (CONTRACT §5 Jobs): listing with filters and
+ * test_jobs.c - job control (docs/openapi.yaml Jobs): listing with filters and
  * pages, retry_failed, cancel and delete, with counters exact through every
  * transition and one job.ended per completion.
  */

@@ -1,6 +1,6 @@
 /*
  * test_ops.c - what operators and list clients rely on: every metric that
- * CONTRACT §5 names is exposed on both the API port and the worker's
+ * docs/openapi.yaml names is exposed on both the API port and the worker's
  * metrics port, task outcomes are counted, and a session's people page
  * like Livestorm's lists.
  */

@@ -1,5 +1,5 @@
 /*
- * test_readyz.c - CONTRACT §5 /readyz and §6.5: when PostgreSQL or
+ * test_readyz.c - docs/operations.md /readyz and docs/guarantees.md §5: when PostgreSQL or
  * RabbitMQ goes away, bulkreg-api and bulkreg-worker stay alive, /healthz
  * stays 200 and /readyz turns 503; when the service comes back, /readyz
  * returns to 200 on its own; SIGTERM then makes both exit 0.

@@ -1,5 +1,5 @@
 /*
- * test_rules.c - CONTRACT §5's registration rules through the real API and
+ * test_rules.c - docs/openapi.yaml's registration rules through the real API and
  * workers: capacity under concurrency, waitlist, manual approval with and
  * without auto_approve, the registration window, case-insensitive
  * duplicates and override_duplicates, for single and bulk registrations.

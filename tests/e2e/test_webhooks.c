@@ -1,5 +1,5 @@
 /*
- * test_webhooks.c - webhook delivery (CONTRACT §5 Webhooks, §6.3): retries
+ * test_webhooks.c - webhook delivery (docs/openapi.yaml Webhooks; docs/guarantees.md §3): retries
  * on the schedule with one stable webhook-id, every attempt recorded, a
  * receiver that hangs does not hold up anybody else's deliveries, and each
  * endpoint gets the events it subscribed to and no others.

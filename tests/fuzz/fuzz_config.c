@@ -3,9 +3,8 @@
  * (common/config.h, cfg_load_with).
  *
  * The input is split on NUL bytes into values, handed out in the order
- * cfg_load_with asks for the variables, that of config.c's table: today
- * CONTRACT §3's 17 with BULKREG_STRANDED_AFTER_MS added 16th, before the two
- * BULKREG_LOG_* ones. An empty value counts as unset, so "\0\0x" sets only
+ * cfg_load_with asks for the variables, that of config.c's table (the
+ * README's order). An empty value counts as unset, so "\0\0x" sets only
  * the third variable; values past the last variable are never asked for.
  *
  * Checks: a loaded configuration is within every documented range and its

@@ -1,5 +1,5 @@
 /*
- * test_migrate.c - CONTRACT §2's migrations: every sql/NNN_name.sql is
+ * test_migrate.c - migrations (README.md, Administration): every sql/NNN_name.sql is
  * applied once and recorded in schema_migrations; running again is a
  * no-op; two `bulkreg-admin migrate` at once on a fresh database both
  * succeed and apply each migration exactly once.

@@ -1,6 +1,6 @@
 /*
  * test_register_people.c - register_people() (sql/004) registers a list of
- * people into a session with one statement. CONTRACT §5's rules were first
+ * people into a session with one statement. docs/openapi.yaml's rules were first
  * written person by person, as register_person() in sql/002; this test
  * installs that original, unchanged, as a temporary function and checks
  * that both give the same outcome, error code and person for every entry,

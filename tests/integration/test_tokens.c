@@ -1,5 +1,5 @@
 /*
- * test_tokens.c - `bulkreg-admin token create|revoke` (CONTRACT §2) and
+ * test_tokens.c - `bulkreg-admin token create|revoke` (README.md) and
  * what the API makes of the tokens (§5): the token is printed alone on the
  * last line, only its SHA-256 is stored, the API accepts it as a bearer
  * token and bare, and refuses it once revoked. Also the admin's usage

@@ -1,6 +1,6 @@
 /*
- * test_topology.c - CONTRACT §4 against the real broker: mq_declare_topology
- * creates exchange bulkreg (direct, durable), exchange bulkreg.dlx, quorum
+ * test_topology.c - the broker topology (docs/operations.md) against the real broker:
+ * mq_declare_topology creates exchange bulkreg (direct, durable), exchange bulkreg.dlx, quorum
  * queue bulkreg.tasks (x-delivery-limit 5, dead-lettered to bulkreg.dlx)
  * and bulkreg.tasks.dead; declaring again is harmless; a persistent
  * message published with mq_publish is confirmed and arrives with the

@@ -3,7 +3,7 @@
  * running bulkreg (one API, up to T_FLEET_MAX_WORKERS workers, a webhook
  * receiver subscribed to job.ended) for one fresh organization, a load
  * thread that posts bulk jobs while a fault happens, and the checks every
- * fault scenario ends with (CONTRACT §6):
+ * fault scenario ends with (docs/guarantees.md):
  *
  *   - every job of the organization is terminal;
  *   - job and session counters equal the counts of their tasks and people

@@ -1,5 +1,5 @@
 /*
- * test_config.c - CONTRACT §3: every variable's default, a good non-default
+ * test_config.c - README.md, Configuration: every variable's default, a good non-default
  * value, bad values (BR_CONFIG with a one-line message that starts with the
  * variable's name), empty values, the rate limit forms and the retry
  * schedule syntax.
@@ -363,7 +363,7 @@ Test(config, the_first_bad_variable_is_reported)
 	struct br_config c;
 	char err[256] = "";
 	cr_assert_eq(load(env, &c, err, sizeof(err)), BR_CONFIG);
-	/* CONTRACT §3's order: the port comes before the log level. */
+	/* The README's configuration order: the port comes before the log level. */
 	cr_assert(strncmp(err, "BULKREG_API_PORT:", 17) == 0, "%s", err);
 }
 
