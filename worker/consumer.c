@@ -9,7 +9,7 @@
  * batch commits the next gathers what every channel received, and the
  * thread that starts it runs it.
  *
- * A batch is ONE statement, process_batch() (sql/012_task_order.sql), in
+ * A batch is ONE statement, process_batch() (sql/functions/batches.sql), in
  * one transaction with one commit. It registers each job's tasks in index
  * order from the job's lowest queued one, under the job's row lock, and
  * takes more of the job while its claim allows, so a job's tasks are
@@ -410,7 +410,7 @@ static br_status run_pass(struct consumer *c, db_conn *db, const struct item *it
 
 /*
  * Runs one batch on db: one pass that registers the deliveries' tasks and
- * claims more of their jobs (sql/012_task_order.sql). A delivery whose job
+ * claims more of their jobs (sql/functions/batches.sql). A delivery whose job
  * or session another transaction holds comes back D_PARKED: its thread
  * keeps it and offers it again in a later batch, so nothing here ever
  * waits for a lock.

@@ -1,10 +1,22 @@
--- bulkreg schema, version 1.
+-- bulkreg schema: the baseline.
+--
+-- The tables, indexes and constraints, and the one function an index is
+-- built on (email_key). Everything else that runs in the database is in
+-- sql/functions/, applied after the migrations (docs/architecture.md, "SQL
+-- layout"). Once applied, this file never changes: a schema change is a new
+-- file sql/migrations/NNN_name.sql, and bulkreg-admin migrate refuses a
+-- database whose applied migrations differ from this build's.
+--
+-- It replaces the migrations 001 to 013 of the first development cycle
+-- (their texts are kept as test fixtures in tests/integration/legacy_sql/);
+-- a database migrated by them is recognised and recorded as having this
+-- baseline without running it.
 --
 -- The database enforces every invariant it can: one person per session by
--- lower(email), a session's seats never exceed its capacity, status domains,
--- non-negative counters, total_processed_items derived from its parts, one
--- job.ended event per completion of a job. Indexes follow the access paths of
--- CONTRACT §5: tokens by hash, jobs by organization and time, tasks by job
+-- email_key(email), a session's seats never exceed its capacity, status
+-- domains, non-negative counters, total_processed_items derived from its
+-- parts, one job.ended event per completion of a job. Indexes follow the
+-- access paths: tokens by hash, jobs by organization and time, tasks by job
 -- and index, people by session and position, due webhook deliveries.
 
 CREATE TABLE organizations (
@@ -54,6 +66,24 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_organization ON sessions (organization_id, created_at DESC);
 
+-- What makes two addresses one: the address in NFC (so a precomposed é and
+-- e + U+0301 are one), mapped to upper case and back to lower case with
+-- ICU's full mappings (ß and SS become ss, the ligature ﬁ becomes fi, final
+-- and medial sigma meet), then in NFC again. The database's collation is C,
+-- whose lower() folds A-Z only. PostgreSQL 15 has no casefold();
+-- upper-then-lower under ICU gives the same classes as Unicode's full case
+-- folding for every address a person can type, Turkish dotless ı aside
+-- (folded to i here, kept apart by casefold).
+--
+-- The one function defined in a migration: the unique index
+-- people_session_email is built on it, so it must exist before that index,
+-- and its body cannot change without rebuilding the index (and resolving
+-- the addresses that become equal), which is a schema migration's work.
+CREATE FUNCTION email_key(p_email text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN normalize(lower(upper(normalize(p_email, NFC) COLLATE "und-x-icu") COLLATE "und-x-icu"),
+                 NFC);
+
 CREATE TABLE people (
     id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     session_id           uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
@@ -77,11 +107,22 @@ CREATE TABLE people (
     -- work here instead of reporting already_registered against itself.
     task_id              uuid,
     created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- Set on a person whose address equals an earlier person's of the same
+    -- session under email_key() but did not under the ASCII lower() that
+    -- compared addresses before: such people were kept, not merged, and
+    -- marked with the person they collide with. The earliest keeps the
+    -- address's uniqueness; the marked ones keep their registrations and
+    -- seats, and an operator resolves them
+    -- (SELECT * FROM people WHERE email_conflict_of IS NOT NULL).
+    email_conflict_of    uuid
 );
-CREATE UNIQUE INDEX people_session_email ON people (session_id, lower(email));
+CREATE UNIQUE INDEX people_session_email ON people (session_id, email_key(email))
+    WHERE email_conflict_of IS NULL;
 CREATE UNIQUE INDEX people_session_position ON people (session_id, position);
 
+-- Counter updates are HOT: no index covers a column they change (updated_at
+-- included), and pages keep room for the new versions.
 CREATE TABLE jobs (
     id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     organization_id        uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
@@ -113,25 +154,34 @@ CREATE TABLE jobs (
     CONSTRAINT jobs_ended_only_when_done
         CHECK (status = 'processing'
                OR total_success + total_fail + total_cancelled = total_items)
-);
+) WITH (fillfactor = 80);
 CREATE INDEX jobs_organization_created ON jobs (organization_id, created_at DESC, id DESC);
 CREATE INDEX jobs_organization_status_created
     ON jobs (organization_id, status, created_at DESC, id DESC);
 CREATE INDEX jobs_organization_session_created
     ON jobs (organization_id, session_id, created_at DESC, id DESC);
 CREATE INDEX jobs_session ON jobs (session_id);
-CREATE INDEX jobs_unpublished ON jobs (created_at) WHERE published_at IS NULL;
-CREATE INDEX jobs_processing ON jobs (updated_at) WHERE status = 'processing';
+-- The sweeper's way to stranded work: processing jobs (the unpublished ones
+-- are among them), then their queued tasks by index.
+CREATE INDEX jobs_processing ON jobs (created_at) WHERE status = 'processing';
 
+-- No foreign keys. job_id: tasks are only ever inserted with their job
+-- (create_job()), so a check could never fail, and it cost a lookup and a
+-- row lock per task; the trigger jobs_delete_tasks (sql/functions/jobs.sql)
+-- deletes a deleted job's tasks. person_id: a person is deleted only with
+-- its session, which deletes every task that can point at it; readers
+-- LEFT JOIN people. Storing an outcome is a HOT update: no index covers a
+-- column a worker changes (a job's tasks by status read its range of
+-- tasks_job_index), and pages keep room for the new versions.
 CREATE TABLE tasks (
     id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    job_id         uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    job_id         uuid NOT NULL,
     idx            int NOT NULL CHECK (idx >= 0),
     status         text NOT NULL DEFAULT 'queued'
                    CHECK (status IN ('queued', 'succeeded', 'failed', 'cancelled')),
     input          jsonb NOT NULL,
     reference      text CHECK (length(reference) <= 255),
-    person_id      uuid REFERENCES people (id) ON DELETE SET NULL,
+    person_id      uuid,
     result         jsonb,
     error_code     text CHECK (error_code IN ('already_registered', 'session_full',
                        'registration_closed', 'session_not_found', 'job_cancelled',
@@ -146,8 +196,7 @@ CREATE TABLE tasks (
         CHECK ((status IN ('failed', 'cancelled')) = (error_code IS NOT NULL)),
     CONSTRAINT tasks_terminal_has_completion
         CHECK ((status = 'queued') = (completed_at IS NULL))
-);
-CREATE INDEX tasks_job_status_idx ON tasks (job_id, status, idx);
+) WITH (fillfactor = 60);
 
 CREATE TABLE webhook_endpoints (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
