@@ -94,20 +94,28 @@ static char *catalog(PGconn *db, const char *leave_out, bool code_only)
 	return t_sql_text(db, sql_catalog, 2, params);
 }
 
-/* Expects two catalogs equal, reporting the first line that differs. */
+/*
+ * Expects two catalogs equal, reporting the first line that differs: its
+ * start (what the item is) and its text from a little before the first
+ * differing character.
+ */
 static void expect_same_catalog(const char *got, const char *want, const char *what)
 {
 	if (!strcmp(got, want))
 		return;
-	size_t i = 0, line = 0;
+	size_t i = 0, col = 0;
 	while (got[i] && got[i] == want[i])
 		i++;
-	while (line < i && got[i - line - 1] != '\n')
-		line++;
-	const char *g = got + i - line, *w = want + i - line;
-	int gl = (int)strcspn(g, "\n"), wl = (int)strcspn(w, "\n");
-	cr_expect_fail("%s: first difference\n  got:  %.*s\n  want: %.*s", what,
-	               gl > 400 ? 400 : gl, g, wl > 400 ? 400 : wl, w);
+	while (col < i && got[i - col - 1] != '\n')
+		col++;
+	const char *g = got + i - col, *w = want + i - col;
+	size_t from = col > 100 ? col - 60 : 0;
+	int head = (int)strcspn(g, "\n");
+	int gl = (int)strcspn(g + from, "\n"), wl = (int)strcspn(w + from, "\n");
+	cr_expect_fail("%s: first difference, at character %zu of\n  %.*s\n  got:  %s%.*s\n"
+	               "  want: %s%.*s",
+	               what, col, head > 60 ? 60 : head, g, from ? "..." : "", gl > 200 ? 200 : gl,
+	               g + from, from ? "..." : "", wl > 200 ? 200 : wl, w + from);
 }
 
 /* Every embedded migration and function file is recorded once, with its checksum. */
