@@ -13,11 +13,11 @@
  * processes migrating at once is safe: the second waits, then finds
  * nothing to do.
  *
- * A database migrated by the first development cycle's sql/001..013 (whose
- * schema the baseline sql/migrations/001_baseline.sql reproduces) is
- * recognised by its schema_migrations rows and recorded as having the
- * baseline, without running it; its function files are then applied like
- * any others.
+ * A database migrated by the first development cycle's migrations 001 to
+ * 013 (tests/integration/legacy_sql/; the baseline
+ * sql/migrations/001_baseline.sql reproduces their schema) is recognised by
+ * its schema_migrations rows and recorded as having the baseline, without
+ * running it; the function files are then applied like on any database.
  */
 #ifndef BULKREG_MIGRATE_H
 #define BULKREG_MIGRATE_H

@@ -231,7 +231,7 @@ static void legacy_apply(PGconn *db, size_t from, size_t to)
 	            "schema_migrations");
 	for (size_t i = from; i < to; i++) {
 		char *text = legacy_text(legacy[i]);
-		char version[16];
+		char version[24];
 		snprintf(version, sizeof(version), "%zu", i + 1);
 		const char *params[] = {version, legacy[i]};
 		exec_or_die(db, "BEGIN", "BEGIN");
