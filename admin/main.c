@@ -1,6 +1,6 @@
 /*
- * bulkreg-admin - operator commands (README.md):
- *   migrate                     apply pending sql/ migrations
+ * bulkreg-admin - operator commands (README.md, "Administration"):
+ *   migrate                     apply pending sql/ migrations and function files
  *   token create --org NAME     create the organization if new and a token
  *   token revoke TOKEN_PREFIX   revoke the token(s) with that prefix
  *   status                      queue depth, consumers, jobs in flight
@@ -52,13 +52,19 @@ static int usage(void)
 
 static int cmd_migrate(db_conn *db)
 {
-	int applied = 0;
-	br_status st = migrate_run(db, migrate_embedded, migrate_embedded_count, &applied);
+	struct migrate_counts n = {0};
+	char why[512];
+	br_status st = migrate_run(db, &migrate_embedded_set, &n, why, sizeof(why));
 	if (st != BR_OK) {
-		fprintf(stderr, "bulkreg-admin: migrate failed: %s\n", db_errmsg(db));
+		fprintf(stderr, "bulkreg-admin: migrate failed: %s\n", why);
 		return 1;
 	}
-	printf("migrations applied: %d (schema has %zu)\n", applied, migrate_embedded_count);
+	if (n.adopted)
+		printf("recognised a database of the first cycle's migrations 001-013:"
+		       " recorded as %s\n",
+		       migrate_embedded[0].name);
+	printf("migrations applied: %d (schema has %zu)\n", n.schema, migrate_embedded_count);
+	printf("function files applied: %d (of %zu)\n", n.functions, migrate_functions_count);
 	return 0;
 }
 

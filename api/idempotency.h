@@ -10,7 +10,7 @@
  * path and SHA-256 of the raw body bytes: a retry must resend the same
  * bytes.
  *
- * Records live in the idempotency_keys table (sql/001_schema.sql), one row
+ * Records live in the idempotency_keys table (sql/migrations/001_baseline.sql), one row
  * per (organization, key), written in the same transaction as what the
  * route writes, together with the response. Rows older than 24 h count as
  * absent.

@@ -2,7 +2,7 @@
  * routes_jobs_control.c - job control (docs/openapi.yaml Jobs): GET /v1/jobs,
  * PUT /v1/jobs/:id {"action":"retry_failed"} and DELETE /v1/jobs/:id.
  * Each state change is one SQL function in one transaction
- * (sql/002_registration.sql); a retry publishes its tasks after the commit,
+ * (sql/functions/jobs.sql); a retry publishes its tasks after the commit,
  * like a new job. Stateless; thread-safe.
  */
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /*
  * batch.c - the batch pass of the worker's consumers (see batch.h).
  *
- * A batch is ONE statement, process_batch() (sql/012_task_order.sql), in
+ * A batch is ONE statement, process_batch() (sql/functions/batches.sql), in
  * one transaction with one commit; this file runs it, retrying what may
  * be retried, and writes each delivery's new state into its consumer's
  * part. The consumers (consumer.c) receive, park and ack; the batcher
@@ -199,7 +199,7 @@ static br_status run_pass(const struct batch_runner *r, db_conn *db, const struc
 
 /*
  * batch_run: one pass that registers the deliveries' tasks and
- * claims more of their jobs (sql/012_task_order.sql). A delivery whose job
+ * claims more of their jobs (sql/functions/batches.sql). A delivery whose job
  * or session another transaction holds comes back BATCH_PARKED: its thread
  * keeps it and offers it again in a later batch, so nothing here ever
  * waits for a lock.

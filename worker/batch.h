@@ -1,7 +1,7 @@
 /*
  * batch.h - the batch pass of the worker's consumers: the deliveries of
  * one batch (every consumer's part, batcher.h) registered by ONE
- * process_batch() call in one transaction (sql/012_task_order.sql).
+ * process_batch() call in one transaction (sql/functions/batches.sql).
  *
  * It registers each job's tasks in index order from the job's lowest
  * queued one, under the job's row lock, and claims more of the job while

@@ -9,7 +9,7 @@
  * batch commits the next gathers what every channel received, and the
  * thread that starts it runs it.
  *
- * A batch is ONE statement, process_batch() (sql/012_task_order.sql), in
+ * A batch is ONE statement, process_batch() (sql/functions/batches.sql), in
  * one transaction with one commit. It registers each job's tasks in index
  * order from the job's lowest queued one, under the job's row lock, and
  * takes more of the job while its claim allows, so a job's tasks are

@@ -47,7 +47,7 @@ static const db_stmt stmt_unlock = {"sweep_unlock", "SELECT pg_advisory_unlock("
  * Queued tasks of unpublished jobs past the grace period, oldest jobs first.
  * Only processing jobs have queued tasks: they are found through
  * jobs_processing (published_at is in no index, so marking a job published
- * is a HOT update; sql/010).
+ * is a HOT update; sql/migrations/001_baseline.sql).
  */
 static const db_stmt stmt_unpublished = {
     "sweep_unpublished",

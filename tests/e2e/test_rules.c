@@ -256,7 +256,7 @@ Test(rules, duplicates_case_insensitive_and_override)
 
 /*
  * One address however it is cased or composed, across Unicode
- * (sql/013_email_unicode.sql): single and bulk registrations, and the
+ * (email_key(), sql/migrations/001_baseline.sql): single and bulk registrations, and the
  * duplicate found by override_duplicates.
  */
 Test(rules, duplicates_fold_case_across_unicode)

@@ -1,6 +1,6 @@
 /*
  * test_batch_plans.c - a worker batch finds its rows by key even on a new
- * installation (sql/009). There every table is a page or two, where a
+ * installation (sql/functions/batches.sql). There every table is a page or two, where a
  * sequential scan is the cheaper way to find `id = ANY (...)`; PL/pgSQL
  * would keep that plan for the connection's life while the tables grow.
  *

@@ -1,5 +1,5 @@
 /*
- * test_events.c - which events emit_event() writes (sql/011): a job.created
+ * test_events.c - which events emit_event() writes (sql/functions/events.sql): a job.created
  * event only when an endpoint of the organization wants it, with one
  * delivery per such endpoint; a job.ended event always, since its row is
  * also the record that the completion emitted its one event.

@@ -1,6 +1,6 @@
 /*
  * test_job_cancel.c - what DELETE /v1/jobs/:id does to a processing job
- * (cancel_or_delete_job(), sql/012_task_order.sql; docs/openapi.yaml):
+ * (cancel_or_delete_job(), sql/functions/jobs.sql; docs/openapi.yaml):
  *   - a cancel that arrives while a batch is registering some of the job's
  *     tasks waits for that batch: what it committed keeps its outcome,
  *     everything else is cancelled, and a batch that rolled back leaves

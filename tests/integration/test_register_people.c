@@ -1,14 +1,15 @@
 /*
- * test_register_people.c - register_people() (sql/004) registers a list of
- * people into a session with one statement. docs/openapi.yaml's rules were first
- * written person by person, as register_person() in sql/002; this test
- * installs that original, unchanged, as a temporary function and checks
- * that both give the same outcome, error code and person for every entry,
- * and leave the same people (address, position, status, fields, task) and
- * the same session counters, on random sessions (capacity, waitlist,
- * approval, people already there) and random lists with repeated addresses
- * in mixed case (across Unicode, and decomposed), override and auto_approve
- * per entry. Both compare addresses with email_key() (sql/013).
+ * test_register_people.c - register_people() (sql/functions/registration.sql)
+ * registers a list of people into a session with one statement. The
+ * registration rules were first written person by person; this test keeps
+ * that original as its own text (test_register_people.sql beside it),
+ * installs it as a temporary function and checks that both give the same
+ * outcome, error code and person for every entry, and leave the same people
+ * (address, position, status, fields, task) and the same session counters,
+ * on random sessions (capacity, waitlist, approval, people already there)
+ * and random lists with repeated addresses in mixed case (across Unicode,
+ * and decomposed), override and auto_approve per entry. Both compare
+ * addresses with email_key() (sql/migrations/001_baseline.sql).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,66 +17,29 @@
 
 #include <criterion/criterion.h>
 
-#include "strbuf.h"
 #include "support.h"
 
 #define TRIALS "400"
 
-/* sql/002's register_person(), renamed pg_temp.register_person_sequential (caller frees). */
+/*
+ * The one-at-a-time rules, pg_temp.register_person_sequential(), from
+ * test_register_people.sql (caller frees).
+ */
 static char *sequential_function(void)
 {
-	const char *path = BULKREG_SOURCE_DIR "/sql/002_registration.sql";
+	const char *path = BULKREG_SOURCE_DIR "/tests/integration/test_register_people.sql";
 	FILE *f = fopen(path, "r");
 	cr_assert_not_null(f, "cannot open %s", path);
-	static char text[1 << 17];
-	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	size_t cap = 1 << 16;
+	char *text = malloc(cap);
+	cr_assert_not_null(text);
+	size_t n = fread(text, 1, cap - 1, f);
+	cr_assert(feof(f), "%s is larger than %zu bytes", path, cap - 1);
 	fclose(f);
 	text[n] = '\0';
-
-	const char *head = "CREATE FUNCTION register_person(";
-	const char *start = strstr(text, head);
-	cr_assert_not_null(start, "%s has no register_person()", path);
-	const char *body = strstr(start, "AS $$");
-	const char *end = body ? strstr(body + 5, "$$;") : NULL;
-	cr_assert_not_null(end, "register_person() in %s does not end", path);
-	end += 3;
-
-	const char *rest = start + strlen(head);
-	strbuf sql;
-	sb_init(&sql, sizeof(text));
-	br_status st = sb_appends(&sql, "CREATE FUNCTION pg_temp.register_person_sequential(");
-	if (st == BR_OK)
-		st = sb_append(&sql, rest, (size_t)(end - rest));
-	cr_assert_eq(st, BR_OK, "out of memory");
-	/*
-	 * The rules as written then, but for what makes two addresses one:
-	 * sql/013_email_unicode.sql's email_key() where it said lower().
-	 */
-	char *fn = sb_take(&sql);
-	static const char *const edits[][2] = {
-	    {"ON CONFLICT (session_id, lower(email))",
-	     "ON CONFLICT (session_id, email_key(email)) WHERE email_conflict_of IS NULL"},
-	    {"lower(", "email_key("},
-	};
-	for (size_t e = 0; e < sizeof(edits) / sizeof(edits[0]); e++) {
-		strbuf out;
-		sb_init(&out, sizeof(text) * 2);
-		const char *from = edits[e][0], *to = edits[e][1];
-		const char *p = fn, *hit;
-		st = BR_OK;
-		while (st == BR_OK && (hit = strstr(p, from))) {
-			st = sb_append(&out, p, (size_t)(hit - p));
-			if (st == BR_OK)
-				st = sb_appends(&out, to);
-			p = hit + strlen(from);
-		}
-		if (st == BR_OK)
-			st = sb_appends(&out, p);
-		cr_assert_eq(st, BR_OK, "out of memory");
-		free(fn);
-		fn = sb_take(&out);
-	}
-	return fn;
+	cr_assert_not_null(strstr(text, "CREATE FUNCTION pg_temp.register_person_sequential("),
+	                   "%s defines no pg_temp.register_person_sequential()", path);
+	return text;
 }
 
 /*

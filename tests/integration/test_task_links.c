@@ -1,8 +1,8 @@
 /*
- * test_task_links.c - tasks keep no foreign keys (sql/005, sql/007), so the
+ * test_task_links.c - tasks keep no foreign keys (sql/migrations/001_baseline.sql), so the
  * schema itself must still remove a job's tasks with the job: deleted
  * alone, with its session, or with its organization (sessions' and
- * organizations' own cascades). And a batch (sql/012_task_order.sql)
+ * organizations' own cascades). And a batch (sql/functions/batches.sql)
  * registers a job's tasks from its lowest queued index, never waiting for
  * a job or session another transaction holds.
  *

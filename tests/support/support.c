@@ -53,15 +53,23 @@ const char *t_amqp_url(void)
 	return v;
 }
 
-/* Applies the embedded migrations to url: how many into *applied, an error into why. */
+/*
+ * Applies the embedded migrations and function files to url: how many ran
+ * (the two together) into *applied, an error into why.
+ */
 static br_status migrate_url(const char *url, int *applied, char why[256])
 {
 	db_conn *c = NULL;
 	static const struct db_opts opts = {.statement_timeout_ms = T_MIGRATE_TIMEOUT_MS};
+	struct migrate_counts n = {0};
+	why[0] = '\0';
 	br_status st = db_open(url, &opts, false, &c);
 	if (st == BR_OK)
-		st = migrate_run(c, migrate_embedded, migrate_embedded_count, applied);
-	snprintf(why, 256, "%s", c ? db_errmsg(c) : "");
+		st = migrate_run(c, &migrate_embedded_set, &n, why, 256);
+	else
+		snprintf(why, 256, "cannot connect");
+	if (st == BR_OK)
+		*applied = n.schema + n.functions;
 	db_close(c);
 	return st;
 }

@@ -26,7 +26,10 @@ const char *t_amqp_url(void);
 /* A new connection to DATABASE_URL; the schema is migrated once per process. */
 PGconn *t_db(void);
 
-/* Applies the embedded migrations to the database at url: how many it applied. */
+/*
+ * Applies the embedded migrations and function files to the database at
+ * url: how many of them it applied, the two together.
+ */
 int t_migrate(const char *url);
 
 /*

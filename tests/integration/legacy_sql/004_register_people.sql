@@ -1,7 +1,7 @@
 -- Registration by set: a batch registers each session's people with one
 -- statement, instead of four statements and a function call per person.
 --
--- register_people() is now the only implementation of CONTRACT §5's rules.
+-- register_people() is now the only implementation of the registration rules.
 -- register_person() becomes a call of it with one person (for register_one
 -- and the careful path), and batch_fast() calls it once per session.
 --

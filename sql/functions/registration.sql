@@ -1,64 +1,40 @@
--- Addresses compare by Unicode case folding, not ASCII lower().
+-- The registration rules: the only implementation of them.
 --
--- The database's collation is C, whose lower() folds A-Z only: ÉMILE@x.org
--- and émile@x.org, user@BÜCHER.de and user@bücher.de were two people
--- holding two seats. email_key() is what the session's uniqueness, every
--- duplicate check and every lookup compare now: the address in NFC (so a
--- precomposed é and e + U+0301 are one), mapped to upper case and back to
--- lower case with ICU's full mappings (ß and SS become ss, the ligature ﬁ
--- becomes fi, final and medial sigma meet), then in NFC again. PostgreSQL
--- 15 has no casefold(); upper-then-lower under ICU gives the same classes
--- as Unicode's full case folding for every address a person can type,
--- Turkish dotless ı aside (folded to i here, kept apart by casefold).
+-- register_people() registers a list of people into one session with one
+-- statement; register_person() is a call of it with one person (for
+-- register_one() and the careful batch path), and batch_fast()
+-- (batches.sql) calls it once per session. The rules themselves are those
+-- of docs/architecture.md, "The registration rules, once": duplicates by
+-- email_key(email) (defined with the index it serves, in
+-- sql/migrations/001_baseline.sql) and override_duplicates, capacity,
+-- waitlist, approval and auto_approve, the registration window.
 --
--- Existing people whose addresses become equal under the new key are not
--- merged: the earliest (lowest position) keeps the address's uniqueness;
--- each later one is marked with email_conflict_of, the person it collides
--- with, and the migration prints how many there are. Such rows stay as they
--- were (their registrations and seats unchanged) and still count as the
--- address's registration for duplicate checks; an operator resolves them
--- (SELECT * FROM people WHERE email_conflict_of IS NOT NULL).
+-- A function file: applied after the schema migrations, again whenever its
+-- text changes; see docs/architecture.md, "SQL layout".
 
--- An ASCII address (one byte a character) takes the short way: it is its
--- own NFC, and ICU's mappings of ASCII letters are A-Z <-> a-z, which is
--- what lower() does under the C collation (named, whatever the database's
--- own). The ICU calls cost PostgreSQL several microseconds an address, on
--- every registration's lookups. The function is not STRICT so that
--- PostgreSQL inlines it, in queries and in the index alike (a NULL address
--- gives NULL anyway): called as a function, each use cost 2 us instead of
--- 0.5 us, and a registration uses it several times.
-CREATE FUNCTION email_key(p_email text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN octet_length(p_email) = char_length(p_email)
-            THEN lower(p_email COLLATE "C") COLLATE "default"
-            ELSE normalize(lower(upper(normalize(p_email, NFC) COLLATE "und-x-icu")
-                                 COLLATE "und-x-icu"), NFC) COLLATE "default" END;
-
-ALTER TABLE people ADD COLUMN email_conflict_of uuid;
-
-UPDATE people p SET email_conflict_of = f.first_id
-FROM (SELECT id, first_value(id) OVER w AS first_id, row_number() OVER w AS n
-      FROM people
-      WINDOW w AS (PARTITION BY session_id, email_key(email) ORDER BY position)) f
-WHERE p.id = f.id AND f.n > 1;
-
-DO $$
-DECLARE
-    n int;
-BEGIN
-    SELECT count(*) INTO n FROM people WHERE email_conflict_of IS NOT NULL;
-    IF n > 0 THEN
-        RAISE WARNING '% people share an address with an earlier person of their session once case is folded across Unicode; they are kept and marked: SELECT * FROM people WHERE email_conflict_of IS NOT NULL', n;
-    END IF;
-END
-$$;
-
-DROP INDEX people_session_email;
-CREATE UNIQUE INDEX people_session_email ON people (session_id, email_key(email))
-    WHERE email_conflict_of IS NULL;
-
--- register_people() (sql/004) with email_key() for lower(). A person marked
--- email_conflict_of is never the one an override updates: the earliest is.
+-- register_people() gives the same outcomes, seats, positions and stored
+-- fields as registering each person in the given order, one at a time
+-- (tests/integration/test_register_people.c keeps that one-at-a-time
+-- version and compares the two):
+--
+--  * The session row is locked first (FOR NO KEY UPDATE, the lock the
+--    counter UPDATE takes anyway). Every writer of people takes that lock
+--    before writing, so under it the statement's snapshot sees every person
+--    of the session, and nobody inserts an address concurrently.
+--  * An address is a duplicate when the session already has it, or when an
+--    earlier person of the same call was inserted with it. A later copy of
+--    an address whose first copy found the session full is full as well:
+--    nothing in between freed a seat.
+--  * Every other person wants a seat (registered, or pending_approval for a
+--    manual session without auto_approve); the k-th of them in order gets
+--    one when k <= the free seats, else is waitlisted or session_full.
+--    Positions follow the order of insertion.
+--  * Duplicates are handled after the insert, in order: already_registered,
+--    or with override a field-by-field update of the person. They never
+--    take a seat or a position, so doing them last changes nothing.
+--  * A person marked email_conflict_of (see the baseline) still counts as
+--    the address's registration, but is never the one an override updates:
+--    the earliest person of the address is.
 CREATE OR REPLACE FUNCTION register_people(p_session uuid, p_people jsonb[], p_override boolean[],
                                            p_auto_approve boolean[], p_tasks uuid[])
 RETURNS TABLE (ord int, outcome text, error_code text, person_id uuid)
@@ -199,5 +175,36 @@ BEGIN
     RETURN QUERY
     SELECT x.i::int, x.o, x.c, x.pid
     FROM unnest(v_outcome, v_code, v_person) WITH ORDINALITY AS x(o, c, pid, i);
+END
+$$;
+
+-- One person: the same rules (register_one, and batch_careful's per-task path).
+CREATE OR REPLACE FUNCTION register_person(p_session uuid, p_person jsonb, p_override boolean,
+                                           p_auto_approve boolean, p_task uuid,
+                                           OUT outcome text, OUT error_code text,
+                                           OUT person_id uuid)
+LANGUAGE sql AS $$
+    SELECT r.outcome, r.error_code, r.person_id
+    FROM register_people(p_session, ARRAY[p_person], ARRAY[p_override], ARRAY[p_auto_approve],
+                         ARRAY[p_task]) r
+$$;
+
+-- The synchronous POST /v1/sessions/:id/people: the same rules, for a
+-- session of the organization, and the person as it now stands.
+CREATE OR REPLACE FUNCTION register_one(p_org uuid, p_session uuid, p_person jsonb, p_override boolean,
+                                        p_auto_approve boolean, p_join_base text,
+                                        OUT outcome text, OUT error_code text, OUT person json)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM 1 FROM sessions WHERE id = p_session AND organization_id = p_org;
+    IF NOT FOUND THEN
+        outcome := 'failed'; error_code := 'session_not_found'; RETURN;
+    END IF;
+    r := register_person(p_session, p_person, p_override, p_auto_approve, NULL);
+    outcome := r.outcome;
+    error_code := r.error_code;
+    SELECT person_resource(p, p_join_base) INTO person FROM people p WHERE p.id = r.person_id;
 END
 $$;

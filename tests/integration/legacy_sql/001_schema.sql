@@ -4,7 +4,7 @@
 -- lower(email), a session's seats never exceed its capacity, status domains,
 -- non-negative counters, total_processed_items derived from its parts, one
 -- job.ended event per completion of a job. Indexes follow the access paths of
--- CONTRACT §5: tokens by hash, jobs by organization and time, tasks by job
+-- the API: tokens by hash, jobs by organization and time, tasks by job
 -- and index, people by session and position, due webhook deliveries.
 
 CREATE TABLE organizations (

@@ -1,6 +1,6 @@
 -- The registration rules and the job life cycle, in one place.
 --
--- register_person() is the only implementation of CONTRACT §5's rules: the
+-- register_person() is the only implementation of the registration rules: the
 -- synchronous POST /v1/sessions/:id/people and every bulk task call it.
 -- process_tasks() runs a batch of tasks in the caller's transaction, each in
 -- its own subtransaction, so a failure affects only its task. The resources
@@ -141,7 +141,7 @@ BEGIN
 END
 $$;
 
--- CONTRACT §5's registration rules. outcome is 'succeeded' or 'failed' (with
+-- The registration rules. outcome is 'succeeded' or 'failed' (with
 -- error_code). Seats are taken by a conditional UPDATE of the session row,
 -- so capacity holds under any concurrency; the row stays locked only from
 -- that UPDATE to the end of the caller's transaction.

@@ -1,38 +1,70 @@
--- A job's tasks run in index order; a batch never waits for a lock; a
--- cancelled job is one whose run cancelled something.
+-- Worker batches: process_batch() is the one statement a worker runs per
+-- batch of deliveries (worker/consumer.c). docs/performance.md measures
+-- each of the choices below.
 --
--- Task order. The outcome of a job must be exactly that of registering its
--- tasks one by one in index order (duplicates within the job, who gets the
--- last seats, waitlist positions), whichever consumer receives which
--- message. A batch used to claim a job's tasks above its lowest DELIVERED
--- index, so tasks delivered to a slower consumer ran after later ones. Now
--- a job's tasks are registered only by the transaction holding the job's
--- row lock, and always from the job's lowest QUEUED index upwards: every
--- task a batch registers has every task below it registered, by this
--- batch or an earlier one. A batch takes, for each job it holds, the
--- queued tasks up to its highest delivered index (so every delivered task
--- of the job is done), then more of them while p_claim allows.
+-- A function file: applied after the schema migrations, again whenever its
+-- text changes; see docs/architecture.md, "SQL layout".
+--
+-- Task order. The outcome of a job is exactly that of registering its tasks
+-- one by one in index order (duplicates within the job, who gets the last
+-- seats, waitlist positions), whichever consumer receives which message. A
+-- job's tasks are registered only by the transaction holding the job's row
+-- lock, and always from the job's lowest QUEUED index upwards: every task a
+-- batch registers has every task below it registered, by this batch or an
+-- earlier one. A batch takes, for each job it holds, the queued tasks up to
+-- its highest delivered index (so every delivered task of the job is done),
+-- then more of them while p_claim allows (job affinity: their own messages
+-- arrive later, find the task terminal and are acked as `skipped`).
 --
 -- No waiting. A batch locks the sessions, then the jobs, of its delivered
--- tasks with SKIP LOCKED (and only when it can have none of its sessions,
--- waits up to 200 ms for one: batch_wait_session()). A delivered task whose job another transaction
--- holds (a batch elsewhere registering it), or whose session is held (a
+-- tasks with SKIP LOCKED (a batch that cannot have a session takes none of
+-- its jobs). A delivered task whose session is held (another batch, a
 -- registration elsewhere, or a frozen process whose transaction keeps the
--- row until idle_in_transaction_session_timeout ends it), is reported
--- `busy` and left for later: the worker keeps its message and offers it
--- again in a later batch. So one stuck session stalls only its own tasks.
+-- row until idle_in_transaction_session_timeout ends it), or whose job
+-- another batch holds, is reported `busy` and left for later: the worker
+-- keeps its message and offers it again after a backoff. So one stuck
+-- session stalls only its own tasks. Only a batch that can have none of
+-- its sessions, and so has nothing else to do, waits for one, up to 200 ms
+-- (batch_wait_session()).
 --
--- Cancellation. DELETE /v1/jobs/:id waits for the job's row lock, so it
--- never races a batch: afterwards every task not committed is queued and
--- is cancelled. A job ends `cancelled` only when its current run had a
--- task cancelled (cancelled_at is set only then, and retry_failed clears
--- it), not because an earlier run's tasks were.
+-- The scan of a job. Jobs keep queued_from, a lower bound of their lowest
+-- queued index; a batch reads a job's tasks from there and no further than
+-- it takes, so a batch costs the same at any depth of a large job.
+--
+-- No subtransaction per task on the common path. Expected outcomes
+-- (duplicate, full, closed) never raise, so the whole batch runs in ONE
+-- subtransaction (batch_fast). Only if something raises is it rolled back
+-- and the tasks run again one by one, each in its own subtransaction
+-- (batch_careful), so a failure still affects only its task.
+--
+-- Plans by key. process_batch() (and all it calls) runs with sequential
+-- scans priced out: PL/pgSQL keeps one plan per statement and connection,
+-- and a worker's first batches often run against a small tasks table,
+-- where a sequential scan looks cheaper; that plan then stayed while the
+-- table grew. Every statement a batch runs finds its rows through a key.
 
--- A lower bound of the job's lowest queued index: every task below it is
--- terminal. A batch scans a job's tasks from here, not from index 0, and
--- no further than it takes, so a batch costs the same at any depth of a
--- large job (BULKREG_MAX_TASKS may be raised well past 50).
-ALTER TABLE jobs ADD COLUMN queued_from int NOT NULL DEFAULT 0;
+-- Stores the outcomes of registered tasks (locked, queued) in one
+-- statement: a HOT update (no index of tasks covers a column it changes).
+-- PL/pgSQL, so the UPDATE is planned once per connection; the arrays are
+-- unnested from sub-selects so their lengths cannot tempt the planner into
+-- a custom plan on every call.
+CREATE OR REPLACE FUNCTION store_outcomes(p_ids uuid[], p_outcomes text[], p_codes text[],
+                                          p_persons uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tasks t SET
+        status = u.outcome,
+        person_id = u.person_id,
+        error_code = u.error_code,
+        error_message = task_error_message(u.error_code),
+        attempts = t.attempts + 1,
+        completed_at = now(),
+        updated_at = now()
+    FROM unnest((SELECT p_ids), (SELECT p_outcomes), (SELECT p_codes), (SELECT p_persons))
+         AS u(id, outcome, error_code, person_id)
+    WHERE t.id = u.id;
+END
+$$;
 
 -- A batch whose every session is held has nothing else to do: it waits
 -- for one of them, briefly, instead of coming back later. Where one
@@ -43,7 +75,7 @@ ALTER TABLE jobs ADD COLUMN queued_from int NOT NULL DEFAULT 0;
 -- that arrive meanwhile for other sessions by no more than that; the
 -- batch's own deliveries are then parked. The first session, in id order,
 -- or none.
-CREATE FUNCTION batch_wait_session(p_jobs uuid[]) RETURNS uuid[]
+CREATE OR REPLACE FUNCTION batch_wait_session(p_jobs uuid[]) RETURNS uuid[]
 LANGUAGE plpgsql AS $$
 DECLARE
     v_timeout text := current_setting('lock_timeout');
@@ -63,14 +95,14 @@ BEGIN
 END
 $$;
 
--- What a batch may register: the delivered tasks' sessions and jobs it
+-- What a batch may register: the delivered tasks' jobs and sessions it
 -- could lock, and for each such job its queued tasks from the lowest index
 -- up to the highest delivered one, then more while the claim allows. Every
 -- registered task is returned in (session, job, index) order; every other
 -- delivered task as a row of the u_ arrays: `missing` (job deleted),
 -- `skipped` (terminal; detail: its status) or `busy` (detail: `job` or
 -- `session`, whichever another transaction holds).
-CREATE FUNCTION batch_take(p_ids uuid[], p_claim int,
+CREATE OR REPLACE FUNCTION batch_take(p_ids uuid[], p_claim int,
                            OUT t_ids uuid[], OUT t_jobs uuid[], OUT t_sessions uuid[],
                            OUT t_inputs jsonb[], OUT t_idx int[],
                            OUT u_ids uuid[], OUT u_outcomes text[], OUT u_details text[])
@@ -270,9 +302,9 @@ $$;
 -- batch_take() gives, claiming up to p_claim tasks beyond the delivered
 -- ones' needs. One row per task it saw: succeeded, failed, skipped
 -- (already terminal; detail is its status), busy (its job or session held
--- by another transaction: offer it again later),
--- missing (job deleted) or error (raised; detail is the error). job_ended
--- is true on the row whose count ended its job.
+-- by another transaction: offer it again later), missing (job deleted) or
+-- error (raised; detail is the error). job_ended is true on the row whose
+-- count ended its job.
 CREATE OR REPLACE FUNCTION process_batch(p_ids uuid[], p_claim int)
 RETURNS TABLE (task_id uuid, outcome text, detail text, job_ended boolean)
 LANGUAGE plpgsql
@@ -294,143 +326,10 @@ BEGIN
 END
 $$;
 
--- The careful path took (p_ids, p_wait boolean) before; nothing calls
--- that form any more.
-DROP FUNCTION batch_careful(uuid[], boolean);
-
--- A dead-lettered task fails like any finished task, under its job's lock
--- (the lock every writer of a job's tasks holds).
-CREATE OR REPLACE FUNCTION fail_task(p_task uuid, p_code text) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    t tasks;
-BEGIN
-    SELECT * INTO t FROM tasks WHERE id = p_task;
-    IF NOT FOUND OR t.status <> 'queued' THEN
-        RETURN false;
-    END IF;
-    PERFORM 1 FROM jobs WHERE id = t.job_id FOR NO KEY UPDATE;
-    SELECT * INTO t FROM tasks WHERE id = p_task;
-    IF t.status <> 'queued' THEN
-        RETURN false;
-    END IF;
-    UPDATE tasks SET status = 'failed', error_code = p_code,
-                     error_message = task_error_message(p_code),
-                     attempts = attempts + 1, completed_at = now(), updated_at = now()
-    WHERE id = p_task;
-    RETURN job_count_task(t.job_id, 'failed');
-END
-$$;
-
--- Completion: `cancelled` when this run cancelled a task (cancelled_at).
--- p_queued_from, when given, raises the job's queued_from.
-DROP FUNCTION job_add_counts(uuid, int, int, int);
-CREATE FUNCTION job_add_counts(p_job uuid, p_success int, p_fail int, p_cancelled int,
-                               p_queued_from int DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    j jobs;
-BEGIN
-    UPDATE jobs SET
-        total_success = total_success + p_success,
-        total_fail = total_fail + p_fail,
-        total_cancelled = total_cancelled + p_cancelled,
-        queued_from = greatest(queued_from, coalesce(p_queued_from, queued_from)),
-        updated_at = now()
-    WHERE id = p_job
-    RETURNING * INTO j;
-    IF NOT FOUND OR j.status <> 'processing'
-       OR j.total_success + j.total_fail + j.total_cancelled < j.total_items THEN
-        RETURN false;
-    END IF;
-    UPDATE jobs SET
-        status = CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled'
-                      WHEN total_fail > 0 THEN 'failed'
-                      ELSE 'ended' END,
-        completed_at = now()
-    WHERE id = p_job
-    RETURNING * INTO j;
-    PERFORM emit_event(j.organization_id, 'job.ended', j.id, j.retry_count, job_resource(j));
-    RETURN true;
-END
-$$;
-
--- DELETE /v1/jobs/:id. While processing: under the job's lock (waiting for
--- a batch that holds it to commit), every task not committed is queued and
--- becomes cancelled with job_cancelled; the job ends cancelled with one
--- job.ended. When finished: the job and its tasks are deleted (people
--- stay). outcome: 'cancelled', 'deleted' or 'not_found'.
-CREATE OR REPLACE FUNCTION cancel_or_delete_job(p_org uuid, p_job uuid,
-                                                OUT outcome text, OUT job json)
-LANGUAGE plpgsql AS $$
-DECLARE
-    j jobs;
-    n int;
-BEGIN
-    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'not_found'; RETURN;
-    END IF;
-    IF j.status <> 'processing' THEN
-        DELETE FROM jobs WHERE id = p_job;
-        outcome := 'deleted'; RETURN;
-    END IF;
-    WITH c AS (
-        UPDATE tasks SET status = 'cancelled', error_code = 'job_cancelled',
-                         error_message = task_error_message('job_cancelled'),
-                         completed_at = now(), updated_at = now()
-        WHERE job_id = p_job AND status = 'queued'
-        RETURNING 1
-    )
-    SELECT count(*) INTO n FROM c;
-    -- A processing job always has a queued task here; without one there is
-    -- nothing this cancel did, and the job ends as its tasks say.
-    IF n > 0 THEN
-        UPDATE jobs SET cancelled_at = now() WHERE id = p_job;
-        PERFORM job_add_counts(p_job, 0, 0, n);
-    END IF;
-    SELECT job_resource(x) INTO job FROM jobs x WHERE x.id = p_job;
-    outcome := 'cancelled';
-END
-$$;
-
--- PUT /v1/jobs/:id {"action":"retry_failed"} (sql/002's, with queued_from
--- moved down to the first task it queues again).
-CREATE OR REPLACE FUNCTION retry_failed(p_org uuid, p_job uuid, p_override boolean,
-                                        OUT outcome text, OUT job json, OUT task_ids uuid[])
-LANGUAGE plpgsql AS $$
-DECLARE
-    j jobs;
-    n int;
-    v_first int;
-BEGIN
-    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'not_found'; RETURN;
-    END IF;
-    IF j.status = 'processing' THEN
-        outcome := 'job_in_progress'; RETURN;
-    END IF;
-    WITH t AS (
-        UPDATE tasks SET status = 'queued', error_code = NULL, error_message = NULL,
-                         completed_at = NULL, updated_at = now()
-        WHERE job_id = p_job AND status = 'failed'
-        RETURNING id, idx
-    )
-    SELECT array_agg(t.id ORDER BY t.idx), count(*), min(t.idx) INTO task_ids, n, v_first
-    FROM t;
-    IF n = 0 THEN
-        outcome := 'nothing_to_retry'; RETURN;
-    END IF;
-    UPDATE jobs SET status = 'processing', total_fail = total_fail - n,
-                    retry_count = retry_count + 1,
-                    override_duplicates = COALESCE(p_override, override_duplicates),
-                    completed_at = NULL, published_at = NULL, cancelled_at = NULL,
-                    queued_from = v_first, updated_at = now()
-    WHERE id = p_job
-    RETURNING * INTO j;
-    outcome := 'retried';
-    job := job_resource(j);
-END
+-- The same batch, claiming nothing beyond the delivered tasks (tests use it
+-- to redeliver tasks by hand).
+CREATE OR REPLACE FUNCTION process_tasks(p_ids uuid[])
+RETURNS TABLE (task_id uuid, outcome text, detail text, job_ended boolean)
+LANGUAGE sql AS $$
+    SELECT * FROM process_batch(p_ids, 0)
 $$;
