@@ -27,7 +27,7 @@
  * The first development cycle's migrations, which the baseline replaces: a
  * database that recorded exactly these has the baseline's schema.
  */
-static const char *const legacy_names[] = {
+const char *const migrate_legacy_names[] = {
     "001_schema",
     "002_registration",
     "003_batches",
@@ -40,7 +40,7 @@ static const char *const legacy_names[] = {
     "010_job_published_hot",
     "011_events_for_subscribers",
 };
-#define LEGACY_COUNT (sizeof(legacy_names) / sizeof(legacy_names[0]))
+const size_t migrate_legacy_count = sizeof(migrate_legacy_names) / sizeof(migrate_legacy_names[0]);
 
 static const db_stmt stmt_lock = {"migrate_lock", "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
                                   0};
@@ -115,7 +115,7 @@ static br_status finish(db_conn *c, br_status st)
 }
 
 /*
- * A first-cycle history (exactly legacy_names as versions 1..11) becomes
+ * A first-cycle history (exactly migrate_legacy_names as versions 1..11) becomes
  * the baseline's one row, without running it. Any other history that
  * starts like the first cycle's is refused. *adopted is set when replaced.
  */
@@ -128,18 +128,20 @@ static br_status adopt_legacy(db_conn *c, const struct migrate_set *set, bool *a
 	if (st != BR_OK)
 		return st;
 	st = db_run(c, &stmt_history, NULL, &res);
-	if (st != BR_OK || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 1), legacy_names[0]))
+	if (st != BR_OK || PQntuples(res) == 0 ||
+	    strcmp(PQgetvalue(res, 0, 1), migrate_legacy_names[0]))
 		goto out; /* nothing recorded yet, or not a first-cycle database */
 	size_t n = (size_t)PQntuples(res);
-	bool exact = n == LEGACY_COUNT;
+	bool exact = n == migrate_legacy_count;
 	for (size_t i = 0; exact && i < n; i++)
 		exact = strtol(PQgetvalue(res, (int)i, 0), NULL, 10) == (long)i + 1 &&
-		        !strcmp(PQgetvalue(res, (int)i, 1), legacy_names[i]);
+		        !strcmp(PQgetvalue(res, (int)i, 1), migrate_legacy_names[i]);
 	if (!exact) {
 		st = fail(BR_CONFLICT, err, errlen,
 		          "the database has first-cycle migrations up to %s, not exactly 001_schema"
 		          " to %s: migrate it with a build from before the baseline first",
-		          PQgetvalue(res, (int)n - 1, 1), legacy_names[LEGACY_COUNT - 1]);
+		          PQgetvalue(res, (int)n - 1, 1),
+		          migrate_legacy_names[migrate_legacy_count - 1]);
 		goto out;
 	}
 	if (set->n_schema == 0 || set->schema[0].version != 1) {
@@ -160,7 +162,7 @@ out:
 	if (st == BR_OK && *adopted)
 		LOG_INFO("migrate: the database has the first cycle's migrations 001_schema to %s;"
 		         " recorded as %s without running it",
-		         legacy_names[LEGACY_COUNT - 1], set->schema[0].name);
+		         migrate_legacy_names[migrate_legacy_count - 1], set->schema[0].name);
 	return st;
 }
 

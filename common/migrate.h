@@ -59,6 +59,15 @@ extern const size_t migrate_functions_count;
 extern const struct migrate_set migrate_embedded_set;
 
 /*
+ * The first development cycle's migrations (001_schema ...
+ * 011_events_for_subscribers): a database that recorded exactly these is
+ * adopted as having the baseline. The fixtures under
+ * tests/integration/legacy_sql/ bear the same names.
+ */
+extern const char *const migrate_legacy_names[];
+extern const size_t migrate_legacy_count;
+
+/*
  * Brings the database of c up to set. *counts, if non-NULL, receives what
  * ran. On failure nothing more is applied: a migration or function file
  * that fails is rolled back whole (earlier ones stay); a changed applied

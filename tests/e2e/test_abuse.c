@@ -817,22 +817,6 @@ Test(abuse, connections_from_one_address_are_limited)
 
 /* ---- request bodies over the limit ---- */
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	long kib = -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kib = strtol(line + 6, NULL, 10);
-	}
-	fclose(f);
-	cr_assert(kib > 0);
-	return kib;
-}
-
 static char *filled(size_t n)
 {
 	char *s = malloc(n + 1);
@@ -897,7 +881,7 @@ Test(abuse, bodies_over_the_limit_get_413_and_memory_stays_flat)
 	t_resp_free(&r);
 	free(over);
 
-	long before = rss_kib(api.pid);
+	long before = t_rss_kib(api.pid);
 	char *two = filled(2u << 20);
 	t_http(&r, "POST", url, org.token, two, NULL);
 	cr_assert_eq(r.status, 413, "%ld %s", r.status, r.body);
@@ -922,7 +906,7 @@ Test(abuse, bodies_over_the_limit_get_413_and_memory_stays_flat)
 	taken = send_chunked(path, 50u << 20, reply, sizeof(reply));
 	cr_assert(taken < (50u << 20), "the server read all 50 MiB of a chunked body");
 
-	long after = rss_kib(api.pid);
+	long after = t_rss_kib(api.pid);
 	cr_log_info("bulkreg-api RSS %ld KiB before, %ld KiB after 2 + 50 MiB bodies (x2)", before,
 	            after);
 	cr_assert(after - before < 16 * 1024, "RSS grew by %ld KiB", after - before);

@@ -180,22 +180,6 @@ static long jobs_of_session(const char *sid)
 	return t_sql_long(db, "SELECT count(*) FROM jobs WHERE session_id = $1", 1, p);
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	long kib = -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kib = strtol(line + 6, NULL, 10);
-	}
-	fclose(f);
-	cr_assert(kib > 0);
-	return kib;
-}
-
 /* ---- blocking handlers ---- */
 
 struct blocked_post {
@@ -343,7 +327,7 @@ Test(hostile, stalled_bodies_stay_within_the_budget)
 	char sid[37], path[128], reply[4096];
 	make_session(sid);
 	snprintf(path, sizeof(path), "/v1/sessions/%s/people/bulk", sid);
-	long before = rss_kib(api.pid);
+	long before = t_rss_kib(api.pid);
 	static int fds[N];
 	char head[512];
 	int hl = snprintf(head, sizeof(head),
@@ -376,7 +360,7 @@ Test(hostile, stalled_bodies_stay_within_the_budget)
 		else
 			cr_assert_eq(st, 0, "connection %d: %s", i, reply);
 	}
-	long peak = rss_kib(api.pid);
+	long peak = t_rss_kib(api.pid);
 	/* A well-behaved client is still served: a read, and a small write. */
 	int fd = must_connect(40);
 	int st = exchange(fd, "GET", "/healthz", NULL, reply, sizeof(reply), 5000);

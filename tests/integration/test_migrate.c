@@ -41,9 +41,7 @@ static char *snapshot(PGconn *db)
  * The public schema, one sorted line per item: relations with their
  * options, columns in order with type, NOT NULL and default, constraints,
  * indexes, triggers, and functions with their whole definition (newlines
- * written as \n). Lines matching the regular expression $1 are left out;
- * with $2 true a function's comments and spacing are dropped, leaving its
- * code.
+ * written as \n).
  */
 static const char sql_catalog[] =
     "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), '') FROM ("
@@ -74,24 +72,14 @@ static const char sql_catalog[] =
     "  WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal"
     " UNION ALL"
     " SELECT format('fn %s(%s) %s', p.proname, pg_get_function_identity_arguments(p.oid),"
-    "               CASE WHEN $2::boolean"
-    "                    THEN regexp_replace(regexp_replace(pg_get_functiondef(p.oid),"
-    "                                                       '--[^\\n]*', '', 'g'),"
-    "                                        '\\s+', ' ', 'g')"
-    "                    ELSE replace(pg_get_functiondef(p.oid), E'\\n', '\\n') END)"
+    "               replace(pg_get_functiondef(p.oid), E'\\n', '\\n'))"
     "   FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
-    ") s(x) WHERE x !~ $1";
-
-/* Everything, exactly. */
-#define CATALOG_ALL "^$"
-/* What the first cycle's migrations leave that migrate itself changes or drops. */
-#define CATALOG_NOT_MIGRATE "^(rel|col|con|idx) schema_|^fn batch_unlocked\\("
+    ") s(x)";
 
 /* The catalog of db (see sql_catalog) as one string (caller frees). */
-static char *catalog(PGconn *db, const char *leave_out, bool code_only)
+static char *catalog(PGconn *db)
 {
-	const char *params[] = {leave_out, code_only ? "true" : "false"};
-	return t_sql_text(db, sql_catalog, 2, params);
+	return t_sql_text(db, sql_catalog, 0, NULL);
 }
 
 /*
@@ -172,21 +160,6 @@ static PGconn *connect_url(const char *url)
 
 /* ---- the first development cycle's migrations, as its runner applied them ---- */
 
-static const char *const legacy[] = {
-    "001_schema",
-    "002_registration",
-    "003_batches",
-    "004_register_people",
-    "005_task_person_link",
-    "006_task_updates_hot",
-    "007_task_job_link",
-    "008_batch_reads_once",
-    "009_batch_plans_by_key",
-    "010_job_published_hot",
-    "011_events_for_subscribers",
-};
-#define LEGACY_COUNT (sizeof(legacy) / sizeof(legacy[0]))
-
 /* The text of tests/integration/legacy_sql/NAME.sql (caller frees). */
 static char *legacy_text(const char *name)
 {
@@ -228,12 +201,12 @@ static void legacy_apply(PGconn *db, size_t from, size_t to)
 	            " applied_at timestamptz NOT NULL DEFAULT now())",
 	            "schema_migrations");
 	for (size_t i = from; i < to; i++) {
-		char *text = legacy_text(legacy[i]);
+		char *text = legacy_text(migrate_legacy_names[i]);
 		char version[24];
 		snprintf(version, sizeof(version), "%zu", i + 1);
-		const char *params[] = {version, legacy[i]};
+		const char *params[] = {version, migrate_legacy_names[i]};
 		exec_or_die(db, "BEGIN", "BEGIN");
-		exec_or_die(db, text, legacy[i]);
+		exec_or_die(db, text, migrate_legacy_names[i]);
 		PQclear(t_sql(db,
 		              "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)",
 		              2, params));
@@ -264,7 +237,7 @@ Test(migrate, second_run_is_a_no_op)
 	PGconn *db = t_db(); /* migrates once per process */
 	assert_all_recorded_once(db);
 	char *before = snapshot(db);
-	char *catalog_before = catalog(db, CATALOG_ALL, false);
+	char *catalog_before = catalog(db);
 
 	char out[1024];
 	const char *args[] = {"migrate", NULL};
@@ -278,7 +251,7 @@ Test(migrate, second_run_is_a_no_op)
 	cr_assert_eq(t_migrate(t_database_url()), 0, "a second run applied something");
 	char *after = snapshot(db);
 	cr_assert_str_eq(after, before, "migrate_run changed what is recorded");
-	char *catalog_after = catalog(db, CATALOG_ALL, false);
+	char *catalog_after = catalog(db);
 	expect_same_catalog(catalog_after, catalog_before, "a second run changed the catalog");
 	free(before);
 	free(after_admin);
@@ -357,7 +330,7 @@ Test(migrate, concurrent_runs_are_safe, .fini = t_scratch_drop_all, .timeout = 6
 	cr_assert_eq(t_migrate(reference_url),
 	             (int)(migrate_embedded_count + migrate_functions_count));
 	PGconn *ref = connect_url(reference_url);
-	char *want = catalog(ref, CATALOG_ALL, false), *got = catalog(db, CATALOG_ALL, false);
+	char *want = catalog(ref), *got = catalog(db);
 	expect_same_catalog(got, want,
 	                    "the concurrently migrated schema differs from a plain run's");
 	free(want);
@@ -386,7 +359,7 @@ Test(migrate, first_cycle_database_upgrades_to_the_same_catalog, .fini = t_scrat
 	t_scratch_create(old_url, sizeof(old_url));
 	t_scratch_create(fresh_url, sizeof(fresh_url));
 	PGconn *db = connect_url(old_url);
-	legacy_apply(db, 0, LEGACY_COUNT);
+	legacy_apply(db, 0, migrate_legacy_count);
 	cr_assert_eq(t_sql_long(db, "SELECT count(*) FROM pg_proc WHERE proname = 'batch_unlocked'",
 	                        0, NULL),
 	             1, "the legacy fixtures did not build the first cycle's schema");
@@ -406,7 +379,7 @@ Test(migrate, first_cycle_database_upgrades_to_the_same_catalog, .fini = t_scrat
 
 	cr_assert_eq(t_migrate(fresh_url), (int)(migrate_embedded_count + migrate_functions_count));
 	PGconn *fresh = connect_url(fresh_url);
-	char *want = catalog(fresh, CATALOG_ALL, false), *got = catalog(db, CATALOG_ALL, false);
+	char *want = catalog(fresh), *got = catalog(db);
 	expect_same_catalog(got, want, "the upgraded database differs from a fresh one");
 
 	/* Nothing more to do, twice: as a library and as bulkreg-admin. */
@@ -470,7 +443,7 @@ Test(migrate, unicode_folding_marks_existing_duplicates, .fini = t_scratch_drop_
 	char url[1024];
 	t_scratch_create(url, sizeof(url));
 	PGconn *db = connect_url(url);
-	legacy_apply(db, 0, LEGACY_COUNT);
+	legacy_apply(db, 0, migrate_legacy_count);
 
 	char sid[37];
 	char *org = t_sql_text(db, "INSERT INTO organizations (name) VALUES ('fold') RETURNING id",

@@ -9,8 +9,8 @@
  *   - job and session counters equal the counts of their tasks and people
  *     (t_check_invariants);
  *   - each person is registered once: per session, people = the sum of
- *     total_success of its jobs, and no lower(email) twice; no task failed
- *     except the ones the scenario expects (a redelivered task failing as
+ *     total_success of its jobs, and no address twice (email_key()); no
+ *     task failed except the ones the scenario expects (a redelivered task failing as
  *     already_registered against itself would be a doubled effect);
  *   - exactly one job.ended event per completion, every one delivered to
  *     the receiver (with a stable webhook-id: a duplicate delivery repeats

@@ -449,3 +449,19 @@ bool t_tasks_queue_empty(void *ctx)
 	mq_close(mq);
 	return ok;
 }
+
+long t_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	long kib = -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kib = strtol(line + 6, NULL, 10);
+	}
+	fclose(f);
+	cr_assert(kib > 0);
+	return kib;
+}

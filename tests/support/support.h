@@ -262,4 +262,7 @@ bool t_receiver_wait(t_receiver *rc, int n, int timeout_ms);
 /* Verifies a Standard Webhooks signature of hook with secret ("whsec_..."). */
 bool t_hook_verify(const struct t_hook *hook, const char *secret);
 
+/* The resident set size of process pid in KiB, from /proc (fatal if unreadable). */
+long t_rss_kib(pid_t pid);
+
 #endif
