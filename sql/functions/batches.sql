@@ -170,8 +170,8 @@ BEGIN
 END
 $$;
 
--- The common path: take, register each session's tasks with one
--- register_people(), store the outcomes in one statement, count once per
+-- The common path: take, apply each session's tasks with one
+-- session_apply(), store the outcomes in one statement, count once per
 -- job. Only queued tasks are written, so a batch of redeliveries writes
 -- nothing and its commit costs no WAL flush. Raises on any unexpected
 -- error; the caller's subtransaction undoes all of it.
@@ -205,8 +205,10 @@ BEGIN
         SELECT x.session_id,
                array_agg(x.id ORDER BY x.n) AS ids,
                array_agg(x.input ORDER BY x.n) AS inputs,
+               array_agg(j.action ORDER BY x.n) AS actions,
                array_agg(j.override_duplicates ORDER BY x.n) AS overrides,
-               array_agg(j.auto_approve ORDER BY x.n) AS auto_approves
+               array_agg(j.auto_approve ORDER BY x.n) AS auto_approves,
+               array_agg(j.waitlist ORDER BY x.n) AS waitlists
         FROM unnest((SELECT b.t_ids), (SELECT b.t_jobs), (SELECT b.t_sessions), (SELECT b.t_inputs))
              WITH ORDINALITY AS x(id, job, session_id, input, n)
         JOIN jobs j ON j.id = x.job
@@ -216,7 +218,8 @@ BEGIN
         SELECT array_agg(r.outcome ORDER BY r.ord), array_agg(r.error_code ORDER BY r.ord),
                array_agg(r.person_id ORDER BY r.ord)
         INTO g_outcomes, g_codes, g_persons
-        FROM register_people(g.session_id, g.inputs, g.overrides, g.auto_approves, g.ids) r;
+        FROM session_apply(g.session_id, g.actions, g.inputs, g.overrides, g.auto_approves,
+                           g.waitlists, g.ids) r;
         r_outcomes := r_outcomes || g_outcomes;
         r_codes := r_codes || g_codes;
         r_persons := r_persons || g_persons;
@@ -275,8 +278,8 @@ BEGIN
         v_ended := false;
         BEGIN
             SELECT * INTO j FROM jobs WHERE id = b.t_jobs[i];
-            reg := register_person(j.session_id, b.t_inputs[i], j.override_duplicates,
-                                   j.auto_approve, b.t_ids[i]);
+            reg := person_apply(j.session_id, j.action, b.t_inputs[i], j.override_duplicates,
+                                j.auto_approve, j.waitlist, b.t_ids[i]);
             PERFORM store_outcomes(ARRAY[b.t_ids[i]], ARRAY[reg.outcome],
                                    ARRAY[reg.error_code], ARRAY[reg.person_id]);
             v_ended := job_count_task(b.t_jobs[i], reg.outcome);

@@ -7,21 +7,42 @@
 
 -- Creates a job, its tasks (one statement) and its job.created event in the
 -- caller's transaction. Returns no row when the session is not the
--- organization's. p_tasks is a JSON array of person attribute objects.
-CREATE OR REPLACE FUNCTION create_job(p_org uuid, p_session uuid, p_override boolean,
-                                      p_auto_approve boolean, p_tasks jsonb)
-RETURNS TABLE (job_id uuid, job json, task_ids uuid[])
+-- organization's, and a row with no job but unknown_tracks (the 0-based
+-- indexes of the tasks whose track_id the session does not have) when a
+-- registration job names a track the session lacks: nothing is written
+-- then. p_tasks is a JSON array of person attribute objects; p_action is
+-- register or a bulk action (approve, deny, cancel).
+CREATE OR REPLACE FUNCTION create_job(p_org uuid, p_session uuid, p_action text,
+                                      p_override boolean, p_auto_approve boolean,
+                                      p_waitlist boolean, p_tasks jsonb)
+RETURNS TABLE (job_id uuid, job json, task_ids uuid[], unknown_tracks int[])
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     j jobs;
+    v_tracks jsonb;
 BEGIN
-    PERFORM 1 FROM sessions WHERE id = p_session AND organization_id = p_org;
+    -- FOR KEY SHARE: a DELETE of the session waits for this job and finds
+    -- it processing (session_delete()).
+    SELECT s.tracks INTO v_tracks FROM sessions s
+    WHERE s.id = p_session AND s.organization_id = p_org FOR KEY SHARE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    INSERT INTO jobs (organization_id, session_id, total_items, override_duplicates, auto_approve)
-    VALUES (p_org, p_session, jsonb_array_length(p_tasks), p_override, p_auto_approve)
+    IF p_action = 'register' THEN
+        SELECT array_agg((e.ord - 1)::int ORDER BY e.ord) INTO unknown_tracks
+        FROM jsonb_array_elements(p_tasks) WITH ORDINALITY AS e(value, ord)
+        WHERE jsonb_typeof(e.value->'track_id') = 'number'
+          AND NOT v_tracks @> jsonb_build_array(jsonb_build_object('id', e.value->'track_id'));
+        IF unknown_tracks IS NOT NULL THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO jobs (organization_id, session_id, action, total_items, override_duplicates,
+                      auto_approve, waitlist)
+    VALUES (p_org, p_session, p_action, jsonb_array_length(p_tasks), p_override,
+            p_auto_approve, p_waitlist)
     RETURNING * INTO j;
     WITH ins AS (
         INSERT INTO tasks (job_id, idx, input, reference)
@@ -32,7 +53,7 @@ BEGIN
     SELECT array_agg(ins.id ORDER BY ins.idx) INTO task_ids FROM ins;
     job_id := j.id;
     job := job_resource(j);
-    PERFORM emit_event(p_org, 'job.created', j.id, 0, job);
+    PERFORM emit_event(p_org, 'job.created', j.id, 0, job, NULL);
     RETURN NEXT;
 END
 $$;
@@ -69,7 +90,7 @@ BEGIN
         completed_at = now()
     WHERE id = p_job
     RETURNING * INTO j;
-    PERFORM emit_event(j.organization_id, 'job.ended', j.id, j.retry_count, job_resource(j));
+    PERFORM emit_event(j.organization_id, 'job.ended', j.id, j.retry_count, job_resource(j), NULL);
     RETURN true;
 END
 $$;

@@ -1,210 +1,330 @@
--- The registration rules: the only implementation of them.
---
--- register_people() registers a list of people into one session with one
--- statement; register_person() is a call of it with one person (for
--- register_one() and the careful batch path), and batch_fast()
--- (batches.sql) calls it once per session. The rules themselves are those
--- of docs/architecture.md, "The registration rules, once": duplicates by
--- email_key(email) (defined with the index it serves, in
--- sql/migrations/001_baseline.sql) and override_duplicates, capacity,
--- waitlist, approval and auto_approve, the registration window.
+-- The registration rules and the life of a registration: the only
+-- implementation of them. docs/architecture.md, "The registration rules,
+-- once", states them; every path runs them through session_apply(): a
+-- worker batch (once per session, sql/functions/batches.sql), the careful
+-- one-task path, the synchronous POST /v1/sessions/:id/people, and the
+-- requests of sql/functions/lifecycle.sql (PATCH and DELETE of people,
+-- capacity changes) through the same transition and promotion functions.
 --
 -- A function file: applied after the schema migrations, again whenever its
 -- text changes; see docs/architecture.md, "SQL layout".
-
--- register_people() gives the same outcomes, seats, positions and stored
--- fields as registering each person in the given order, one at a time
--- (tests/integration/test_register_people.c keeps that one-at-a-time
--- version and compares the two):
 --
---  * The session row is locked first (FOR NO KEY UPDATE, the lock the
---    counter UPDATE takes anyway). Every writer of people takes that lock
---    before writing, so under it the statement's snapshot sees every person
---    of the session, and nobody inserts an address concurrently.
---  * An address is a duplicate when the session already has it, or when an
---    earlier person of the same call was inserted with it. A later copy of
---    an address whose first copy found the session full is full as well:
---    nothing in between freed a seat.
---  * Every other person wants a seat (registered, or pending_approval for a
---    manual session without auto_approve); the k-th of them in order gets
---    one when k <= the free seats, else is waitlisted or session_full.
---    Positions follow the order of insertion.
---  * Duplicates are handled after the insert, in order: already_registered,
---    or with override a field-by-field update of the person. They never
---    take a seat or a position, so doing them last changes nothing.
---  * A person marked email_conflict_of (see the baseline) still counts as
---    the address's registration, but is never the one an override updates:
---    the earliest person of the address is.
-CREATE OR REPLACE FUNCTION register_people(p_session uuid, p_people jsonb[], p_override boolean[],
-                                           p_auto_approve boolean[], p_tasks uuid[])
-RETURNS TABLE (ord int, outcome text, error_code text, person_id uuid)
-LANGUAGE plpgsql AS $$
-DECLARE
-    s sessions;
-    v_seats int;
-    v_kind text[];
-    v_email text[];
-    v_outcome text[];
-    v_code text[];
-    v_person uuid[];
-    v_planned int;
-    v_inserted int;
-    v_registered int;
-    v_pending int;
-    v_waitlisted int;
-    v_id uuid;
-    p jsonb;
+-- How it holds under concurrency. Every writer of a session's people locks
+-- the session row first (FOR NO KEY UPDATE) and keeps it to its commit, so
+-- a session's people change one transaction at a time and each sees all of
+-- them. The functions below work on the locked row as a value (INOUT s):
+-- the counters move in memory, person by person, and the caller writes the
+-- row back once. One person at a time, in list order: the outcomes, seats,
+-- waitlist order and promotions of a list are by construction those of its
+-- people registered one by one, which is what the rules promise within a
+-- job; tests/integration/test_register_people.c checks them against an
+-- independent one-at-a-time reference.
+--
+-- A new person costs one INSERT: the statement is tried with the status the
+-- person would get, ON CONFLICT DO NOTHING on both identities (the unique
+-- indexes on email_key(email) and on external_id); only a conflict, or a
+-- session without a seat for a newcomer, looks the person up.
+
+-- The status a newcomer gets now, or NULL when the session has no room
+-- for them (session_full).
+CREATE OR REPLACE FUNCTION session_status_for(s sessions, p_auto_approve boolean,
+                                              p_waitlist boolean) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_waitlist THEN 'waitlisted'
+                WHEN s.capacity IS NULL OR s.registrants_count + s.pending_count < s.capacity
+                    THEN CASE WHEN s.approval = 'manual' AND NOT p_auto_approve
+                              THEN 'pending_approval' ELSE 'registered' END
+                WHEN s.waitlist THEN 'waitlisted' END
+$$;
+
+-- The session's counters once a person goes from p_from (NULL: a newcomer)
+-- to p_to. A waitlisted person takes the next waitlist_seq.
+CREATE OR REPLACE FUNCTION session_moved(s sessions, p_from text, p_to text) RETURNS sessions
+LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    SELECT * INTO s FROM sessions WHERE id = p_session FOR NO KEY UPDATE;
-    IF NOT FOUND OR (s.registration_opens_at IS NOT NULL AND now() < s.registration_opens_at)
-       OR (s.registration_closes_at IS NOT NULL AND now() >= s.registration_closes_at) THEN
-        RETURN QUERY
-        SELECT i, 'failed'::text,
-               CASE WHEN s.id IS NULL THEN 'session_not_found' ELSE 'registration_closed' END,
-               NULL::uuid
-        FROM generate_series(1, cardinality(p_people)) AS i;
-        RETURN;
-    END IF;
-    v_seats := CASE WHEN s.capacity IS NOT NULL
-                    THEN greatest(s.capacity - s.registrants_count - s.pending_count, 0) END;
-
-    -- Plan every person, insert the new ones, and read back what happened.
-    WITH u AS (
-        SELECT x.i::int AS i, x.p, email_key(x.p->>'email') AS email, x.au, x.tk
-        FROM unnest(p_people, p_auto_approve, p_tasks) WITH ORDINALITY AS x(p, au, tk, i)
-    ), k AS (
-        SELECT u.*, EXISTS (SELECT 1 FROM people pp
-                            WHERE pp.session_id = p_session
-                              AND email_key(pp.email) = u.email
-                              AND pp.email_conflict_of IS NULL) AS known
-        FROM u
-    ), firsts AS (
-        -- seat: the rank among the people who want one (first copies of new addresses)
-        SELECT m.*, m.i = m.min_i AS first,
-               count(*) FILTER (WHERE NOT m.known AND m.i = m.min_i) OVER (ORDER BY m.i) AS seat
-        FROM (SELECT k.*, min(k.i) OVER (PARTITION BY k.email) AS min_i FROM k) m
-    ), wanted AS (
-        SELECT f.*,
-               CASE WHEN f.known OR NOT f.first THEN NULL
-                    WHEN v_seats IS NULL OR f.seat <= v_seats THEN
-                        CASE WHEN s.approval = 'manual' AND NOT f.au
-                             THEN 'pending_approval' ELSE 'registered' END
-                    WHEN s.waitlist THEN 'waitlisted'
-                    ELSE 'full' END AS status
-        FROM firsts f
-    ), plan AS (
-        SELECT w.i, w.p, w.email, w.tk,
-               CASE WHEN w.known THEN 'duplicate'
-                    WHEN w.first THEN CASE WHEN w.status = 'full' THEN 'full' ELSE 'insert' END
-                    WHEN first_value(w.status) OVER (PARTITION BY w.email ORDER BY w.i) = 'full'
-                        THEN 'full'
-                    ELSE 'duplicate' END AS kind,
-               w.status
-        FROM wanted w
-    ), ins AS (
-        INSERT INTO people (session_id, position, email, first_name, last_name, fields,
-                            referrer, utm_source, utm_medium, utm_campaign, utm_term,
-                            utm_content, reference, registration_status, join_token, task_id)
-        SELECT p_session, s.people_count + (row_number() OVER (ORDER BY pl.i))::int - 1,
-               pl.p->>'email', pl.p->>'first_name', pl.p->>'last_name',
-               COALESCE(pl.p->'fields', '[]'::jsonb), pl.p->>'referrer',
-               pl.p->>'utm_source', pl.p->>'utm_medium', pl.p->>'utm_campaign',
-               pl.p->>'utm_term', pl.p->>'utm_content', pl.p->>'reference', pl.status,
-               new_join_token(), pl.tk
-        FROM plan pl WHERE pl.kind = 'insert'
-        ON CONFLICT (session_id, email_key(email)) WHERE email_conflict_of IS NULL DO NOTHING
-        RETURNING id, email_key(email) AS email, registration_status
-    )
-    SELECT array_agg(pl.kind ORDER BY pl.i), array_agg(pl.email ORDER BY pl.i),
-           array_agg(CASE pl.kind WHEN 'insert' THEN 'succeeded' WHEN 'full' THEN 'failed' END
-                     ORDER BY pl.i),
-           array_agg(CASE WHEN pl.kind = 'full' THEN 'session_full' END ORDER BY pl.i),
-           array_agg(ins.id ORDER BY pl.i),
-           count(*) FILTER (WHERE pl.kind = 'insert'), count(ins.id),
-           count(*) FILTER (WHERE ins.registration_status = 'registered'),
-           count(*) FILTER (WHERE ins.registration_status = 'pending_approval'),
-           count(*) FILTER (WHERE ins.registration_status = 'waitlisted')
-    INTO v_kind, v_email, v_outcome, v_code, v_person, v_planned, v_inserted,
-         v_registered, v_pending, v_waitlisted
-    FROM plan pl LEFT JOIN ins ON pl.kind = 'insert' AND ins.email = pl.email;
-
-    -- Under the session lock nobody else can have inserted one of these
-    -- addresses; if it happened anyway, let the caller run the batch again.
-    IF v_inserted <> v_planned THEN
-        RAISE EXCEPTION 'registration into session % conflicted', p_session
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    IF v_inserted > 0 THEN
-        UPDATE sessions SET
-            registrants_count = registrants_count + v_registered,
-            pending_count = pending_count + v_pending,
-            waitlist_count = waitlist_count + v_waitlisted,
-            people_count = people_count + v_inserted,
-            updated_at = now()
-        WHERE id = p_session;
-    END IF;
-
-    FOR i IN 1..cardinality(v_kind) LOOP
-        CONTINUE WHEN v_kind[i] <> 'duplicate';
-        IF NOT p_override[i] THEN
-            v_outcome[i] := 'failed';
-            v_code[i] := 'already_registered';
-            CONTINUE;
-        END IF;
-        p := p_people[i];
-        UPDATE people SET
-            first_name   = CASE WHEN p ? 'first_name' THEN p->>'first_name' ELSE first_name END,
-            last_name    = CASE WHEN p ? 'last_name' THEN p->>'last_name' ELSE last_name END,
-            fields       = CASE WHEN p ? 'fields' THEN p->'fields' ELSE fields END,
-            referrer     = CASE WHEN p ? 'referrer' THEN p->>'referrer' ELSE referrer END,
-            utm_source   = CASE WHEN p ? 'utm_source' THEN p->>'utm_source' ELSE utm_source END,
-            utm_medium   = CASE WHEN p ? 'utm_medium' THEN p->>'utm_medium' ELSE utm_medium END,
-            utm_campaign = CASE WHEN p ? 'utm_campaign' THEN p->>'utm_campaign' ELSE utm_campaign END,
-            utm_term     = CASE WHEN p ? 'utm_term' THEN p->>'utm_term' ELSE utm_term END,
-            utm_content  = CASE WHEN p ? 'utm_content' THEN p->>'utm_content' ELSE utm_content END,
-            reference    = CASE WHEN p ? 'reference' THEN p->>'reference' ELSE reference END,
-            task_id      = p_tasks[i],
-            updated_at   = now()
-        WHERE session_id = p_session AND email_key(email) = v_email[i]
-          AND email_conflict_of IS NULL
-        RETURNING id INTO STRICT v_id;
-        v_outcome[i] := 'succeeded';
-        v_person[i] := v_id;
-    END LOOP;
-
-    RETURN QUERY
-    SELECT x.i::int, x.o, x.c, x.pid
-    FROM unnest(v_outcome, v_code, v_person) WITH ORDINALITY AS x(o, c, pid, i);
+    s.registrants_count := s.registrants_count + (p_to = 'registered')::int
+                           - (p_from IS NOT DISTINCT FROM 'registered')::int;
+    s.pending_count := s.pending_count + (p_to = 'pending_approval')::int
+                       - (p_from IS NOT DISTINCT FROM 'pending_approval')::int;
+    s.waitlist_count := s.waitlist_count + (p_to = 'waitlisted')::int
+                        - (p_from IS NOT DISTINCT FROM 'waitlisted')::int;
+    s.waitlist_seq := s.waitlist_seq + (p_to = 'waitlisted')::int;
+    s.people_count := s.people_count + (p_from IS NULL)::int;
+    RETURN s;
 END
 $$;
 
--- One person: the same rules (register_one, and batch_careful's per-task path).
-CREATE OR REPLACE FUNCTION register_person(p_session uuid, p_person jsonb, p_override boolean,
-                                           p_auto_approve boolean, p_task uuid,
-                                           OUT outcome text, OUT error_code text,
-                                           OUT person_id uuid)
+-- The attributes an input gives, over a person's own: each one present
+-- replaces the stored value (override_duplicates, a registration anew, a
+-- PATCH). email and external_id are the person's identity and change only
+-- by PATCH (person_patch()).
+CREATE OR REPLACE FUNCTION person_take_fields(p_id uuid, p jsonb, p_task uuid) RETURNS void
 LANGUAGE sql AS $$
-    SELECT r.outcome, r.error_code, r.person_id
-    FROM register_people(p_session, ARRAY[p_person], ARRAY[p_override], ARRAY[p_auto_approve],
-                         ARRAY[p_task]) r
+    UPDATE people SET
+        first_name   = CASE WHEN p ? 'first_name' THEN p->>'first_name' ELSE first_name END,
+        last_name    = CASE WHEN p ? 'last_name' THEN p->>'last_name' ELSE last_name END,
+        fields       = CASE WHEN p ? 'fields' THEN coalesce(p->'fields', '[]') ELSE fields END,
+        referrer     = CASE WHEN p ? 'referrer' THEN p->>'referrer' ELSE referrer END,
+        utm_source   = CASE WHEN p ? 'utm_source' THEN p->>'utm_source' ELSE utm_source END,
+        utm_medium   = CASE WHEN p ? 'utm_medium' THEN p->>'utm_medium' ELSE utm_medium END,
+        utm_campaign = CASE WHEN p ? 'utm_campaign' THEN p->>'utm_campaign' ELSE utm_campaign END,
+        utm_term     = CASE WHEN p ? 'utm_term' THEN p->>'utm_term' ELSE utm_term END,
+        utm_content  = CASE WHEN p ? 'utm_content' THEN p->>'utm_content' ELSE utm_content END,
+        reference    = CASE WHEN p ? 'reference' THEN p->>'reference' ELSE reference END,
+        track_id     = CASE WHEN p ? 'track_id' THEN (p->>'track_id')::int ELSE track_id END,
+        center_id    = CASE WHEN p ? 'center_id' THEN p->>'center_id' ELSE center_id END,
+        task_id      = p_task,
+        updated_at   = now()
+    WHERE id = p_id
 $$;
 
--- The synchronous POST /v1/sessions/:id/people: the same rules, for a
--- session of the organization, and the person as it now stands.
-CREATE OR REPLACE FUNCTION register_one(p_org uuid, p_session uuid, p_person jsonb, p_override boolean,
-                                        p_auto_approve boolean, p_join_base text,
-                                        OUT outcome text, OUT error_code text, OUT person json)
+-- Moves a person of the locked session s from p_from to p_to: the row, the
+-- counters in s, and a person.updated event with the previous status.
+CREATE OR REPLACE FUNCTION person_move(INOUT s sessions, p_id uuid, p_from text, p_to text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    s := session_moved(s, p_from, p_to);
+    UPDATE people SET registration_status = p_to,
+                      waitlist_seq = CASE WHEN p_to = 'waitlisted' THEN s.waitlist_seq END,
+                      updated_at = now()
+    WHERE id = p_id;
+    PERFORM emit_person_updated(s.organization_id, p_id, p_from);
+END
+$$;
+
+-- Whenever seats are free and people wait, the earliest waitlisted take
+-- them, one by one in waitlist order: registered, or pending_approval in a
+-- manual-approval session.
+CREATE OR REPLACE FUNCTION session_promote(INOUT s sessions)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id uuid;
+BEGIN
+    WHILE s.waitlist_count > 0
+          AND (s.capacity IS NULL OR s.registrants_count + s.pending_count < s.capacity) LOOP
+        SELECT p.id INTO v_id FROM people p
+        WHERE p.session_id = s.id AND p.registration_status = 'waitlisted'
+        ORDER BY p.waitlist_seq LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        s := person_move(s, v_id, 'waitlisted',
+                         CASE WHEN s.approval = 'manual' THEN 'pending_approval'
+                              ELSE 'registered' END);
+    END LOOP;
+END
+$$;
+
+-- A registration_status transition of a person of the locked session s:
+-- pending_approval -> registered or denied, waitlisted -> registered (when
+-- a seat is free, else session_full), anything but cancelled -> cancelled;
+-- any other is invalid_transition. A seat that frees goes to the waiting
+-- list at once.
+CREATE OR REPLACE FUNCTION person_transition(INOUT s sessions, p_id uuid, p_to text,
+                                             OUT outcome text, OUT error_code text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from text;
+BEGIN
+    outcome := 'failed';
+    SELECT p.registration_status INTO v_from FROM people p
+    WHERE p.id = p_id AND p.session_id = s.id;
+    IF NOT FOUND THEN
+        error_code := 'person_not_found'; RETURN;
+    END IF;
+    IF NOT ((v_from = 'pending_approval' AND p_to IN ('registered', 'denied'))
+            OR (v_from = 'waitlisted' AND p_to = 'registered')
+            OR (v_from <> 'cancelled' AND p_to = 'cancelled')) THEN
+        error_code := 'invalid_transition'; RETURN;
+    END IF;
+    IF v_from = 'waitlisted' AND p_to = 'registered'
+       AND NOT (s.capacity IS NULL OR s.registrants_count + s.pending_count < s.capacity) THEN
+        error_code := 'session_full'; RETURN;
+    END IF;
+    s := person_move(s, p_id, v_from, p_to);
+    IF v_from IN ('registered', 'pending_approval') AND p_to IN ('denied', 'cancelled') THEN
+        s := session_promote(s);
+    END IF;
+    outcome := 'succeeded';
+END
+$$;
+
+-- Registers one person into the locked session s (the window checked by
+-- the caller): unknown_track; a new person; a duplicate of a person the
+-- session has by email or external_id (already_registered, or with
+-- override their attributes updated); a cancelled or denied person
+-- registered anew (same id); or session_full.
+CREATE OR REPLACE FUNCTION person_register(INOUT s sessions, p jsonb, p_override boolean,
+                                           p_auto_approve boolean, p_waitlist boolean,
+                                           p_task uuid, OUT outcome text, OUT error_code text,
+                                           OUT person_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+    v_found int;
+    v_prev text;
+BEGIN
+    outcome := 'failed';
+    IF jsonb_typeof(p->'track_id') = 'number'
+       AND NOT s.tracks @> jsonb_build_array(jsonb_build_object('id', p->'track_id')) THEN
+        error_code := 'unknown_track'; RETURN;
+    END IF;
+    v_status := session_status_for(s, p_auto_approve, p_waitlist);
+    IF v_status IS NOT NULL THEN
+        INSERT INTO people (session_id, position, email, external_id, first_name, last_name,
+                            fields, referrer, utm_source, utm_medium, utm_campaign, utm_term,
+                            utm_content, reference, track_id, center_id, registration_status,
+                            waitlist_seq, join_token, task_id)
+        VALUES (s.id, s.people_count, p->>'email', p->>'external_id', p->>'first_name',
+                p->>'last_name', coalesce(p->'fields', '[]'), p->>'referrer',
+                p->>'utm_source', p->>'utm_medium', p->>'utm_campaign', p->>'utm_term',
+                p->>'utm_content', p->>'reference', (p->>'track_id')::int, p->>'center_id',
+                v_status, CASE WHEN v_status = 'waitlisted' THEN s.waitlist_seq + 1 END,
+                new_join_token(), p_task)
+        ON CONFLICT DO NOTHING
+        RETURNING id INTO person_id;
+        IF FOUND THEN
+            s := session_moved(s, NULL, v_status);
+            outcome := 'succeeded';
+            RETURN;
+        END IF;
+    END IF;
+
+    -- The session knows this person, or has no room for a newcomer.
+    SELECT count(*), (array_agg(x.id))[1], (array_agg(x.registration_status))[1]
+    INTO v_found, person_id, v_prev
+    FROM people x
+    WHERE x.session_id = s.id
+      AND ((email_key(x.email) = email_key(p->>'email') AND x.email_conflict_of IS NULL)
+           OR x.external_id = p->>'external_id');
+    IF v_found = 0 AND v_status IS NULL THEN
+        error_code := 'session_full';
+    ELSIF v_found = 0 THEN
+        -- Under the session lock nobody else inserts into it; let the
+        -- caller's transaction run again if that ever happened.
+        RAISE EXCEPTION 'registration into session % conflicted', s.id
+            USING ERRCODE = 'serialization_failure';
+    ELSIF v_found > 1 THEN
+        error_code := 'already_registered'; -- its email and its external_id are two people's
+    ELSIF v_prev NOT IN ('cancelled', 'denied') THEN
+        IF p_override THEN
+            PERFORM person_take_fields(person_id, p, p_task);
+            outcome := 'succeeded';
+        ELSE
+            error_code := 'already_registered';
+        END IF;
+    ELSIF v_status IS NULL THEN
+        error_code := 'session_full';
+    ELSE
+        PERFORM person_take_fields(person_id, p, p_task);
+        s := person_move(s, person_id, v_prev, v_status);
+        outcome := 'succeeded';
+    END IF;
+    IF outcome = 'failed' THEN
+        person_id := NULL;
+    END IF;
+END
+$$;
+
+-- A bulk action's task: the person its email and/or external_id name (both
+-- must match when both are given) moves to the action's status.
+CREATE OR REPLACE FUNCTION person_act(INOUT s sessions, p_action text, p jsonb,
+                                      OUT outcome text, OUT error_code text, OUT person_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    PERFORM 1 FROM sessions WHERE id = p_session AND organization_id = p_org;
+    SELECT x.id INTO person_id FROM people x
+    WHERE x.session_id = s.id
+      AND (p->>'email' IS NULL
+           OR (email_key(x.email) = email_key(p->>'email') AND x.email_conflict_of IS NULL))
+      AND (p->>'external_id' IS NULL OR x.external_id = p->>'external_id');
     IF NOT FOUND THEN
-        outcome := 'failed'; error_code := 'session_not_found'; RETURN;
+        outcome := 'failed'; error_code := 'person_not_found'; RETURN;
     END IF;
-    r := register_person(p_session, p_person, p_override, p_auto_approve, NULL);
+    IF p_action IN ('approve', 'deny') AND (SELECT x.registration_status FROM people x
+                                            WHERE x.id = person_id) <> 'pending_approval' THEN
+        outcome := 'failed'; error_code := 'invalid_transition'; person_id := NULL; RETURN;
+    END IF;
+    r := person_transition(s, person_id,
+                           CASE p_action WHEN 'approve' THEN 'registered'
+                                         WHEN 'deny' THEN 'denied' ELSE 'cancelled' END);
+    s := r.s;
     outcome := r.outcome;
     error_code := r.error_code;
-    SELECT person_resource(p, p_join_base) INTO person FROM people p WHERE p.id = r.person_id;
+    IF outcome = 'failed' THEN
+        person_id := NULL;
+    END IF;
 END
+$$;
+
+-- Applies a list of tasks to one session, one by one in list order: a
+-- registration (p_actions[i] = 'register', with its override, auto_approve
+-- and waitlist flags) or a bulk action (approve, deny, cancel). Locks the
+-- session, writes its counters once. A registration outside the window
+-- fails registration_closed; actions are not bound by the window. Every
+-- entry fails session_not_found when the session is gone.
+CREATE OR REPLACE FUNCTION session_apply(p_session uuid, p_actions text[], p_people jsonb[],
+                                         p_override boolean[], p_auto_approve boolean[],
+                                         p_waitlist boolean[], p_tasks uuid[])
+RETURNS TABLE (ord int, outcome text, error_code text, person_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    s sessions;
+    v_before sessions;
+    v_open boolean;
+    r record;
+BEGIN
+    SELECT * INTO s FROM sessions x WHERE x.id = p_session FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT i, 'failed'::text, 'session_not_found'::text, NULL::uuid
+                     FROM generate_series(1, cardinality(p_people)) AS i;
+        RETURN;
+    END IF;
+    v_before := s;
+    v_open := (s.registration_opens_at IS NULL OR now() >= s.registration_opens_at)
+              AND (s.registration_closes_at IS NULL OR now() < s.registration_closes_at);
+    FOR i IN 1..cardinality(p_people) LOOP
+        ord := i;
+        IF p_actions[i] <> 'register' THEN
+            r := person_act(s, p_actions[i], p_people[i]);
+        ELSIF v_open THEN
+            r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
+                                 p_waitlist[i], p_tasks[i]);
+        ELSE
+            r := ROW(s, 'failed'::text, 'registration_closed'::text, NULL::uuid);
+        END IF;
+        s := r.s;
+        outcome := r.outcome;
+        error_code := r.error_code;
+        person_id := r.person_id;
+        RETURN NEXT;
+    END LOOP;
+    IF s IS DISTINCT FROM v_before THEN
+        PERFORM session_store_counts(s);
+    END IF;
+END
+$$;
+
+-- Writes the counters of a locked session that session_apply() or a
+-- lifecycle request moved in memory.
+CREATE OR REPLACE FUNCTION session_store_counts(s sessions) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE sessions SET registrants_count = s.registrants_count,
+                        pending_count = s.pending_count,
+                        waitlist_count = s.waitlist_count,
+                        waitlist_seq = s.waitlist_seq,
+                        people_count = s.people_count,
+                        updated_at = now()
+    WHERE id = s.id
+$$;
+
+-- One task or one request: the same rules for a single entry.
+CREATE OR REPLACE FUNCTION person_apply(p_session uuid, p_action text, p_person jsonb,
+                                        p_override boolean, p_auto_approve boolean,
+                                        p_waitlist boolean, p_task uuid,
+                                        OUT outcome text, OUT error_code text,
+                                        OUT person_id uuid)
+LANGUAGE sql AS $$
+    SELECT r.outcome, r.error_code, r.person_id
+    FROM session_apply(p_session, ARRAY[p_action], ARRAY[p_person], ARRAY[p_override],
+                       ARRAY[p_auto_approve], ARRAY[p_waitlist], ARRAY[p_task]) r
 $$;

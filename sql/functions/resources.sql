@@ -18,6 +18,7 @@ LANGUAGE sql STABLE AS $$
         'id', j.id,
         'attributes', json_build_object(
             'status', j.status,
+            'action', j.action,
             'session_id', j.session_id,
             'total_items', j.total_items,
             'total_processed_items', j.total_success + j.total_fail + j.total_cancelled,
@@ -27,6 +28,7 @@ LANGUAGE sql STABLE AS $$
             'retry_count', j.retry_count,
             'override_duplicates', j.override_duplicates,
             'auto_approve', j.auto_approve,
+            'waitlist', j.waitlist,
             'created_at', rfc3339(j.created_at),
             'updated_at', rfc3339(j.updated_at),
             'completed_at', rfc3339(j.completed_at)),
@@ -42,6 +44,7 @@ LANGUAGE sql STABLE AS $$
         'id', p.id,
         'attributes', json_build_object(
             'email', p.email,
+            'external_id', p.external_id,
             'first_name', p.first_name,
             'last_name', p.last_name,
             'fields', p.fields,
@@ -52,9 +55,16 @@ LANGUAGE sql STABLE AS $$
             'utm_term', p.utm_term,
             'utm_content', p.utm_content,
             'reference', p.reference,
+            'track_id', p.track_id,
+            'center_id', p.center_id,
             'registration_status', p.registration_status,
+            'waitlist_position', CASE WHEN p.registration_status = 'waitlisted' THEN
+                (SELECT count(*) FROM people q
+                 WHERE q.session_id = p.session_id AND q.registration_status = 'waitlisted'
+                   AND q.waitlist_seq <= p.waitlist_seq) END,
             'join_url', join_base || p.join_token,
-            'created_at', rfc3339(p.created_at)))
+            'created_at', rfc3339(p.created_at),
+            'updated_at', rfc3339(p.updated_at)))
 $$;
 
 CREATE OR REPLACE FUNCTION session_resource(s sessions) RETURNS json
@@ -70,6 +80,7 @@ LANGUAGE sql STABLE AS $$
             'registration_closes_at', rfc3339(s.registration_closes_at),
             'approval', s.approval,
             'waitlist', s.waitlist,
+            'tracks', s.tracks,
             'registrants_count', s.registrants_count,
             'waitlist_count', s.waitlist_count,
             'pending_count', s.pending_count,
@@ -106,6 +117,9 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'session_full' THEN 'The session has no seat left.'
         WHEN 'registration_closed' THEN 'Registration for this session is not open.'
         WHEN 'session_not_found' THEN 'The session no longer exists.'
+        WHEN 'unknown_track' THEN 'The session has no such track.'
+        WHEN 'person_not_found' THEN 'The session has no person with this email or external_id.'
+        WHEN 'invalid_transition' THEN 'The person''s registration status does not allow this change.'
         WHEN 'job_cancelled' THEN 'The job was cancelled before this task ran.'
         WHEN 'internal_error' THEN 'The task could not be processed; it was given up after repeated attempts.'
     END
