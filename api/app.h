@@ -52,6 +52,7 @@ struct api_req {
 	char org_id[UUID_LEN + 1];   /* the token's organization */
 	char token_id[UUID_LEN + 1]; /* the token itself (api_tokens.id) */
 	char id[UUID_LEN + 1];       /* the :id path segment, when the route has one */
+	char sub[UUID_LEN + 1];      /* the second :id (a session's person), or empty */
 	/*
 	 * Tasks to publish once the request's writes committed and r->db is
 	 * back in the pool (jobs.h): a job id and its task ids as a
@@ -88,8 +89,14 @@ extern const struct api_read route_jobs_read;
 
 /* Route functions, one file per resource. */
 void route_sessions_create(struct api_req *r);
+void route_sessions_list(struct api_req *r);
+void route_sessions_patch(struct api_req *r);
+void route_sessions_delete(struct api_req *r);
 void route_people_list(struct api_req *r);
+void route_people_read(struct api_req *r);
 void route_people_create(struct api_req *r);
+void route_people_patch(struct api_req *r);
+void route_people_delete(struct api_req *r);
 void route_bulk_create(struct api_req *r);
 void route_jobs_list(struct api_req *r);
 void route_jobs_update(struct api_req *r);

@@ -79,9 +79,10 @@ int main(void)
 	struct api_app app = {.cfg = &cfg};
 	http_server *srv = NULL;
 	int rc = 1;
-	static const struct db_opts db_opts = {.statement_timeout_ms = API_STATEMENT_TIMEOUT_MS,
-	                                       .lock_timeout_ms = API_LOCK_TIMEOUT_MS,
-	                                       .idle_in_tx_timeout_ms = API_IDLE_TX_TIMEOUT_MS};
+	const struct db_opts db_opts = {.statement_timeout_ms = API_STATEMENT_TIMEOUT_MS,
+	                                .lock_timeout_ms = API_LOCK_TIMEOUT_MS,
+	                                .idle_in_tx_timeout_ms = API_IDLE_TX_TIMEOUT_MS,
+	                                .join_url_base = cfg.join_url_base};
 	static const struct db_opts ops_db_opts = OPS_DB_OPTS;
 	app.db = db_pool_new(cfg.database_url, &db_opts, API_DB_CONNS);
 	/* Scrapes and probes have their own, so a busy API still answers them. */

@@ -48,10 +48,17 @@ struct route {
 };
 
 static const struct route routes[] = {
+    {"/v1/sessions", "GET", route_sessions_list, NULL, 0},
     {"/v1/sessions", "POST", route_sessions_create, NULL, 0},
     {"/v1/sessions/:id", "GET", NULL, &route_sessions_read, 0},
+    {"/v1/sessions/:id", "PATCH", route_sessions_patch, NULL, 0},
+    {"/v1/sessions/:id", "DELETE", route_sessions_delete, NULL, 0},
     {"/v1/sessions/:id/people", "GET", route_people_list, NULL, 0},
     {"/v1/sessions/:id/people", "POST", route_people_create, NULL, ROUTE_IDEMPOTENT},
+    {"/v1/sessions/:id/people", "DELETE", route_people_delete, NULL, 0},
+    {"/v1/sessions/:id/people/:id", "GET", route_people_read, NULL, 0},
+    {"/v1/sessions/:id/people/:id", "PATCH", route_people_patch, NULL, 0},
+    {"/v1/sessions/:id/people/:id", "DELETE", route_people_delete, NULL, 0},
     {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, NULL, ROUTE_IDEMPOTENT},
     {"/v1/jobs", "GET", route_jobs_list, NULL, 0},
     {"/v1/jobs/:id", "GET", NULL, &route_jobs_read, 0},
@@ -67,24 +74,24 @@ static const struct route routes[] = {
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /*
- * Matches path against pattern; the :id segment is copied to id (empty when
- * the pattern has none). *bad_id is set when only the id failed to be a UUID.
+ * Matches path against pattern; its :id segments, which must be UUIDs, are
+ * copied to ids[0] and ids[1] (empty when the pattern has fewer). A path
+ * whose segment in the place of an :id is no UUID does not match, so it is
+ * a 404, never a database error, and a literal segment (people/bulk) is
+ * never taken for an id.
  */
-static bool match(const char *pattern, const char *path, char *id, bool *bad_id)
+static bool match(const char *pattern, const char *path, char ids[2][UUID_LEN + 1])
 {
 	const char *p = pattern, *s = path;
-	id[0] = '\0';
+	int n_ids = 0;
+	ids[0][0] = ids[1][0] = '\0';
 	while (*p && *s) {
 		if (strncmp(p, ":id", 3) == 0) {
 			size_t n = strcspn(s, "/");
-			if (n == UUID_LEN) {
-				memcpy(id, s, n);
-				id[n] = '\0';
-			}
-			if (!id[0] || !uuid_valid(id, strlen(id), UUID_ANY_CASE)) {
-				*bad_id = true;
-				id[0] = '\0';
-			}
+			if (n != UUID_LEN || n_ids == 2 || !uuid_valid(s, n, UUID_ANY_CASE))
+				return false;
+			memcpy(ids[n_ids], s, n);
+			ids[n_ids++][n] = '\0';
 			s += n;
 			p += 3;
 			continue;
@@ -138,18 +145,16 @@ static bool rate_allows(struct api_req *r)
 
 /*
  * Finds the request's route among those whose path matches; allow collects
- * their methods, *bad_id tells whether a path matched but for its :id.
+ * their methods.
  */
-static const struct route *route_find(struct api_req *r, char *allow, size_t cap, bool *bad_id)
+static const struct route *route_find(struct api_req *r, char *allow, size_t cap)
 {
-	char id[UUID_LEN + 1];
+	char ids[2][UUID_LEN + 1];
 	const struct route *found = NULL;
 	for (size_t i = 0; i < NROUTES; i++) {
-		bool bad = false;
-		if (!match(routes[i].pattern, r->http->path, id, &bad))
+		if (!match(routes[i].pattern, r->http->path, ids))
 			continue;
 		r->http->route = routes[i].pattern;
-		*bad_id = *bad_id || bad;
 		size_t used = strlen(allow);
 		snprintf(allow + used, cap - used, "%s%s", used ? ", " : "", routes[i].method);
 		/* HEAD is GET without the body (libmicrohttpd drops it). */
@@ -157,7 +162,8 @@ static const struct route *route_find(struct api_req *r, char *allow, size_t cap
 		    strcmp(r->http->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
 		if (head || strcmp(routes[i].method, r->http->method) == 0) {
 			found = &routes[i];
-			memcpy(r->id, id, sizeof(r->id));
+			memcpy(r->id, ids[0], sizeof(r->id));
+			memcpy(r->sub, ids[1], sizeof(r->sub));
 		}
 	}
 	return found;
@@ -194,12 +200,12 @@ static void read_one(struct api_req *r, const struct api_read *rd)
 }
 
 /* After authentication: the rate limit, then the route or why there is none. */
-static void route(struct api_req *r, const struct route *found, const char *allow, bool bad_id)
+static void route(struct api_req *r, const struct route *found, const char *allow)
 {
 	/* After matching, so a 429 is counted under its route's label. */
 	if (!rate_allows(r))
 		return;
-	if (!allow[0] || bad_id) {
+	if (!allow[0]) {
 		ja_fail(r, 404, "not_found", "Not found", "No such resource.");
 		return;
 	}
@@ -216,9 +222,8 @@ static void route(struct api_req *r, const struct route *found, const char *allo
 static void dispatch(struct api_req *r)
 {
 	char allow[64] = "";
-	bool bad_id = false;
-	const struct route *found = route_find(r, allow, sizeof(allow), &bad_id);
-	if (found && found->read && !bad_id) {
+	const struct route *found = route_find(r, allow, sizeof(allow));
+	if (found && found->read) {
 		read_one(r, found->read);
 		return;
 	}
@@ -228,7 +233,7 @@ static void dispatch(struct api_req *r)
 		return;
 	}
 	if (auth_request(r))
-		route(r, found, allow, bad_id);
+		route(r, found, allow);
 	db_pool_put(r->app->db, r->db);
 	r->db = NULL;
 	jobs_publish_deferred(r);

@@ -28,7 +28,9 @@
 
 static const db_stmt stmt_create = {
     "jobs_create",
-    "SELECT job_id, job, task_ids FROM create_job($1, $2, $3::boolean, $4::boolean, $5::jsonb)", 5};
+    "SELECT job_id, job, task_ids, unknown_tracks"
+    " FROM create_job($1, $2, $3, $4::boolean, $5::boolean, $6::boolean, $7::jsonb)",
+    7};
 static const db_stmt stmt_published = {"jobs_published", "SELECT mark_job_published($1)", 1};
 const struct api_read route_jobs_read = {
     {"jobs_read",
@@ -128,6 +130,30 @@ void jobs_publish_deferred(struct api_req *r)
 	jobs_forget_publish(r);
 }
 
+/* 422 unknown_track for each task index of a "{i,j,...}" array. */
+static void unknown_tracks(struct api_req *r, const char *indexes)
+{
+	struct ja_errors e;
+	struct pga_reader rd;
+	const char *elem;
+	size_t len;
+	ja_errors_init(&e);
+	if (pga_read_start(&rd, indexes) == BR_OK) {
+		while (pga_read_next(&rd, &elem, &len) == BR_OK) {
+			char ptr[96];
+			snprintf(ptr, sizeof(ptr),
+			         "/data/attributes/tasks/%.*s/attributes/track_id",
+			         (int)(len < 12 ? len : 12), elem);
+			ja_error_add(&e, 422, "unknown_track", "Unknown track",
+			             "The session has no such track.", ptr);
+		}
+	}
+	if (!e.count)
+		ja_error_add(&e, 422, "unknown_track", "Unknown track",
+		             "The session has no such track.", "/data/attributes/tasks");
+	ja_errors_send(&e, r->resp);
+}
+
 void route_bulk_create(struct api_req *r)
 {
 	PGresult *res = NULL;
@@ -148,13 +174,22 @@ void route_bulk_create(struct api_req *r)
 		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
 		goto out;
 	}
-	const char *params[] = {r->org_id, r->id, b.override ? "true" : "false",
-	                        b.auto_approve ? "true" : "false", people};
+	const char *params[] = {r->org_id,
+	                        r->id,
+	                        b.action,
+	                        b.override ? "true" : "false",
+	                        b.auto_approve ? "true" : "false",
+	                        b.waitlist ? "true" : "false",
+	                        people};
 	res = ja_query(r, &stmt_create, params);
 	if (!res)
 		goto out;
 	if (PQntuples(res) == 0) {
 		ja_fail(r, 404, "not_found", "Not found", "No such session.");
+		goto out;
+	}
+	if (PQgetisnull(res, 0, 0)) {
+		unknown_tracks(r, PQgetvalue(res, 0, 3));
 		goto out;
 	}
 	/* Committed: from here on the answer is 202 whatever the broker does. */

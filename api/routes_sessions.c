@@ -1,9 +1,10 @@
 /*
- * routes_sessions.c - sessions and their people (docs/openapi.yaml Sessions, A
- * person): POST /v1/sessions, GET /v1/sessions/:id, GET and POST
- * /v1/sessions/:id/people. The synchronous registration runs the same SQL
- * function as every bulk task, register_person(), so the rules have one
- * implementation. Stateless; thread-safe.
+ * routes_sessions.c - sessions (docs/openapi.yaml Sessions): POST, GET (one
+ * and the list), PATCH and DELETE. A change that concerns the session's
+ * people (a capacity raise promotes waitlisted people; a capacity under the
+ * seats taken or a held track is refused) is one SQL function in one
+ * statement (sql/functions/lifecycle.sql). Their people are in
+ * routes_people.c. Stateless; thread-safe.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,16 +13,18 @@
 #include "app.h"
 #include "jsonapi.h"
 #include "log.h"
+#include "uuid.h"
 #include "validate.h"
 
 static const db_stmt stmt_session_insert = {
     "sessions_insert",
     "INSERT INTO sessions (organization_id, title, starts_at, capacity,"
-    " registration_opens_at, registration_closes_at, approval, waitlist)"
+    " registration_opens_at, registration_closes_at, approval, waitlist, tracks)"
     " VALUES ($1, $2, $3::timestamptz, $4::int, $5::timestamptz, $6::timestamptz,"
-    "         COALESCE($7, 'automatic'), COALESCE($8::boolean, false))"
+    "         COALESCE($7, 'automatic'), COALESCE($8::boolean, false),"
+    "         COALESCE($9::jsonb, '[]'))"
     " RETURNING id, session_resource(sessions)",
-    8};
+    9};
 const struct api_read route_sessions_read = {
     {"sessions_read",
      "SELECT r.n, t.organization_id, t.id,"
@@ -31,21 +34,6 @@ const struct api_read route_sessions_read = {
      " LEFT JOIN sessions s ON s.id = r.id AND s.organization_id = t.organization_id",
      2},
     "No such session."};
-static const db_stmt stmt_people_count = {
-    "people_count", "SELECT people_count FROM sessions WHERE id = $1 AND organization_id = $2", 2};
-/* people_count numbers every person: a page is a range of positions. */
-static const db_stmt stmt_people_page = {
-    "people_page",
-    "SELECT COALESCE(json_agg(person_resource(p, $4) ORDER BY p.position), '[]'::json)"
-    " FROM people p WHERE p.session_id = $1"
-    "  AND p.position >= $2::int AND p.position < $2::int + $3::int",
-    4};
-static const db_stmt stmt_register = {
-    "people_register",
-    "SELECT outcome, error_code, person"
-    " FROM register_one($2, $1, $3::jsonb, $4::boolean, $5::boolean, $6)",
-    6};
-
 /* A JSON member as a text parameter: NULL for absent/null, strings unquoted. */
 static char *param_of(const json_t *obj, const char *key)
 {
@@ -61,8 +49,8 @@ void route_sessions_create(struct api_req *r)
 {
 	static const char *const keys[] = {
 	    "title",    "starts_at", "capacity", "registration_opens_at", "registration_closes_at",
-	    "approval", "waitlist"};
-	char *vals[7] = {0};
+	    "approval", "waitlist",  "tracks"};
+	char *vals[8] = {0};
 	PGresult *res = NULL;
 	struct ja_errors e;
 	ja_errors_init(&e);
@@ -71,13 +59,13 @@ void route_sessions_create(struct api_req *r)
 		goto out;
 	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
 	if (attrs)
-		val_session(attrs, "/data/attributes", &e);
+		val_session(attrs, false, "/data/attributes", &e);
 	if (e.count) {
 		ja_errors_send(&e, r->resp);
 		goto out;
 	}
-	const char *params[8] = {r->org_id};
-	for (int i = 0; i < 7; i++) {
+	const char *params[9] = {r->org_id};
+	for (int i = 0; i < 8; i++) {
 		vals[i] = param_of(attrs, keys[i]);
 		params[i + 1] = vals[i];
 	}
@@ -100,114 +88,136 @@ void route_sessions_create(struct api_req *r)
 		LOG_WARN("Location header lost");
 out:
 	ja_errors_free(&e);
-	for (int i = 0; i < 7; i++)
+	for (int i = 0; i < 8; i++)
 		free(vals[i]);
 	PQclear(res);
 	json_decref(doc);
 }
 
-void route_people_list(struct api_req *r)
+/* Newest first; starts_at filters, each optional. */
+static const db_stmt stmt_sessions_list = {
+    "sessions_list",
+    "WITH f AS (SELECT * FROM sessions s WHERE s.organization_id = $1"
+    "           AND ($2::timestamptz IS NULL OR s.starts_at > $2::timestamptz)"
+    "           AND ($3::timestamptz IS NULL OR s.starts_at < $3::timestamptz))"
+    " SELECT (SELECT count(*) FROM f),"
+    " (SELECT COALESCE(json_agg(session_resource(x) ORDER BY x.created_at DESC, x.id DESC),"
+    "  '[]'::json) FROM (SELECT * FROM f ORDER BY f.created_at DESC, f.id DESC"
+    "  OFFSET $4::bigint LIMIT $5::int) x)",
+    5};
+static const db_stmt stmt_session_patch = {
+    "sessions_patch", "SELECT outcome, session FROM session_patch($1, $2, $3::jsonb)", 3};
+static const db_stmt stmt_session_delete = {"sessions_delete",
+                                            "SELECT outcome FROM session_delete($1, $2)", 2};
+
+void route_sessions_list(struct api_req *r)
 {
-	static const char *const allowed[] = {"page[number]", "page[size]", NULL};
+	static const char *const allowed[] = {"page[number]", "page[size]", "filter[starts_after]",
+	                                      "filter[starts_before]", NULL};
 	struct ja_page page;
-	PGresult *res = NULL;
 	if (!ja_check_params(r, allowed) || !ja_page_params(r, &page))
 		return;
-	const char *params[] = {r->id, r->org_id};
-	res = ja_query(r, &stmt_people_count, params);
-	if (!res)
-		return;
-	if (PQntuples(res) == 0) {
-		PQclear(res);
-		ja_fail(r, 404, "not_found", "Not found", "No such session.");
+	const char *after = http_req_query(r->http, "filter[starts_after]");
+	const char *before = http_req_query(r->http, "filter[starts_before]");
+	if ((after && !val_rfc3339(after)) || (before && !val_rfc3339(before))) {
+		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
+		        "filter[starts_after] and filter[starts_before] are RFC 3339 date-times.");
 		return;
 	}
-	long count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	res = NULL;
-	if (!ja_page_check(r, &page, count))
-		return;
 	char from[24], size[24];
 	snprintf(from, sizeof(from), "%ld", page.number * page.size);
 	snprintf(size, sizeof(size), "%ld", page.size);
-	const char *pparams[] = {r->id, from, size, r->app->cfg->join_url_base};
-	res = ja_query(r, &stmt_people_page, pparams);
+	const char *params[] = {r->org_id, after, before, from, size};
+	PGresult *res = ja_query(r, &stmt_sessions_list, params);
 	if (!res)
 		return;
-	ja_send_page(r, 200, PQgetvalue(res, 0, 0), &page, count);
+	long count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	if (ja_page_check(r, &page, count))
+		ja_send_page(r, 200, PQgetvalue(res, 0, 1), &page, count);
 	PQclear(res);
 }
 
-static void registration_failed(struct api_req *r, const char *code)
+/* Answers a session_patch() outcome other than updated. */
+static void patch_refused(struct api_req *r, const char *outcome)
 {
-	if (strcmp(code, "already_registered") == 0)
-		ja_fail(r, 409, code, "Already registered",
-		        "User already registered for this session.");
-	else if (strcmp(code, "session_full") == 0)
-		ja_fail(r, 422, code, "Session full", "The session has no seat left.");
-	else if (strcmp(code, "registration_closed") == 0)
-		ja_fail(r, 422, code, "Registration closed",
-		        "Registration for this session is not open.");
-	else
-		ja_fail(r, 404, "not_found", "Not found", "No such session.");
-}
-
-void route_people_create(struct api_req *r)
-{
-	PGresult *res = NULL;
-	char *person = NULL;
 	struct ja_errors e;
 	ja_errors_init(&e);
-	bool override = false, auto_approve = false;
-	json_t *doc = ja_parse_body(r);
+	if (strcmp(outcome, "capacity_below_registrants") == 0)
+		ja_error_add(
+		    &e, 422, outcome, "Capacity below registrants",
+		    "The session has more registered and pending people than this capacity.",
+		    "/data/attributes/capacity");
+	else if (strcmp(outcome, "track_held") == 0)
+		ja_error_add(&e, 422, "validation_failed", "Validation failed",
+		             "A track that people hold cannot be removed.",
+		             "/data/attributes/tracks");
+	else if (strcmp(outcome, "invalid_window") == 0)
+		ja_error_add(&e, 422, "validation_failed", "Validation failed",
+		             "registration_closes_at must not be before registration_opens_at.",
+		             "/data/attributes/registration_closes_at");
+	else
+		ja_error_add(&e, 404, "not_found", "Not found", "No such session.", NULL);
+	ja_errors_send(&e, r->resp);
+}
+
+void route_sessions_patch(struct api_req *r)
+{
+	static const char *const none[] = {NULL};
+	PGresult *res = NULL;
+	char *attrs_text = NULL;
+	struct ja_errors e;
+	ja_errors_init(&e);
+	json_t *doc = ja_check_params(r, none) ? ja_parse_body(r) : NULL;
 	if (!doc)
 		goto out;
-	const json_t *attrs = val_data_attributes(doc, "people", &e);
+	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
 	if (attrs)
-		val_person(attrs, "/data/attributes", &e);
-	const json_t *meta = json_object_get(doc, "meta");
-	if (meta && !json_is_object(meta))
-		ja_error_add(&e, 422, "validation_failed", "Validation failed",
-		             "meta must be an object.", "/meta");
-	if (json_is_object(meta)) {
-		const char *key;
-		json_t *v;
-		json_object_foreach((json_t *)meta, key, v)
-		{
-			if (strcmp(key, "override_duplicates") != 0 &&
-			    strcmp(key, "auto_approve") != 0)
-				val_unknown(&e, "/meta", key, "member");
-		}
-		val_optional_bool(meta, "override_duplicates", "/meta", &e, &override);
-		val_optional_bool(meta, "auto_approve", "/meta", &e, &auto_approve);
-	}
+		val_session(attrs, true, "/data/attributes", &e);
 	if (e.count) {
 		ja_errors_send(&e, r->resp);
 		goto out;
 	}
-	person = json_dumps(attrs, JSON_COMPACT);
-	if (!person) {
+	attrs_text = json_dumps(attrs, JSON_COMPACT);
+	if (!attrs_text) {
 		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
 		goto out;
 	}
-	const char *params[] = {r->id,
-	                        r->org_id,
-	                        person,
-	                        override ? "true" : "false",
-	                        auto_approve ? "true" : "false",
-	                        r->app->cfg->join_url_base};
-	res = ja_query(r, &stmt_register, params);
+	const char *params[] = {r->org_id, r->id, attrs_text};
+	res = ja_query(r, &stmt_session_patch, params);
 	if (!res)
 		goto out;
-	if (PQntuples(res) == 0)
-		registration_failed(r, "session_not_found");
-	else if (strcmp(PQgetvalue(res, 0, 0), "succeeded") != 0)
-		registration_failed(r, PQgetvalue(res, 0, 1));
+	if (strcmp(PQgetvalue(res, 0, 0), "updated") == 0)
+		ja_send_data(r, 200, PQgetvalue(res, 0, 1));
 	else
-		ja_send_data(r, 201, PQgetvalue(res, 0, 2));
+		patch_refused(r, PQgetvalue(res, 0, 0));
 out:
 	ja_errors_free(&e);
-	free(person);
+	free(attrs_text);
 	PQclear(res);
 	json_decref(doc);
+}
+
+void route_sessions_delete(struct api_req *r)
+{
+	static const char *const none[] = {NULL};
+	if (!ja_check_params(r, none))
+		return;
+	const char *params[] = {r->org_id, r->id};
+	PGresult *res = ja_query(r, &stmt_session_delete, params);
+	if (!res)
+		return;
+	const char *outcome = PQgetvalue(res, 0, 0);
+	if (strcmp(outcome, "deleted") == 0) {
+		char body[128];
+		snprintf(body, sizeof(body), "{\"meta\":{\"message\":\"Session %s deleted\"}}",
+		         r->id);
+		http_resp_json(r->resp, 200, body);
+		r->resp->content_type = "application/vnd.api+json";
+	} else if (strcmp(outcome, "job_in_progress") == 0) {
+		ja_fail(r, 409, "job_in_progress", "Job in progress",
+		        "A job of this session is still processing.");
+	} else {
+		ja_fail(r, 404, "not_found", "Not found", "No such session.");
+	}
+	PQclear(res);
 }

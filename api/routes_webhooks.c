@@ -71,7 +71,7 @@ static const db_stmt stmt_attempts = {
     "   ORDER BY a.attempted_at DESC, a.id DESC LIMIT $3::int OFFSET $4::bigint) x)",
     4};
 
-static const char *const wh_event_types[] = {"job.created", "job.ended"};
+static const char *const wh_event_types[] = {"job.created", "job.ended", "person.updated"};
 #define WH_NEVENT_TYPES (sizeof(wh_event_types) / sizeof(wh_event_types[0]))
 
 static void problem(struct ja_errors *e, const char *pointer, const char *detail)
@@ -112,7 +112,7 @@ static void check_events(const json_t *events, struct ja_errors *e, char *arr, s
 			}
 		}
 		if (k == WH_NEVENT_TYPES) {
-			problem(e, p, "Event types are job.created and job.ended.");
+			problem(e, p, "Event types are job.created, job.ended and person.updated.");
 			continue;
 		}
 		if (seen[k]) {

@@ -319,9 +319,14 @@ static void check_fields(const json_t *fields, const char *pointer, struct ja_er
 	}
 }
 
-static const char *const person_keys[] = {"email",        "first_name",  "last_name",  "fields",
-                                          "referrer",     "utm_source",  "utm_medium", "utm_term",
-                                          "utm_campaign", "utm_content", "reference",  NULL};
+static const char *const person_keys[] = {"email",    "external_id",  "first_name",  "last_name",
+                                          "fields",   "referrer",     "utm_source",  "utm_medium",
+                                          "utm_term", "utm_campaign", "utm_content", "reference",
+                                          "track_id", "center_id",    NULL};
+/* A bulk action's task names a person and may carry the client's reference. */
+static const char *const named_keys[] = {"email", "external_id", "reference", NULL};
+static const char *const statuses[] = {"registered", "waitlisted", "pending_approval",
+                                       "denied",     "cancelled",  NULL};
 
 static bool known(const char *const *keys, const char *key)
 {
@@ -332,26 +337,55 @@ static bool known(const char *const *keys, const char *key)
 	return false;
 }
 
-bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e)
+/* email and external_id: each valid when given; one of them when mode needs it. */
+static void check_identity(const json_t *attrs, enum val_person_mode mode, const char *pointer,
+                           struct ja_errors *e)
+{
+	const json_t *email = json_object_get(attrs, "email");
+	const json_t *ext = json_object_get(attrs, "external_id");
+	bool has_email = email && !json_is_null(email), has_ext = ext && !json_is_null(ext);
+	if (has_email && (!json_is_string(email) ||
+	                  !val_email(json_string_value(email), json_string_length(email))))
+		problem(e, pointer, "email", "email must be a valid e-mail address.");
+	if (has_ext && (!json_is_string(ext) || json_string_length(ext) == 0))
+		problem(e, pointer, "external_id", "external_id must be a non-empty string.");
+	else
+		check_string(attrs, "external_id", VAL_NAME_MAX, pointer, e);
+	if (mode != VAL_PERSON_PATCH && !has_email && !has_ext)
+		problem(e, pointer, "email", "email or external_id is required.");
+}
+
+/* registration_status, only in a PATCH: one of the statuses. */
+static void check_status(const json_t *attrs, const char *pointer, struct ja_errors *e)
+{
+	const json_t *v = json_object_get(attrs, "registration_status");
+	if (v && (!json_is_string(v) || !known(statuses, json_string_value(v))))
+		problem(e, pointer, "registration_status",
+		        "registration_status must be registered, waitlisted, pending_approval, "
+		        "denied or cancelled.");
+}
+
+bool val_person(const json_t *attrs, enum val_person_mode mode, const char *pointer,
+                struct ja_errors *e)
 {
 	int before = e->count;
 	if (!json_is_object(attrs)) {
 		problem(e, pointer, NULL, "The person's attributes must be an object.");
 		return false;
 	}
+	const char *const *keys = mode == VAL_PERSON_NAMED ? named_keys : person_keys;
 	const char *key;
 	const json_t *v;
 	json_object_foreach((json_t *)attrs, key, v)
 	{
-		if (!known(person_keys, key))
+		if (!known(keys, key) &&
+		    !(mode == VAL_PERSON_PATCH && strcmp(key, "registration_status") == 0))
 			val_unknown(e, pointer, key, "attribute");
 	}
-	const json_t *email = json_object_get(attrs, "email");
-	if (!email || json_is_null(email))
-		problem(e, pointer, "email", "email is required.");
-	else if (!json_is_string(email) ||
-	         !val_email(json_string_value(email), json_string_length(email)))
-		problem(e, pointer, "email", "email must be a valid e-mail address.");
+	check_identity(attrs, mode, pointer, e);
+	check_string(attrs, "reference", VAL_NAME_MAX, pointer, e);
+	if (mode == VAL_PERSON_NAMED)
+		return e->count == before;
 	check_string(attrs, "first_name", VAL_NAME_MAX, pointer, e);
 	check_string(attrs, "last_name", VAL_NAME_MAX, pointer, e);
 	check_string(attrs, "referrer", VAL_REFERRER_MAX, pointer, e);
@@ -360,8 +394,15 @@ bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e)
 	check_string(attrs, "utm_campaign", VAL_NAME_MAX, pointer, e);
 	check_string(attrs, "utm_term", VAL_NAME_MAX, pointer, e);
 	check_string(attrs, "utm_content", VAL_NAME_MAX, pointer, e);
-	check_string(attrs, "reference", VAL_NAME_MAX, pointer, e);
+	check_string(attrs, "center_id", VAL_NAME_MAX, pointer, e);
+	const json_t *track = json_object_get(attrs, "track_id");
+	if (track && !json_is_null(track) &&
+	    (!json_is_integer(track) || json_integer_value(track) < 0 ||
+	     json_integer_value(track) > INT32_MAX))
+		problem(e, pointer, "track_id", "track_id must be a whole number (a track's id).");
 	check_fields(json_object_get(attrs, "fields"), pointer, e);
+	if (mode == VAL_PERSON_PATCH)
+		check_status(attrs, pointer, e);
 	return e->count == before;
 }
 
@@ -408,11 +449,54 @@ static void check_window(const json_t *attrs, const char *pointer, struct ja_err
 		        "registration_closes_at must not be before registration_opens_at.");
 }
 
-static const char *const session_keys[] = {
-    "title",    "starts_at", "capacity", "registration_opens_at", "registration_closes_at",
-    "approval", "waitlist",  NULL};
+static const char *const session_keys[] = {"title",
+                                           "starts_at",
+                                           "capacity",
+                                           "registration_opens_at",
+                                           "registration_closes_at",
+                                           "approval",
+                                           "waitlist",
+                                           "tracks",
+                                           NULL};
 
-bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
+/* tracks: at most 100 of {"id": whole number, "name": "..."}, ids unique. */
+static void check_tracks(const json_t *tracks, const char *pointer, struct ja_errors *e)
+{
+	char ptr[VAL_PTR_MAX];
+	snprintf(ptr, sizeof(ptr), "%.200s/tracks", pointer);
+	if (!tracks || json_is_null(tracks))
+		return;
+	if (!json_is_array(tracks) || json_array_size(tracks) > VAL_TRACKS_MAX) {
+		problem(e, ptr, NULL, "tracks must be an array of at most 100 tracks.");
+		return;
+	}
+	size_t i;
+	const json_t *t;
+	json_array_foreach(tracks, i, t)
+	{
+		char tp[VAL_PTR_MAX];
+		snprintf(tp, sizeof(tp), "%.220s/%zu", ptr, i);
+		const json_t *id = json_object_get(t, "id"), *name = json_object_get(t, "name");
+		if (!json_is_object(t) || json_object_size(t) != 2 || !json_is_integer(id) ||
+		    json_integer_value(id) < 0 || json_integer_value(id) > INT32_MAX ||
+		    !json_is_string(name) || json_string_length(name) == 0 ||
+		    val_utf8_len(json_string_value(name), json_string_length(name)) >
+		        VAL_NAME_MAX ||
+		    memchr(json_string_value(name), '\0', json_string_length(name))) {
+			problem(e, tp, NULL,
+			        "Each track is {\"id\": a whole number, \"name\": \"...\"}.");
+			continue;
+		}
+		for (size_t k = 0; k < i; k++) {
+			if (json_equal(json_object_get(json_array_get(tracks, k), "id"), id)) {
+				problem(e, tp, "id", "Track ids are unique within a session.");
+				break;
+			}
+		}
+	}
+}
+
+bool val_session(const json_t *attrs, bool patch, const char *pointer, struct ja_errors *e)
 {
 	int before = e->count;
 	if (!json_is_object(attrs)) {
@@ -427,7 +511,7 @@ bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
 			val_unknown(e, pointer, key, "attribute");
 	}
 	const json_t *title = json_object_get(attrs, "title");
-	if (!json_is_string(title) || json_string_length(title) == 0)
+	if ((title || !patch) && (!json_is_string(title) || json_string_length(title) == 0))
 		problem(e, pointer, "title", "title is required: a non-empty string.");
 	else
 		check_string(attrs, "title", VAL_NAME_MAX, pointer, e);
@@ -442,13 +526,14 @@ bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e)
 		problem(e, pointer, "capacity",
 		        "capacity must be null (unlimited) or a whole number from 0 to 10000000.");
 	const json_t *appr = json_object_get(attrs, "approval");
-	if (appr && !json_is_null(appr) &&
+	if (appr && (patch || !json_is_null(appr)) &&
 	    (!json_is_string(appr) || (strcmp(json_string_value(appr), "automatic") != 0 &&
 	                               strcmp(json_string_value(appr), "manual") != 0)))
 		problem(e, pointer, "approval", "approval must be automatic or manual.");
 	const json_t *wl = json_object_get(attrs, "waitlist");
-	if (wl && !json_is_null(wl) && !json_is_boolean(wl))
+	if (wl && (patch || !json_is_null(wl)) && !json_is_boolean(wl))
 		problem(e, pointer, "waitlist", "waitlist must be true or false.");
+	check_tracks(json_object_get(attrs, "tracks"), pointer, e);
 	return e->count == before;
 }
 
@@ -478,7 +563,27 @@ const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja
 	return attrs;
 }
 
-static const char *const bulk_keys[] = {"tasks", "override_duplicates", "auto_approve", NULL};
+static const char *const bulk_keys[] = {
+    "tasks", "override_duplicates", "auto_approve", "action", "waitlist", NULL};
+static const char *const actions[] = {"register", "approve", "deny", "cancel", NULL};
+
+/* action: register (the default) or a bulk action. */
+static void check_action(const json_t *attrs, struct val_bulk *b, struct ja_errors *e)
+{
+	const json_t *v = json_object_get(attrs, "action");
+	b->action = "register";
+	if (!v)
+		return;
+	if (!json_is_string(v) || !known(actions, json_string_value(v))) {
+		problem(e, "/data/attributes", "action",
+		        "action must be register, approve, deny or cancel.");
+		return;
+	}
+	for (const char *const *a = actions; *a; a++) {
+		if (strcmp(*a, json_string_value(v)) == 0)
+			b->action = *a;
+	}
+}
 
 void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_errors *e)
 {
@@ -494,6 +599,10 @@ void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_er
 	}
 	val_optional_bool(attrs, "override_duplicates", "/data/attributes", e, &b->override);
 	val_optional_bool(attrs, "auto_approve", "/data/attributes", e, &b->auto_approve);
+	val_optional_bool(attrs, "waitlist", "/data/attributes", e, &b->waitlist);
+	check_action(attrs, b, e);
+	enum val_person_mode mode =
+	    strcmp(b->action, "register") == 0 ? VAL_PERSON_NEW : VAL_PERSON_NAMED;
 	const json_t *tasks = json_object_get(attrs, "tasks");
 	size_t n = json_array_size(tasks);
 	if (!json_is_array(tasks) || n == 0) {
@@ -526,7 +635,7 @@ void val_bulk(const json_t *doc, int max_tasks, struct val_bulk *b, struct ja_er
 		}
 		char aptr[112];
 		snprintf(aptr, sizeof(aptr), "%s/attributes", ptr);
-		if (val_person(pattrs, aptr, e) && b->people &&
+		if (val_person(pattrs, mode, aptr, e) && b->people &&
 		    json_array_append(b->people, (json_t *)pattrs) != 0) {
 			json_decref(b->people);
 			b->people = NULL;

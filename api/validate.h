@@ -39,17 +39,29 @@ bool val_rfc3339(const char *s);
 /* Number of UTF-8 code points in s. */
 size_t val_utf8_len(const char *s, size_t len);
 
-/*
- * Checks a person's attributes object (docs/openapi.yaml "A person"); pointer is
- * the JSON pointer of the object itself. Returns true when valid.
- */
-bool val_person(const json_t *attrs, const char *pointer, struct ja_errors *e);
+#define VAL_TRACKS_MAX 100
+
+/* What a person's attributes are for. */
+enum val_person_mode {
+	VAL_PERSON_NEW,   /* a registration: email or external_id required */
+	VAL_PERSON_PATCH, /* a PATCH: nothing required, registration_status allowed */
+	VAL_PERSON_NAMED  /* a bulk action's task: email and/or external_id, reference */
+};
 
 /*
- * Checks a session's attributes for POST /v1/sessions. Returns true when
- * valid.
+ * Checks a person's attributes object (docs/openapi.yaml "A person") for
+ * mode; pointer is the JSON pointer of the object itself. Returns true
+ * when valid.
  */
-bool val_session(const json_t *attrs, const char *pointer, struct ja_errors *e);
+bool val_person(const json_t *attrs, enum val_person_mode mode, const char *pointer,
+                struct ja_errors *e);
+
+/*
+ * Checks a session's attributes for POST /v1/sessions, or with patch for
+ * PATCH /v1/sessions/:id (nothing required; null approval or waitlist
+ * refused). Returns true when valid.
+ */
+bool val_session(const json_t *attrs, bool patch, const char *pointer, struct ja_errors *e);
 
 /*
  * Adds a 422 validation_failed problem for an unknown member key of the
@@ -71,10 +83,12 @@ const json_t *val_data_attributes(const json_t *doc, const char *type, struct ja
 
 /* The validated pieces of a bulk request (docs/openapi.yaml Bulk registration). */
 struct val_bulk {
-	json_t *people; /* array of the tasks' person attribute objects; the caller
-	                   creates it (json_array()) and owns it */
+	json_t *people;     /* array of the tasks' person attribute objects; the caller
+	                       creates it (json_array()) and owns it */
+	const char *action; /* register, approve, deny or cancel (static) */
 	bool override;
 	bool auto_approve;
+	bool waitlist;
 };
 
 /*

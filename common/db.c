@@ -59,6 +59,12 @@ static char *db_build_options(const char *url, const struct db_opts *o)
 	if (st == BR_OK && o->idle_in_tx_timeout_ms > 0)
 		st = sb_appendf(&sb, " -c idle_in_transaction_session_timeout=%d",
 		                o->idle_in_tx_timeout_ms);
+	if (st == BR_OK && o->join_url_base) {
+		/* libpq splits options at spaces; a backslash keeps one in a value. */
+		st = sb_appends(&sb, " -c bulkreg.join_url_base=");
+		for (const char *c = o->join_url_base; st == BR_OK && *c; c++)
+			st = sb_appendf(&sb, "%s%c", *c == ' ' || *c == '\\' ? "\\" : "", *c);
+	}
 	/* A URL libpq cannot parse fails at connect, with libpq's own message. */
 	PQconninfoOption *info = PQconninfoParse(url, NULL);
 	for (PQconninfoOption *i = info; st == BR_OK && i && i->keyword; i++) {

@@ -53,6 +53,12 @@ struct db_opts {
 	int idle_in_tx_timeout_ms; /* a session idle this long inside a transaction is ended */
 	int connect_timeout_s;     /* 0: DB_CONNECT_TIMEOUT_S; libpq's minimum is 2 */
 	/*
+	 * BULKREG_JOIN_URL_BASE as the session's bulkreg.join_url_base, for the
+	 * person resources SQL builds on its own (person.updated events); NULL
+	 * leaves it unset. Borrowed for the life of the connection.
+	 */
+	const char *join_url_base;
+	/*
 	 * The connection keeps no session state between statements (no
 	 * session locks, LISTEN, temporary tables): db_run may replace it by a
 	 * new one and run a statement again (pooled connections always are).

@@ -355,7 +355,8 @@ br_status consumers_start(struct worker *w)
 		c->w = w;
 		c->index = i;
 		backoff_init(&c->backoff, 100, 10000);
-		static const struct db_opts opts = WORKER_DB_OPTS;
+		struct db_opts opts = WORKER_DB_OPTS;
+		opts.join_url_base = w->cfg->join_url_base;
 		br_status st = db_open(w->cfg->database_url, &opts, true, &w->dbs[i]);
 		if (st == BR_OK)
 			st = mq_open(w->cfg->amqp_url, CONSUMER_HEARTBEAT_S, true, &c->mq);

@@ -103,7 +103,7 @@ static void check_person(const json_t *doc)
 	ja_errors_init(&e);
 	bool override = false, auto_approve = false;
 	const json_t *attrs = val_data_attributes(doc, "people", &e);
-	if (attrs && val_person(attrs, "/data/attributes", &e)) {
+	if (attrs && val_person(attrs, VAL_PERSON_NEW, "/data/attributes", &e)) {
 		const json_t *email = json_object_get(attrs, "email");
 		FZ_CHECK(json_is_string(email));
 		check_email(json_string_value(email), json_string_length(email));
@@ -129,7 +129,7 @@ static void check_session_and_update(const json_t *doc)
 	ja_errors_init(&e);
 	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
 	if (attrs)
-		val_session(attrs, "/data/attributes", &e);
+		val_session(attrs, false, "/data/attributes", &e);
 	if (e.count)
 		send_and_check(&e, 422);
 	else
