@@ -333,6 +333,10 @@ static const char sql_session_counters[] =
     "        'pending_approval')"
     "     OR (s.capacity IS NOT NULL AND count(p.id) FILTER (WHERE p.registration_status IN"
     "         ('registered', 'pending_approval')) > s.capacity)"
+    "     OR s.people_count <> count(p.id)"
+    "     OR count(DISTINCT p.waitlist_seq) <> count(p.id) FILTER (WHERE"
+    "        p.registration_status = 'waitlisted')"
+    "     OR max(p.waitlist_seq) > s.waitlist_seq"
     " ORDER BY s.id LIMIT 20";
 
 void t_check_invariants(PGconn *db)
