@@ -170,8 +170,10 @@ BEGIN
         updated_at = now()
     WHERE id = s.id
     RETURNING * INTO s;
-    s := session_promote(s);
-    PERFORM session_store_counts(s);
+    IF a ? 'capacity' THEN
+        s := session_promote(s);
+        PERFORM session_store_counts(s);
+    END IF;
     outcome := 'updated';
     SELECT session_resource(x) INTO session FROM sessions x WHERE x.id = s.id;
 END
