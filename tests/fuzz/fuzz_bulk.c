@@ -104,9 +104,20 @@ static void check_person(const json_t *doc)
 	bool override = false, auto_approve = false;
 	const json_t *attrs = val_data_attributes(doc, "people", &e);
 	if (attrs && val_person(attrs, VAL_PERSON_NEW, "/data/attributes", &e)) {
+		/* A valid person is named: a valid address, an external id, or both. */
 		const json_t *email = json_object_get(attrs, "email");
-		FZ_CHECK(json_is_string(email));
-		check_email(json_string_value(email), json_string_length(email));
+		const json_t *ext = json_object_get(attrs, "external_id");
+		FZ_CHECK(json_is_string(email) || json_is_string(ext));
+		if (json_is_string(email))
+			check_email(json_string_value(email), json_string_length(email));
+	}
+	/* As route_people_patch: no identity required, a status allowed. */
+	if (attrs) {
+		struct ja_errors pe;
+		ja_errors_init(&pe);
+		if (val_person(attrs, VAL_PERSON_PATCH, "/data/attributes", &pe))
+			FZ_CHECK(pe.count == 0);
+		ja_errors_free(&pe);
 	}
 	const json_t *meta = json_object_get(doc, "meta");
 	if (meta && !json_is_object(meta))
@@ -130,6 +141,15 @@ static void check_session_and_update(const json_t *doc)
 	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
 	if (attrs)
 		val_session(attrs, false, "/data/attributes", &e);
+	if (e.count)
+		send_and_check(&e, 422);
+	else
+		ja_errors_free(&e);
+
+	/* As route_sessions_patch. */
+	ja_errors_init(&e);
+	if (attrs)
+		val_session(attrs, true, "/data/attributes", &e);
 	if (e.count)
 		send_and_check(&e, 422);
 	else
