@@ -284,18 +284,23 @@ BEGIN
               AND (s.registration_closes_at IS NULL OR now() < s.registration_closes_at);
     FOR i IN 1..cardinality(p_people) LOOP
         ord := i;
-        IF p_actions[i] <> 'register' THEN
-            r := person_act(s, p_actions[i], p_people[i]);
-        ELSIF v_open THEN
-            r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
-                                 p_waitlist[i], p_tasks[i]);
+        IF p_actions[i] <> 'register' OR v_open THEN
+            IF p_actions[i] <> 'register' THEN
+                r := person_act(s, p_actions[i], p_people[i]);
+            ELSE
+                r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
+                                     p_waitlist[i], p_tasks[i]);
+            END IF;
+            s := r.s;
+            outcome := r.outcome;
+            error_code := r.error_code;
+            person_id := r.person_id;
         ELSE
-            r := ROW(s, 'failed'::text, 'registration_closed'::text, NULL::uuid);
+            -- Not through a ROW() into r: its fields would be f1..f4, not s.
+            outcome := 'failed';
+            error_code := 'registration_closed';
+            person_id := NULL;
         END IF;
-        s := r.s;
-        outcome := r.outcome;
-        error_code := r.error_code;
-        person_id := r.person_id;
         RETURN NEXT;
     END LOOP;
     IF s IS DISTINCT FROM v_before THEN
