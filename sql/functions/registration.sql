@@ -225,7 +225,9 @@ END
 $$;
 
 -- A bulk action's task: the person its email and/or external_id name (both
--- must match when both are given) moves to the action's status.
+-- must match when both are given) moves to the action's status. An entry
+-- naming neither names nobody (person_not_found), not the session's first
+-- person.
 CREATE OR REPLACE FUNCTION person_act(INOUT s sessions, p_action text, p jsonb,
                                       OUT outcome text, OUT error_code text, OUT person_id uuid)
 LANGUAGE plpgsql AS $$
@@ -234,6 +236,7 @@ DECLARE
 BEGIN
     SELECT x.id INTO person_id FROM people x
     WHERE x.session_id = s.id
+      AND num_nonnulls(p->>'email', p->>'external_id') > 0
       AND (p->>'email' IS NULL
            OR (email_key(x.email) = email_key(p->>'email') AND x.email_conflict_of IS NULL))
       AND (p->>'external_id' IS NULL OR x.external_id = p->>'external_id');
