@@ -225,7 +225,9 @@ END
 $$;
 
 -- A bulk action's task: the person its email and/or external_id name (both
--- must match when both are given) moves to the action's status.
+-- must match when both are given) moves to the action's status. An entry
+-- naming neither names nobody (person_not_found), not the session's first
+-- person.
 CREATE OR REPLACE FUNCTION person_act(INOUT s sessions, p_action text, p jsonb,
                                       OUT outcome text, OUT error_code text, OUT person_id uuid)
 LANGUAGE plpgsql AS $$
@@ -234,6 +236,7 @@ DECLARE
 BEGIN
     SELECT x.id INTO person_id FROM people x
     WHERE x.session_id = s.id
+      AND num_nonnulls(p->>'email', p->>'external_id') > 0
       AND (p->>'email' IS NULL
            OR (email_key(x.email) = email_key(p->>'email') AND x.email_conflict_of IS NULL))
       AND (p->>'external_id' IS NULL OR x.external_id = p->>'external_id');
@@ -284,18 +287,23 @@ BEGIN
               AND (s.registration_closes_at IS NULL OR now() < s.registration_closes_at);
     FOR i IN 1..cardinality(p_people) LOOP
         ord := i;
-        IF p_actions[i] <> 'register' THEN
-            r := person_act(s, p_actions[i], p_people[i]);
-        ELSIF v_open THEN
-            r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
-                                 p_waitlist[i], p_tasks[i]);
+        IF p_actions[i] <> 'register' OR v_open THEN
+            IF p_actions[i] <> 'register' THEN
+                r := person_act(s, p_actions[i], p_people[i]);
+            ELSE
+                r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
+                                     p_waitlist[i], p_tasks[i]);
+            END IF;
+            s := r.s;
+            outcome := r.outcome;
+            error_code := r.error_code;
+            person_id := r.person_id;
         ELSE
-            r := ROW(s, 'failed'::text, 'registration_closed'::text, NULL::uuid);
+            -- Not through a ROW() into r: its fields would be f1..f4, not s.
+            outcome := 'failed';
+            error_code := 'registration_closed';
+            person_id := NULL;
         END IF;
-        s := r.s;
-        outcome := r.outcome;
-        error_code := r.error_code;
-        person_id := r.person_id;
         RETURN NEXT;
     END LOOP;
     IF s IS DISTINCT FROM v_before THEN

@@ -1,6 +1,6 @@
 -- pgbench reference for scripts/bench: the bare registration transaction of
 -- issue 7. Take a seat by the same conditional UPDATE of the session row
--- that register_person() does, then insert the person (real people table,
+-- that the first register_person() did, then insert the person (real people table,
 -- its unique indexes and new_join_token()), one commit per registration.
 --
 -- The sessions are throwaway rows of the real sessions table, owned by the

@@ -4,7 +4,7 @@
  *
  * One task's stored input is made unprocessable before any worker runs (a
  * first_name of 300 characters breaks the people CHECK, so
- * register_person raises). Each delivery rolls back that task alone and
+ * session_apply() raises). Each delivery rolls back that task alone and
  * nacks it; the broker redelivers it until x-delivery-limit (5) and then
  * dead-letters it to bulkreg.tasks.dead, whose consumer fails it with
  * internal_error. The job still ends (failed, 49 + 1), with its one

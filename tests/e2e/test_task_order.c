@@ -8,13 +8,13 @@
  * drawn from a few addresses in mixed case (duplicates within the job),
  * with a random capacity, waitlist, approval, auto_approve and
  * override_duplicates. When every job has ended, the referee replays each
- * job, row by row in index order, through register_person() into a fresh
- * copy of its session (one person at a time: the rules as first written,
- * which tests/integration/test_register_people.c holds register_people()
- * to), inside a transaction that is rolled back. Every task's status and
- * error code, and its person's status and position, must be the
- * referee's, and so must the people the job leaves (address, status, the
- * name the last override wrote).
+ * job, row by row in index order, through person_apply() into a fresh
+ * copy of its session (one task at a time: what
+ * tests/integration/test_register_people.c holds session_apply() to
+ * against its own reference), inside a transaction that is rolled back.
+ * Every task's status and error code, and its person's status and
+ * position, must be the referee's, and so must the people the job leaves
+ * (address, status, the name the last override wrote).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -99,11 +99,12 @@ static const char referee[] =
     "current_setting('bulkreg_test.org')::uuid\n"
     "  LOOP\n"
     "    SELECT * INTO s FROM sessions WHERE id = j.session_id;\n"
-    "    INSERT INTO sessions (organization_id, title, capacity, approval, waitlist)\n"
-    "    VALUES (s.organization_id, 'referee', s.capacity, s.approval, s.waitlist)\n"
+    "    INSERT INTO sessions (organization_id, title, capacity, approval, waitlist, tracks)\n"
+    "    VALUES (s.organization_id, 'referee', s.capacity, s.approval, s.waitlist, s.tracks)\n"
     "    RETURNING id INTO ref;\n"
     "    FOR t IN SELECT * FROM tasks WHERE job_id = j.id ORDER BY idx LOOP\n"
-    "      reg := register_person(ref, t.input, j.override_duplicates, j.auto_approve, NULL);\n"
+    "      reg := person_apply(ref, j.action, t.input, j.override_duplicates, j.auto_approve,\n"
+    "                          j.waitlist, NULL);\n"
     "      SELECT * INTO mine FROM people WHERE id = t.person_id;\n"
     "      SELECT * INTO theirs FROM people WHERE id = reg.person_id;\n"
     "      IF reg.outcome IS DISTINCT FROM t.status OR reg.error_code IS DISTINCT FROM "

@@ -154,11 +154,12 @@ Test(job_cancel, each_run_ends_as_its_own_tasks_say)
 	t_session_sql(t.db, t.org.id, "runs", t.sid);
 	/* Rows 0 and 1 are one person: 1 fails already_registered; 2 gets cancelled. */
 	const char *p[] = {t.org.id, t.sid};
-	char *id = t_sql_text(t.db,
-	                      "SELECT job_id FROM create_job($1, $2, false, false,"
-	                      " '[{\"email\":\"a@example.com\"},{\"email\":\"A@example.com\"},"
-	                      "   {\"email\":\"b@example.com\"}]')",
-	                      2, p);
+	char *id =
+	    t_sql_text(t.db,
+	               "SELECT job_id FROM create_job($1, $2, 'register', false, false, false,"
+	               " '[{\"email\":\"a@example.com\"},{\"email\":\"A@example.com\"},"
+	               "   {\"email\":\"b@example.com\"}]')",
+	               2, p);
 	snprintf(t.job, sizeof(t.job), "%s", id);
 	free(id);
 	batch_open(&t, "{1}");

@@ -469,22 +469,24 @@ Test(migrate, unicode_folding_marks_existing_duplicates, .fini = t_scratch_drop_
 	cr_expect_str_eq(marks, "0:- 1:- 2:0 3:0");
 	free(marks);
 	/* The address is still taken, by the earliest person. */
-	char *dup = t_sql_text(db,
-	                       "SELECT r.outcome || ':' || r.error_code FROM register_person($1,"
-	                       " '{\"email\":\"E\xcc\x81MILE@X.ORG\"}', false, false, NULL) r",
-	                       1, p);
+	char *dup =
+	    t_sql_text(db,
+	               "SELECT r.outcome || ':' || r.error_code FROM person_apply($1, 'register',"
+	               " '{\"email\":\"E\xcc\x81MILE@X.ORG\"}', false, false, false, NULL) r",
+	               1, p);
 	cr_expect_str_eq(dup, "failed:already_registered");
 	free(dup);
 	/*
 	 * An override updates the earliest person, never a marked one (read
 	 * back by a later statement: the calling one's snapshot predates it).
 	 */
-	char *over = t_sql_text(db,
-	                        "SELECT r.outcome || ':' || (SELECT q.position FROM people q"
-	                        "                            WHERE q.id = r.person_id)"
-	                        " FROM register_person($1, '{\"email\":\"e\xcc\x81mile@X.org\","
-	                        "  \"first_name\":\"Émile\"}', true, false, NULL) r",
-	                        1, p);
+	char *over =
+	    t_sql_text(db,
+	               "SELECT r.outcome || ':' || (SELECT q.position FROM people q"
+	               "                            WHERE q.id = r.person_id)"
+	               " FROM person_apply($1, 'register', '{\"email\":\"e\xcc\x81mile@X.org\","
+	               "  \"first_name\":\"Émile\"}', true, false, false, NULL) r",
+	               1, p);
 	cr_expect_str_eq(over, "succeeded:0");
 	free(over);
 	char *named = t_sql_text(db,

@@ -61,10 +61,11 @@ static void fixture_setup(void)
 	t_session_sql(db, fx.a.id, "reads", fx.session_a);
 	t_session_sql(db, fx.b.id, "reads", fx.session_b);
 	const char *pj[] = {fx.a.id, fx.session_a};
-	PGresult *res = t_sql(db,
-	                      "SELECT job_id FROM create_job($1, $2, false, false,"
-	                      " '[{\"email\": \"reads@example.com\"}]'::jsonb)",
-	                      2, pj);
+	PGresult *res =
+	    t_sql(db,
+	          "SELECT job_id FROM create_job($1, $2, 'register', false, false, false,"
+	          " '[{\"email\": \"reads@example.com\"}]'::jsonb)",
+	          2, pj);
 	cr_assert_eq(PQntuples(res), 1, "create_job made no job");
 	snprintf(fx.job_a, sizeof(fx.job_a), "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);

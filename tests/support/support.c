@@ -265,7 +265,7 @@ void t_job_sql(PGconn *db, const char *org, const char *sid, int n, char job[37]
 	const char *p[] = {org, sid, count};
 	PGresult *res =
 	    t_sql(db,
-	          "SELECT job_id FROM create_job($1, $2, false, false,"
+	          "SELECT job_id FROM create_job($1, $2, 'register', false, false, false,"
 	          " (SELECT jsonb_agg(jsonb_build_object('email', 'p' || g || '@example.com',"
 	          "   'first_name', 'P', 'last_name', 'L'))"
 	          "  FROM generate_series(1, $3::int) g))",
