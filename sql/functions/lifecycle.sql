@@ -71,7 +71,7 @@ BEGIN
                       OR o.external_id = v_external)) THEN
         outcome := 'already_registered'; RETURN;
     END IF;
-    IF jsonb_typeof(p_attrs->'track_id') = 'number'
+    IF coalesce(jsonb_typeof(p_attrs->'track_id'), 'null') <> 'null'
        AND NOT s.tracks @> jsonb_build_array(jsonb_build_object('id', p_attrs->'track_id')) THEN
         outcome := 'unknown_track'; RETURN;
     END IF;

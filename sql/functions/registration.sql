@@ -163,7 +163,8 @@ DECLARE
     v_prev text;
 BEGIN
     outcome := 'failed';
-    IF jsonb_typeof(p->'track_id') = 'number'
+    -- A track_id that is no number (the API refuses one) is no track either.
+    IF coalesce(jsonb_typeof(p->'track_id'), 'null') <> 'null'
        AND NOT s.tracks @> jsonb_build_array(jsonb_build_object('id', p->'track_id')) THEN
         error_code := 'unknown_track'; RETURN;
     END IF;
