@@ -44,8 +44,11 @@ struct api_app {
 	readbatch *reads;
 };
 
+struct api_dialect;
+
 struct api_req {
 	struct api_app *app;
+	const struct api_dialect *dialect; /* NULL: the native JSON:API (dialect.h) */
 	struct http_req *http;
 	struct http_resp *resp;
 	db_conn *db;                 /* borrowed by the router; NULL for batched reads */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dialect.h"
 #include "log.h"
 
 #define JA_ERRORS_MAX_BYTES  (1u << 20)
@@ -23,6 +24,7 @@ void ja_errors_init(struct ja_errors *e)
 	sb_init(&e->sb, JA_ERRORS_MAX_BYTES);
 	e->count = 0;
 	e->status = 0;
+	e->code[0] = e->detail[0] = '\0';
 }
 
 void ja_errors_free(struct ja_errors *e)
@@ -149,8 +151,12 @@ void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const 
 		if (st == BR_OK)
 			st = sb_append(&e->sb, sb_str(&one), one.len);
 		if (st == BR_OK) {
-			if (e->count == 0)
+			if (e->count == 0) {
 				e->status = status;
+				snprintf(e->code, sizeof(e->code), "%s", code);
+				snprintf(e->detail, sizeof(e->detail), "%s",
+				         detail ? detail : title);
+			}
 			e->count++;
 		} else {
 			e->count = JA_MAX_ERRORS; /* out of memory: the buffer freed itself */
@@ -175,9 +181,24 @@ void ja_errors_send(struct ja_errors *e, struct http_resp *resp)
 	ja_errors_free(e);
 }
 
+void ja_errors_reply(struct api_req *r, struct ja_errors *e)
+{
+	if (!r->dialect) {
+		ja_errors_send(e, r->resp);
+		return;
+	}
+	r->dialect->fail(r, e->status ? e->status : 500, e->code[0] ? e->code : "internal_error",
+	                 e->detail);
+	ja_errors_free(e);
+}
+
 void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
              const char *detail)
 {
+	if (r->dialect) {
+		r->dialect->fail(r, status, code, detail ? detail : title);
+		return;
+	}
 	/* Through ja_errors, so that an echo of client input stays valid UTF-8. */
 	struct ja_errors e;
 	ja_errors_init(&e);
@@ -356,7 +377,7 @@ bool ja_page_params(struct api_req *r, struct ja_page *page)
 	struct ja_errors e;
 	ja_errors_init(&e);
 	if (!ja_parse_page(num, size, page, &e)) {
-		ja_errors_send(&e, r->resp);
+		ja_errors_reply(r, &e);
 		return false;
 	}
 	ja_errors_free(&e);
@@ -440,7 +461,7 @@ bool ja_check_params(struct api_req *r, const char *const *allowed)
 	struct param_check pc = {allowed, &e};
 	http_req_query_each(r->http, check_one, &pc);
 	if (e.count) {
-		ja_errors_send(&e, r->resp);
+		ja_errors_reply(r, &e);
 		return false;
 	}
 	ja_errors_free(&e);

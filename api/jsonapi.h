@@ -24,6 +24,9 @@ struct ja_errors {
 	strbuf sb; /* the "errors" array's members so far */
 	int count;
 	unsigned status; /* of the first problem */
+	/* The first problem's code and detail (cut), for a dialect's answer. */
+	char code[40];
+	char detail[240];
 };
 
 void ja_errors_init(struct ja_errors *e);
@@ -42,7 +45,13 @@ void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const 
 /* Answers with the collected problems (status of the first); frees e. */
 void ja_errors_send(struct ja_errors *e, struct http_resp *resp);
 
-/* Answers with a single problem. */
+/*
+ * Answers r with the collected problems: the JSON:API document, or in the
+ * request's dialect (dialect.h) its first problem. Frees e.
+ */
+void ja_errors_reply(struct api_req *r, struct ja_errors *e);
+
+/* Answers with a single problem (in the request's dialect, if it has one). */
 void ja_fail(struct api_req *r, unsigned status, const char *code, const char *title,
              const char *detail);
 

@@ -25,6 +25,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
 #include "jsonapi.h"
@@ -72,6 +73,9 @@ static const struct route routes[] = {
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
+static const struct api_dialect *const dialects[] = {NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are
@@ -210,7 +214,11 @@ static void route(struct api_req *r, const struct route *found, const char *allo
 		return;
 	}
 	if (!found) {
-		ops_method_not_allowed(r->resp, allow);
+		if (r->dialect && http_resp_header(r->resp, "Allow", "%s", allow) == BR_OK)
+			ja_fail(r, 405, "method_not_allowed", "Method not allowed",
+			        "This resource does not support that method.");
+		else
+			ops_method_not_allowed(r->resp, allow);
 		return;
 	}
 	if (found->flags & ROUTE_IDEMPOTENT)
@@ -245,7 +253,14 @@ void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)
 	if (ops_handle(app->ops, req, resp))
 		return;
 	struct api_req r = {.app = app, .http = req, .resp = resp};
-	if (strncmp(req->path, "/v1/", 4) != 0) {
+	bool known = strncmp(req->path, "/v1/", 4) == 0;
+	for (const struct api_dialect *const *d = dialects; !known && *d; d++) {
+		if (strncmp(req->path, (*d)->prefix, strlen((*d)->prefix)) == 0) {
+			r.dialect = *d;
+			known = true;
+		}
+	}
+	if (!known) {
 		ja_fail(&r, 404, "not_found", "Not found", "No such resource.");
 		return;
 	}
