@@ -284,13 +284,19 @@ BEGIN
               AND (s.registration_closes_at IS NULL OR now() < s.registration_closes_at);
     FOR i IN 1..cardinality(p_people) LOOP
         ord := i;
+        IF p_actions[i] = 'register' AND NOT v_open THEN
+            -- Not through r: a ROW() names its fields f1, f2, ..., not s.
+            outcome := 'failed';
+            error_code := 'registration_closed';
+            person_id := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         IF p_actions[i] <> 'register' THEN
             r := person_act(s, p_actions[i], p_people[i]);
-        ELSIF v_open THEN
+        ELSE
             r := person_register(s, p_people[i], p_override[i], p_auto_approve[i],
                                  p_waitlist[i], p_tasks[i]);
-        ELSE
-            r := ROW(s, 'failed'::text, 'registration_closed'::text, NULL::uuid);
         END IF;
         s := r.s;
         outcome := r.outcome;
