@@ -132,7 +132,10 @@ CREATE OR REPLACE FUNCTION session_patch(p_org uuid, p_session uuid, p_attrs jso
 LANGUAGE plpgsql AS $$
 DECLARE
     s sessions;
-    a jsonb := p_attrs;
+    -- null tracks are none, as at creation: a JSON null is no SQL NULL, and
+    -- would neither compare as a list nor pass sessions_tracks_bounded.
+    a jsonb := CASE WHEN p_attrs->'tracks' = 'null'::jsonb THEN p_attrs || '{"tracks": []}'
+                    ELSE p_attrs END;
 BEGIN
     s := session_locked(p_org, p_session);
     IF s.id IS NULL THEN
