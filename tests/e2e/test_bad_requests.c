@@ -216,8 +216,10 @@ static const char *gen_url_2049(void)
 static const struct bad table[] = {
     /* Routing: unknown routes and ids that are not UUIDs are 404, never a database error. */
     BAD("unknown route", "GET", "/v1/nothing", NULL, 404, "not_found", NULL),
-    BAD("unknown route outside /v1", "GET", "/v2/sessions", NULL, 404, "not_found", NULL),
+    BAD("unknown route outside /v1", "GET", "/v9/sessions", NULL, 404, "not_found", NULL),
     BAD("session id not a uuid", "GET", "/v1/sessions/not-a-uuid", NULL, 404, "not_found", NULL),
+    BAD("person id not a uuid", "GET", "/v1/sessions/{sid}/people/not-a-uuid", NULL, 404,
+        "not_found", NULL),
     BAD("job id of uuid length, not hex", "GET", "/v1/jobs/zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
         NULL, 404, "not_found", NULL),
     BAD("job id with SQL in it", "GET", "/v1/jobs/1'%20OR%20'1'='1/tasks", NULL, 404, "not_found",
@@ -242,11 +244,15 @@ static const struct bad table[] = {
         "not_found", NULL),
 
     /* Methods. */
-    NOT_ALLOWED("PATCH a session", "PATCH", "/v1/sessions/{sid}", "{}", "GET"),
-    NOT_ALLOWED("GET the sessions collection", "GET", "/v1/sessions", NULL, "POST"),
+    NOT_ALLOWED("PUT a session", "PUT", "/v1/sessions/{sid}", "{}", "GET, PATCH, DELETE"),
+    NOT_ALLOWED("DELETE the sessions collection", "DELETE", "/v1/sessions", NULL, "GET, POST"),
     NOT_ALLOWED("POST the jobs collection", "POST", "/v1/jobs", "{}", "GET"),
     NOT_ALLOWED("POST a job", "POST", "/v1/jobs/{none}", "{}", "GET, PUT, DELETE"),
     NOT_ALLOWED("GET bulk", "GET", "/v1/sessions/{sid}/people/bulk", NULL, "POST"),
+    NOT_ALLOWED("PUT a person", "PUT", "/v1/sessions/{sid}/people/{none}", "{}",
+                "GET, PATCH, DELETE"),
+    NOT_ALLOWED("PUT the people collection", "PUT", "/v1/sessions/{sid}/people", "{}",
+                "GET, POST, DELETE"),
     NOT_ALLOWED("PUT the webhooks collection", "PUT", "/v1/webhooks", "{}", "GET, POST"),
 
     /* Authentication. */
