@@ -1,6 +1,7 @@
 /*
  * validate.h - validation of request bodies before anything is written:
- * people (single and bulk tasks) and sessions. Every problem is reported
+ * people (single and bulk tasks) and sessions (validate.c), and the text
+ * formats they carry (validate_text.c). Every problem is reported
  * with its JSON pointer into the request; a caller answers 422 when any was
  * found. Pure functions over jansson values; thread-safe.
  */
@@ -35,6 +36,9 @@ bool val_email(const char *s, size_t len);
  * 1 to 9999 in UTC.
  */
 bool val_rfc3339(const char *s);
+
+/* val_rfc3339, writing the instant in microseconds since the Unix epoch to *us. */
+bool val_rfc3339_us(const char *s, long long *us);
 
 /* Number of UTF-8 code points in s. */
 size_t val_utf8_len(const char *s, size_t len);
