@@ -25,16 +25,28 @@
 -- indexes on email_key(email) and on external_id); only a conflict, or a
 -- session without a seat for a newcomer, looks the person up.
 
--- The status a newcomer gets now, or NULL when the session has no room
--- for them (session_full).
+-- The status a newcomer gets, or NULL when the session has no room for
+-- them (session_full): the rule of seats, waiting list and approval, once.
+-- p_ahead counts the newcomers wanting a seat who come before this one in
+-- the same statement (session_register_new()) and are not in s's counters
+-- yet: 0 when s is up to date (person_register()).
 CREATE OR REPLACE FUNCTION session_status_for(s sessions, p_auto_approve boolean,
-                                              p_waitlist boolean) RETURNS text
+                                              p_waitlist boolean, p_ahead int) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_waitlist THEN 'waitlisted'
-                WHEN s.capacity IS NULL OR s.registrants_count + s.pending_count < s.capacity
+                WHEN s.capacity IS NULL
+                     OR s.registrants_count + s.pending_count + p_ahead < s.capacity
                     THEN CASE WHEN s.approval = 'manual' AND NOT p_auto_approve
                               THEN 'pending_approval' ELSE 'registered' END
                 WHEN s.waitlist THEN 'waitlisted' END
+$$;
+
+-- Whether a track_id names none of the session's tracks (a track_id that
+-- is no number, which the API refuses, is no track either).
+CREATE OR REPLACE FUNCTION session_lacks_track(s sessions, p_track jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_typeof(p_track), 'null') <> 'null'
+           AND NOT s.tracks @> jsonb_build_array(jsonb_build_object('id', p_track))
 $$;
 
 -- The session's counters once a person goes from p_from (NULL: a newcomer)
@@ -163,12 +175,10 @@ DECLARE
     v_prev text;
 BEGIN
     outcome := 'failed';
-    -- A track_id that is no number (the API refuses one) is no track either.
-    IF coalesce(jsonb_typeof(p->'track_id'), 'null') <> 'null'
-       AND NOT s.tracks @> jsonb_build_array(jsonb_build_object('id', p->'track_id')) THEN
+    IF session_lacks_track(s, p->'track_id') THEN
         error_code := 'unknown_track'; RETURN;
     END IF;
-    v_status := session_status_for(s, p_auto_approve, p_waitlist);
+    v_status := session_status_for(s, p_auto_approve, p_waitlist, 0);
     IF v_status IS NOT NULL THEN
         INSERT INTO people (session_id, position, email, external_id, first_name, last_name,
                             fields, referrer, utm_source, utm_medium, utm_campaign, utm_term,
@@ -225,6 +235,103 @@ BEGIN
 END
 $$;
 
+-- A list of registrations whose people are all new to the session and
+-- distinct from one another (no email_key and no external_id twice, none
+-- that the session has), the common case of a worker batch, is inserted
+-- by one statement. Each person's status is session_status_for() with the
+-- seats taken by the newcomers before them in the list, which is what
+-- registering them one by one gives, since a newcomer only ever takes a
+-- seat; entries failing unknown_track take nothing. done = false, with
+-- nothing written, when the list is not such a list: session_apply() then
+-- takes its entries one at a time.
+CREATE OR REPLACE FUNCTION session_register_new(INOUT s sessions, p_people jsonb[],
+                                                p_auto_approve boolean[], p_waitlist boolean[],
+                                                p_tasks uuid[], OUT done boolean,
+                                                OUT outcomes text[], OUT codes text[],
+                                                OUT persons uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_planned int;
+    v_counts int[];
+BEGIN
+    done := false;
+    IF EXISTS (
+        WITH u AS (SELECT email_key(x.p->>'email') AS ek, x.p->>'external_id' AS xid
+                   FROM unnest(p_people) AS x(p)
+                   WHERE NOT session_lacks_track(s, x.p->'track_id'))
+        (SELECT 1 FROM u WHERE u.ek IS NOT NULL GROUP BY u.ek HAVING count(*) > 1)
+        UNION ALL
+        (SELECT 1 FROM u WHERE u.xid IS NOT NULL GROUP BY u.xid HAVING count(*) > 1)
+        UNION ALL
+        (SELECT 1 FROM u JOIN people pp ON pp.session_id = s.id AND email_key(pp.email) = u.ek)
+        UNION ALL
+        (SELECT 1 FROM u JOIN people pp ON pp.session_id = s.id AND pp.external_id = u.xid)) THEN
+        RETURN;
+    END IF;
+
+    WITH u AS (
+        SELECT x.i::int AS i, x.p, x.au, x.wl, x.tk,
+               session_lacks_track(s, x.p->'track_id') AS bad
+        FROM unnest(p_people, p_auto_approve, p_waitlist, p_tasks)
+             WITH ORDINALITY AS x(p, au, wl, tk, i)
+    ), wanting AS (
+        -- ahead: the seat-wanting newcomers before this one
+        SELECT u.*, (count(*) FILTER (WHERE NOT u.bad AND NOT u.wl) OVER (ORDER BY u.i)
+                     - (NOT u.bad AND NOT u.wl)::int)::int AS ahead
+        FROM u
+    ), planned AS (
+        SELECT w.*, CASE WHEN NOT w.bad THEN session_status_for(s, w.au, w.wl, w.ahead) END
+                        AS status
+        FROM wanting w
+    ), plan AS (
+        SELECT pl.*,
+               s.people_count - 1 + (count(*) FILTER (WHERE pl.status IS NOT NULL)
+                                     OVER (ORDER BY pl.i))::int AS pos,
+               s.waitlist_seq + (count(*) FILTER (WHERE pl.status = 'waitlisted')
+                                 OVER (ORDER BY pl.i))::int AS seq
+        FROM planned pl
+    ), ins AS (
+        INSERT INTO people (session_id, position, email, external_id, first_name, last_name,
+                            fields, referrer, utm_source, utm_medium, utm_campaign, utm_term,
+                            utm_content, reference, track_id, center_id, registration_status,
+                            waitlist_seq, join_token, task_id)
+        SELECT s.id, pl.pos, pl.p->>'email', pl.p->>'external_id', pl.p->>'first_name',
+               pl.p->>'last_name', coalesce(pl.p->'fields', '[]'), pl.p->>'referrer',
+               pl.p->>'utm_source', pl.p->>'utm_medium', pl.p->>'utm_campaign',
+               pl.p->>'utm_term', pl.p->>'utm_content', pl.p->>'reference',
+               (pl.p->>'track_id')::int, pl.p->>'center_id', pl.status,
+               CASE WHEN pl.status = 'waitlisted' THEN pl.seq END, new_join_token(), pl.tk
+        FROM plan pl WHERE pl.status IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING id, position
+    )
+    SELECT array_agg(CASE WHEN pl.status IS NULL THEN 'failed' ELSE 'succeeded' END
+                     ORDER BY pl.i),
+           array_agg(CASE WHEN pl.bad THEN 'unknown_track'
+                          WHEN pl.status IS NULL THEN 'session_full' END ORDER BY pl.i),
+           array_agg(ins.id ORDER BY pl.i),
+           count(*) FILTER (WHERE pl.status IS NOT NULL),
+           ARRAY[count(ins.id) FILTER (WHERE pl.status = 'registered'),
+                 count(ins.id) FILTER (WHERE pl.status = 'pending_approval'),
+                 count(ins.id) FILTER (WHERE pl.status = 'waitlisted')]
+    INTO outcomes, codes, persons, v_planned, v_counts
+    FROM plan pl LEFT JOIN ins ON pl.status IS NOT NULL AND ins.position = pl.pos;
+
+    -- Under the session lock nobody else inserts into it; let the caller's
+    -- transaction run again if that ever happened.
+    IF v_counts[1] + v_counts[2] + v_counts[3] <> v_planned THEN
+        RAISE EXCEPTION 'registration into session % conflicted', s.id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    s.registrants_count := s.registrants_count + v_counts[1];
+    s.pending_count := s.pending_count + v_counts[2];
+    s.waitlist_count := s.waitlist_count + v_counts[3];
+    s.waitlist_seq := s.waitlist_seq + v_counts[3];
+    s.people_count := s.people_count + v_planned;
+    done := true;
+END
+$$;
+
 -- A bulk action's task: the person its email and/or external_id name (both
 -- must match when both are given) moves to the action's status. An entry
 -- naming neither names nobody (person_not_found), not the session's first
@@ -265,7 +372,8 @@ $$;
 -- and waitlist flags) or a bulk action (approve, deny, cancel). Locks the
 -- session, writes its counters once. A registration outside the window
 -- fails registration_closed; actions are not bound by the window. Every
--- entry fails session_not_found when the session is gone.
+-- entry fails session_not_found when the session is gone. A list of
+-- newcomers only goes in with one statement (session_register_new()).
 CREATE OR REPLACE FUNCTION session_apply(p_session uuid, p_actions text[], p_people jsonb[],
                                          p_override boolean[], p_auto_approve boolean[],
                                          p_waitlist boolean[], p_tasks uuid[])
@@ -286,6 +394,16 @@ BEGIN
     v_before := s;
     v_open := (s.registration_opens_at IS NULL OR now() >= s.registration_opens_at)
               AND (s.registration_closes_at IS NULL OR now() < s.registration_closes_at);
+    IF v_open AND cardinality(p_people) > 1 AND 'register' = ALL (p_actions) THEN
+        r := session_register_new(s, p_people, p_auto_approve, p_waitlist, p_tasks);
+        IF r.done THEN
+            PERFORM session_store_counts(r.s);
+            RETURN QUERY SELECT x.i::int, x.o, x.c, x.pid
+                         FROM unnest(r.outcomes, r.codes, r.persons) WITH ORDINALITY
+                              AS x(o, c, pid, i);
+            RETURN;
+        END IF;
+    END IF;
     FOR i IN 1..cardinality(p_people) LOOP
         ord := i;
         IF p_actions[i] <> 'register' OR v_open THEN
