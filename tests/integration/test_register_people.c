@@ -148,8 +148,8 @@ static const char *const generators[] = {
     /* The people and the counters of a session. */
     "CREATE FUNCTION pg_temp.state(p_session uuid) RETURNS text LANGUAGE sql AS $$\n"
     "  SELECT format('%s | %s %s %s %s %s', string_agg(format(\n"
-    "           '%s/%s/%s/%s/%s/%s/%s/%s/%s/%s/%s', p.position, p.email, p.external_id,\n"
-    "           p.registration_status,\n"
+    "           '%s/%s/%s/%s/%s/%s/%s/%s/%s/%s/%s/%s', p.position, p.email, p.external_id,\n"
+    "           p.registration_status, p.waitlist_seq,\n"
     "           person_resource(p, '')->'attributes'->>'waitlist_position',\n"
     "           p.first_name, p.last_name, p.track_id, p.center_id, p.fields, p.task_id),\n"
     "           ', ' ORDER BY p.position),\n"
