@@ -25,6 +25,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "compat/workshops.h"
 #include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
@@ -70,12 +71,15 @@ static const struct route routes[] = {
     {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0},
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
+    /* Compatible APIs (api/compat/, docs/compat/). */
+    {"/api/v1/workshops/:id/registrations", "POST", compat_workshop_register, NULL,
+     ROUTE_IDEMPOTENT},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
-static const struct api_dialect *const dialects[] = {NULL};
+static const struct api_dialect *const dialects[] = {&compat_workshop_dialect, NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are
