@@ -25,6 +25,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "compat/bulk_registrations.h"
 #include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
@@ -70,12 +71,17 @@ static const struct route routes[] = {
     {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0},
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
+    {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0},
+    {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT},
+    {"/api/v1/bulk-registrations/:id", "GET", brs_read, NULL, 0},
+    {"/api/v1/bulk-registrations/:id", "PUT", brs_update, NULL, 0},
+    {"/api/v1/bulk-registrations/:id", "DELETE", brs_delete, NULL, 0},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
-static const struct api_dialect *const dialects[] = {NULL};
+static const struct api_dialect *const dialects[] = {&compat_brs_dialect, NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are
