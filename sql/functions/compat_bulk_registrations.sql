@@ -86,7 +86,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    RETURN (brs_summary(j, b)::jsonb || jsonb_build_object('results', brs_results(p_id)))::json;
+    -- The summary's members in their order, then the results (jsonb would
+    -- sort the keys).
+    RETURN (left(brs_summary(j, b)::text, -1) || ', "results" : ' || brs_results(p_id)::text
+            || '}')::json;
 END
 $$;
 
