@@ -25,6 +25,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "compat/bulk_registrations.h"
 #include "compat/workshops.h"
 #include "dialect.h"
 #include "idempotency.h"
@@ -72,6 +73,11 @@ static const struct route routes[] = {
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
     /* Compatible APIs (api/compat/, docs/compat/). */
+    {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0},
+    {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT},
+    {"/api/v1/bulk-registrations/:id", "GET", brs_read, NULL, 0},
+    {"/api/v1/bulk-registrations/:id", "PUT", brs_update, NULL, 0},
+    {"/api/v1/bulk-registrations/:id", "DELETE", brs_delete, NULL, 0},
     {"/api/v1/workshops/:id/registrations", "POST", compat_workshop_register, NULL,
      ROUTE_IDEMPOTENT},
 };
@@ -79,7 +85,8 @@ static const struct route routes[] = {
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
-static const struct api_dialect *const dialects[] = {&compat_workshop_dialect, NULL};
+static const struct api_dialect *const dialects[] = {&compat_brs_dialect, &compat_workshop_dialect,
+                                                     NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are

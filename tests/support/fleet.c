@@ -491,18 +491,21 @@ static void count_tasks(struct t_fleet *f, struct task_counts *c)
 	PQclear(res);
 }
 
-/* Per session: people, distinct emails, and the sum of total_success of its jobs. */
+/*
+ * Per session: people, distinct identities (the address, or the external id
+ * of a person without one), and the sum of total_success of its jobs.
+ */
 static void count_people(struct t_fleet *f, long *people, long *extra, long *missing)
 {
-	PGresult *res =
-	    t_sql(f->db,
-	          "SELECT (SELECT count(*) FROM people p WHERE p.session_id = s.id),"
-	          "       (SELECT count(DISTINCT email_key(p.email)) FROM people p WHERE "
-	          "p.session_id = s.id),"
-	          "       (SELECT COALESCE(sum(j.total_success), 0) FROM jobs j WHERE "
-	          "j.session_id = s.id)"
-	          "  FROM sessions s WHERE s.organization_id = $1",
-	          1, (const char *const[]){f->org.id});
+	PGresult *res = t_sql(f->db,
+	                      "SELECT (SELECT count(*) FROM people p WHERE p.session_id = s.id),"
+	                      "       (SELECT count(DISTINCT COALESCE('e:' || email_key(p.email),"
+	                      "                                       'x:' || p.external_id))"
+	                      "          FROM people p WHERE p.session_id = s.id),"
+	                      "       (SELECT COALESCE(sum(j.total_success), 0) FROM jobs j WHERE "
+	                      "j.session_id = s.id)"
+	                      "  FROM sessions s WHERE s.organization_id = $1",
+	                      1, (const char *const[]){f->org.id});
 	*people = *extra = *missing = 0;
 	for (int i = 0; i < PQntuples(res); i++) {
 		long n = strtol(PQgetvalue(res, i, 0), NULL, 10);

@@ -9,7 +9,8 @@
  *   - job and session counters equal the counts of their tasks and people
  *     (t_check_invariants);
  *   - each person is registered once: per session, people = the sum of
- *     total_success of its jobs, and no address twice (email_key()); no
+ *     total_success of its jobs, and no address (email_key()) or external id
+ *     of a person without an address twice; no
  *     task failed except the ones the scenario expects (a redelivered task failing as
  *     already_registered against itself would be a doubled effect);
  *   - exactly one job.ended event per completion, every one delivered to
