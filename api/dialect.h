@@ -1,7 +1,7 @@
 /*
  * dialect.h - how a family of routes answers a failure. The native /v1
  * routes answer JSON:API error documents (jsonapi.h); each compatible API
- * (api/compat/, docs/compat.md) answers in its own error shape: its
+ * (api/compat/, docs/compat/) answers in its own error shape: its
  * dialect. The router picks the dialect by path prefix before anything
  * else, so every failure on the way (401, 429, 404, 405, 400, 503) comes
  * in the shape the client expects, through the same ja_fail() the native

@@ -83,6 +83,11 @@ bool idem_key_valid(const char *key)
 
 static void bad_key(struct api_req *r)
 {
+	if (r->dialect) {
+		ja_fail(r, 400, "invalid_parameter", "Invalid parameter",
+		        "Idempotency-Key must be 1 to 255 printable ASCII characters.");
+		return;
+	}
 	http_resp_json(
 	    r->resp, 400,
 	    "{\"errors\":[{\"status\":\"400\",\"code\":\"invalid_parameter\","
@@ -137,7 +142,8 @@ static void replay(struct api_req *r, const PGresult *res)
 	const char *location = db_val(res, 0, 3);
 	struct http_resp *resp = r->resp;
 	resp->status = (unsigned)strtoul(PQgetvalue(res, 0, 1), NULL, 10);
-	resp->content_type = "application/vnd.api+json";
+	/* A compatible API's answers are plain JSON (dialect.h). */
+	resp->content_type = r->dialect ? "application/json" : "application/vnd.api+json";
 	sb_reset(&resp->body);
 	if (body && *body && sb_appends(&resp->body, body) != BR_OK) {
 		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");

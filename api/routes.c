@@ -25,6 +25,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "compat/zoom.h"
 #include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
@@ -70,12 +71,15 @@ static const struct route routes[] = {
     {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0},
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
+    /* Compatible APIs (api/compat/, docs/compat/). */
+    {"/v2/webinars/:id/batch_registrants", "POST", zoom_route_batch_registrants, NULL,
+     ROUTE_IDEMPOTENT},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
-static const struct api_dialect *const dialects[] = {NULL};
+static const struct api_dialect *const dialects[] = {&compat_zoom_dialect, NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are
