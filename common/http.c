@@ -116,6 +116,11 @@ const char *http_req_form(const struct http_req *req, const char *name, size_t *
 	return http_form_get(req->form, name, len);
 }
 
+const http_form *http_req_form_fields(const struct http_req *req)
+{
+	return req->form;
+}
+
 br_status http_resp_header(struct http_resp *resp, const char *name, const char *fmt, ...)
 {
 	if (resp->nheaders >= HTTP_MAX_HEADERS)

@@ -148,6 +148,9 @@ br_status http_req_form_status(const struct http_req *req);
  */
 const char *http_req_form(const struct http_req *req, const char *name, size_t *len);
 
+/* The request's form (http_form.h), borrowed; NULL unless http_req_form_status is BR_OK. */
+const http_form *http_req_form_fields(const struct http_req *req);
+
 /* Adds a response header (copied). BR_NOMEM / BR_TOOBIG when full. */
 br_status http_resp_header(struct http_resp *resp, const char *name, const char *fmt,
                            ...) BR_MUST_USE __attribute__((format(printf, 3, 4)));

@@ -159,6 +159,14 @@ const char *http_form_name(const http_form *f, int i)
 	return f && i >= 0 && i < f->n ? f->f[i].name : NULL;
 }
 
+const char *http_form_value(const http_form *f, int i, size_t *len)
+{
+	if (!f || i < 0 || i >= f->n)
+		return NULL;
+	*len = f->f[i].value.len;
+	return sb_str(&f->f[i].value);
+}
+
 size_t http_form_bytes(const http_form *f)
 {
 	return f ? f->bytes : 0;

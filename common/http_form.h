@@ -47,9 +47,10 @@ br_status http_form_parse(struct MHD_Connection *conn, const char *body, size_t 
  */
 const char *http_form_get(const http_form *f, const char *name, size_t *len);
 
-/* Number of fields, and the name of field i (borrowed). */
+/* Number of fields, and the name and value (length in *len) of field i (borrowed). */
 int http_form_count(const http_form *f);
 const char *http_form_name(const http_form *f, int i);
+const char *http_form_value(const http_form *f, int i, size_t *len);
 
 /* Bytes of names and values held, what the server counts against its body budget. */
 size_t http_form_bytes(const http_form *f);

@@ -236,6 +236,8 @@ static void zoom_fail(struct api_req *r, unsigned status, const char *code, cons
 	    {"invalid_json", 400, ZOOM_INVALID, NULL},
 	    {"validation_failed", 400, ZOOM_INVALID, NULL},
 	    {"invalid_parameter", 400, ZOOM_INVALID, NULL},
+	    {"unsupported_media_type", 415, 415,
+	     "Send the body as application/json or multipart/form-data."},
 	};
 	char id[65], message[128];
 	if (strcmp(code, "not_found") == 0 && webinar_of(r->http->path, id, sizeof(id))) {

@@ -138,12 +138,14 @@ Test(compat_zoom, documentation_example_as_json)
 	    2);
 }
 
-/* curl -F 'auto_approve=true' -F 'registrants=<list' as curl sends it. */
-static void post_multipart(struct t_resp *r, const char *sid, const char *auto_approve,
-                           const char *list)
+/*
+ * curl -F 'auto_approve=true' -F 'registrants=<list' as curl sends it, with
+ * boundary, and header (NULL or "Name: value") added.
+ */
+static void post_form(struct t_resp *r, const char *sid, const char *auto_approve, const char *list,
+                      const char *boundary, const char *header)
 {
-	static const char boundary[] = "------------------------d74496d66958873e";
-	char body[8192], url[256];
+	char body[8192], url[256], ct[160];
 	int n = snprintf(body, sizeof(body), "--%s\r\n", boundary);
 	if (auto_approve)
 		n += snprintf(body + n, sizeof(body) - (size_t)n,
@@ -153,11 +155,16 @@ static void post_multipart(struct t_resp *r, const char *sid, const char *auto_a
 	snprintf(body + n, sizeof(body) - (size_t)n,
 	         "Content-Disposition: form-data; name=\"registrants\"\r\n\r\n%s\r\n--%s--\r\n",
 	         list, boundary);
-	const char *headers[] = {
-	    "Content-Type: multipart/form-data; boundary=------------------------d74496d66958873e",
-	    NULL};
+	snprintf(ct, sizeof(ct), "Content-Type: multipart/form-data; boundary=%s", boundary);
+	const char *headers[] = {ct, header, NULL};
 	batch_url(url, sizeof(url), sid);
 	t_http(r, "POST", url, org.token, body, headers);
+}
+
+static void post_multipart(struct t_resp *r, const char *sid, const char *auto_approve,
+                           const char *list)
+{
+	post_form(r, sid, auto_approve, list, "------------------------d74496d66958873e", NULL);
 }
 
 Test(compat_zoom, documentation_example_as_multipart)
@@ -426,6 +433,19 @@ Test(compat_zoom, idempotency_key_replays)
 	cr_assert(strncmp(t_resp_header(&r2, "Content-Type"), "application/json", 16) == 0);
 	t_resp_free(&r1);
 	t_resp_free(&r2);
+	/* A form retried with another boundary, as curl draws one per request, replays. */
+	const char *key = "Idempotency-Key: zoom-form-1";
+	post_form(&r1, sid, "true", example_registrants, "------------------------aaaa", key);
+	cr_assert_eq(r1.status, 201, "%s", r1.body);
+	post_form(&r2, sid, "true", example_registrants, "------------------------bbbb", key);
+	cr_assert_eq(r2.status, 201, "%s", r2.body);
+	cr_assert_str_eq(t_resp_header(&r2, "Idempotent-Replayed"), "true");
+	cr_assert(json_equal(r1.json, r2.json));
+	t_resp_free(&r1);
+	t_resp_free(&r2);
+	post_form(&r1, sid, "false", example_registrants, "------------------------cccc", key);
+	assert_zoom_error(&r1, 422, 422, NULL);
+	t_resp_free(&r1);
 	/* The same key with another body. */
 	post_json(&r1, sid,
 	          "{\"registrants\":[{\"email\":\"z@example.com\",\"first_name\":\"Z\"}]}",

@@ -98,6 +98,9 @@ static void check_form(struct MHD_Connection *conn)
 		size_t len = SIZE_MAX;
 		const char *v = http_form_get(f, name, &len);
 		FZ_CHECK(v != NULL && len <= http_form_bytes(f) && v[len] == '\0');
+		size_t ilen = SIZE_MAX;
+		const char *iv = http_form_value(f, i, &ilen);
+		FZ_CHECK(iv != NULL && ilen <= http_form_bytes(f) && iv[ilen] == '\0');
 	}
 	FZ_CHECK(http_form_get(f, "", NULL) == NULL || n > 0);
 	check_batch(f);
