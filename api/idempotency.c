@@ -96,12 +96,45 @@ static void bad_key(struct api_req *r)
 	r->resp->content_type = "application/vnd.api+json";
 }
 
-/* SHA-256(method NUL path NUL SHA-256(body)) as a bytea parameter. */
+/*
+ * SHA-256 of a form's fields, name NUL value-length value each, in order:
+ * a form's raw bytes change with its boundary, which a client such as
+ * curl draws anew for every request, retries included.
+ */
+static br_status form_digest(const http_form *f, unsigned char out[CR_SHA256_LEN])
+{
+	strbuf sb;
+	sb_init(&sb, (size_t)1 << 30);
+	br_status st = BR_OK;
+	for (int i = 0; st == BR_OK && i < http_form_count(f); i++) {
+		const char *name = http_form_name(f, i);
+		size_t len = 0;
+		const char *value = http_form_value(f, i, &len);
+		st = sb_append(&sb, name, strlen(name) + 1);
+		if (st == BR_OK)
+			st = sb_appendf(&sb, "%zu:", len);
+		if (st == BR_OK)
+			st = sb_append(&sb, value, len);
+	}
+	if (st == BR_OK)
+		cr_sha256(sb_str(&sb), sb.len, out);
+	sb_free(&sb);
+	return st;
+}
+
+/*
+ * SHA-256(method NUL path NUL SHA-256(body)) as a bytea parameter; for a
+ * form body, of its fields (form_digest).
+ */
 static br_status fingerprint(struct api_req *r, char out[IDEM_HASH_PARAM_LEN])
 {
 	unsigned char body_digest[CR_SHA256_LEN], fp[CR_SHA256_LEN];
 	const strbuf *body = &r->http->body;
-	cr_sha256(sb_str(body), body->len, body_digest);
+	const http_form *form = http_req_form_fields(r->http);
+	if (!form)
+		cr_sha256(sb_str(body), body->len, body_digest);
+	else if (form_digest(form, body_digest) != BR_OK)
+		return BR_NOMEM;
 	strbuf sb;
 	sb_init(&sb, (size_t)1 << 20);
 	br_status st = sb_append(&sb, r->http->method, strlen(r->http->method) + 1);

@@ -8,7 +8,8 @@
  * header is a bad request parameter, as Stripe answers it, not a problem
  * with the body). The request's fingerprint is SHA-256 over the method, the
  * path and SHA-256 of the raw body bytes: a retry must resend the same
- * bytes.
+ * bytes. A form body (multipart/form-data, whose boundary a client may draw
+ * anew for each request) is fingerprinted by its fields instead.
  *
  * Records live in the idempotency_keys table (sql/migrations/001_baseline.sql), one row
  * per (organization, key), written in the same transaction as what the

@@ -27,6 +27,7 @@
 #include "auth.h"
 #include "compat/bulk_registrations.h"
 #include "compat/workshops.h"
+#include "compat/zoom.h"
 #include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
@@ -80,13 +81,15 @@ static const struct route routes[] = {
     {"/api/v1/bulk-registrations/:id", "DELETE", brs_delete, NULL, 0},
     {"/api/v1/workshops/:id/registrations", "POST", compat_workshop_register, NULL,
      ROUTE_IDEMPOTENT},
+    {"/v2/webinars/:id/batch_registrants", "POST", zoom_route_batch_registrants, NULL,
+     ROUTE_IDEMPOTENT},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The compatible APIs (api/compat/), by path prefix; /v1/ is the native API. */
 static const struct api_dialect *const dialects[] = {&compat_brs_dialect, &compat_workshop_dialect,
-                                                     NULL};
+                                                     &compat_zoom_dialect, NULL};
 
 /*
  * Matches path against pattern; its :id segments, which must be UUIDs, are

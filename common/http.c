@@ -106,6 +106,21 @@ void http_req_query_each(struct http_req *req,
 	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_cb, &it);
 }
 
+br_status http_req_form_status(const struct http_req *req)
+{
+	return req->form_st;
+}
+
+const char *http_req_form(const struct http_req *req, const char *name, size_t *len)
+{
+	return http_form_get(req->form, name, len);
+}
+
+const http_form *http_req_form_fields(const struct http_req *req)
+{
+	return req->form;
+}
+
 br_status http_resp_header(struct http_resp *resp, const char *name, const char *fmt, ...)
 {
 	if (resp->nheaders >= HTTP_MAX_HEADERS)
@@ -313,6 +328,7 @@ static enum MHD_Result begin_request(http_server *s, struct MHD_Connection *conn
 	req->method = method;
 	req->path = url;
 	req->route = "unmatched";
+	req->form_st = BR_NOTFOUND;
 	req->start_ns = mono_ns();
 	sb_init(&req->body, s->max_body);
 	assign_request_id(req);
@@ -382,6 +398,32 @@ static void run_request(void *ctx, void *item)
 	MHD_resume_connection(req->conn);
 }
 
+/*
+ * A complete form body into its fields (http_form.h), their bytes taken
+ * from the body budget like the body's own. false when the budget has no
+ * room for them (the request is then answered 503 like a body over it); a
+ * malformed form is for the handler to answer (http_req_form_status).
+ */
+static bool parse_form(http_server *s, struct http_req *req)
+{
+	const char *ct = http_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (!http_form_type(ct))
+		return true;
+	http_form *f = NULL;
+	req->form_st =
+	    http_form_parse(req->conn, sb_str(&req->body), req->body.len, s->max_body, &f);
+	if (req->form_st != BR_OK)
+		return true;
+	size_t n = http_form_bytes(f);
+	if (n && !hc_budget_take(s->conns, n, req->reserved + n > HC_SMALL_BODY)) {
+		http_form_free(f);
+		return false;
+	}
+	req->reserved += n;
+	req->form = f;
+	return true;
+}
+
 /* The body is complete: answer what needs no handler, else hand it to the pool. */
 static enum MHD_Result end_request(http_server *s, struct http_req *req)
 {
@@ -390,6 +432,8 @@ static enum MHD_Result end_request(http_server *s, struct http_req *req)
 	if (req->too_large)
 		return answer_too_large(req); /* MHD refused it early: the body is read now */
 	resp_init(&req->resp);
+	if (!req->over_budget && !req->oom && !parse_form(s, req))
+		req->over_budget = true;
 	if (req->over_budget || req->oom) {
 		req->route = "body_budget";
 		http_resp_error(&req->resp, 503, "unavailable", "Service unavailable",
@@ -457,6 +501,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	hc_budget_give(s->conns, req->reserved);
 	resp_free(&req->resp);
 	sb_free(&req->body);
+	http_form_free(req->form);
 	free(req);
 	*con_cls = NULL;
 	__atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_SEQ_CST);

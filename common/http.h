@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "http_form.h"
 #include "status.h"
 #include "strbuf.h"
 
@@ -72,6 +73,8 @@ struct http_req {
 	char request_id[40];
 	const char *route; /* metrics label; a string literal set by the handler */
 	/* internal */
+	http_form *form;   /* a form body's fields (http_req_form), or NULL */
+	br_status form_st; /* BR_NOTFOUND: the body is no form */
 	bool too_large;
 	bool oom;
 	bool over_budget; /* a chunked body outgrew the body budget */
@@ -127,6 +130,26 @@ const char *http_req_query(struct http_req *req, const char *key);
 /* Calls fn for every query argument; stops early when fn returns false. */
 void http_req_query_each(struct http_req *req,
                          bool (*fn)(void *ctx, const char *key, const char *value), void *ctx);
+
+/*
+ * A form body (Content-Type multipart/form-data or
+ * application/x-www-form-urlencoded) is parsed into its fields by the
+ * server once it is complete, before the handler runs (http_form.h; the
+ * fields count against the body budget). How that went: BR_OK (the fields
+ * are there), BR_NOTFOUND (the body is no form), BR_INVAL (malformed),
+ * BR_TOOBIG (more than HTTP_FORM_MAX_FIELDS fields or too long a name).
+ */
+br_status http_req_form_status(const struct http_req *req);
+
+/*
+ * A form field's value (the first field named name), its length in *len
+ * (may be NULL; the value may hold NUL bytes); borrowed, NULL if absent or
+ * the body is no form.
+ */
+const char *http_req_form(const struct http_req *req, const char *name, size_t *len);
+
+/* The request's form (http_form.h), borrowed; NULL unless http_req_form_status is BR_OK. */
+const http_form *http_req_form_fields(const struct http_req *req);
 
 /* Adds a response header (copied). BR_NOMEM / BR_TOOBIG when full. */
 br_status http_resp_header(struct http_resp *resp, const char *name, const char *fmt,
