@@ -69,6 +69,14 @@ struct api_req {
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp);
 
 /*
+ * The HTTP server's own failures (413, 503 at a bound) for req, in the
+ * shape of its path's API: a compatible API's dialect, else JSON:API
+ * (http_error_fn).
+ */
+void api_http_error(void *ctx, struct http_req *req, struct http_resp *resp, unsigned status,
+                    const char *code, const char *title, const char *detail);
+
+/*
  * A GET of one resource by its :id whose statement also authenticates, for
  * a batch of requests at once (readbatch.h): it takes ($1 text[] of token
  * digests in hex, $2 uuid[] of ids) and returns, for each request whose

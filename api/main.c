@@ -109,6 +109,7 @@ int main(void)
 	    .header_timeout_ms = cfg.http_header_timeout_ms,
 	    .body_timeout_ms = cfg.http_body_timeout_ms,
 	    .conn_memory = API_CONN_MEMORY,
+	    .error = api_http_error,
 	};
 	if (http_start(&opts, api_handle, &app, &srv) != BR_OK)
 		goto out;

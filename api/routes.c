@@ -261,19 +261,35 @@ static void dispatch(struct api_req *r)
 	jobs_publish_deferred(r);
 }
 
+/* The compatible API whose prefix path has, or NULL. */
+static const struct api_dialect *dialect_of(const char *path)
+{
+	for (const struct api_dialect *const *d = dialects; *d; d++) {
+		if (strncmp(path, (*d)->prefix, strlen((*d)->prefix)) == 0)
+			return *d;
+	}
+	return NULL;
+}
+
+void api_http_error(void *ctx, struct http_req *req, struct http_resp *resp, unsigned status,
+                    const char *code, const char *title, const char *detail)
+{
+	struct api_req r = {
+	    .app = ctx, .http = req, .resp = resp, .dialect = dialect_of(req->path)};
+	if (r.dialect)
+		r.dialect->fail(&r, status, code, detail);
+	else
+		http_resp_error(resp, status, code, title, detail);
+}
+
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)
 {
 	struct api_app *app = ctx;
 	if (ops_handle(app->ops, req, resp))
 		return;
-	struct api_req r = {.app = app, .http = req, .resp = resp};
-	bool known = strncmp(req->path, "/v1/", 4) == 0;
-	for (const struct api_dialect *const *d = dialects; !known && *d; d++) {
-		if (strncmp(req->path, (*d)->prefix, strlen((*d)->prefix)) == 0) {
-			r.dialect = *d;
-			known = true;
-		}
-	}
+	struct api_req r = {
+	    .app = app, .http = req, .resp = resp, .dialect = dialect_of(req->path)};
+	bool known = r.dialect || strncmp(req->path, "/v1/", 4) == 0;
 	if (!known) {
 		ja_fail(&r, 404, "not_found", "Not found", "No such resource.");
 		return;

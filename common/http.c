@@ -50,6 +50,7 @@
 struct http_server {
 	struct MHD_Daemon *d;
 	http_handler_fn fn;
+	http_error_fn error;
 	void *ctx;
 	size_t max_body;
 	int in_flight; /* atomic */
@@ -175,6 +176,17 @@ void http_resp_error(struct http_resp *resp, unsigned status, const char *code, 
 		sb_free(&resp->body);
 }
 
+/* An answer of the server's own, in the shape the handler gives req's path. */
+static void server_error(struct http_req *req, struct http_resp *resp, unsigned status,
+                         const char *code, const char *title, const char *detail)
+{
+	http_server *s = req->server;
+	if (s && s->error)
+		s->error(s->ctx, req, resp, status, code, title, detail);
+	else
+		http_resp_error(resp, status, code, title, detail);
+}
+
 static void resp_free(struct http_resp *resp)
 {
 	sb_free(&resp->body);
@@ -229,7 +241,7 @@ static enum MHD_Result answer_early(struct http_req *req, const char *route, uns
 	struct http_resp resp;
 	resp_init(&resp);
 	req->route = route;
-	http_resp_error(&resp, status, code, title, detail);
+	server_error(req, &resp, status, code, title, detail);
 	if (http_resp_header(&resp, "Connection", "close") != BR_OK ||
 	    (retry_after > 0 && http_resp_header(&resp, "Retry-After", "%d", retry_after) != BR_OK))
 		LOG_WARN("http: a header of an early answer was lost");
@@ -436,8 +448,8 @@ static enum MHD_Result end_request(http_server *s, struct http_req *req)
 		req->over_budget = true;
 	if (req->over_budget || req->oom) {
 		req->route = "body_budget";
-		http_resp_error(&req->resp, 503, "unavailable", "Service unavailable",
-		                "Too many request bodies in flight; retry shortly.");
+		server_error(req, &req->resp, 503, "unavailable", "Service unavailable",
+		             "Too many request bodies in flight; retry shortly.");
 		if (http_resp_header(&req->resp, "Retry-After", "1") != BR_OK)
 			LOG_WARN("http: Retry-After header lost");
 		return send_resp(req, &req->resp);
@@ -446,8 +458,8 @@ static enum MHD_Result end_request(http_server *s, struct http_req *req)
 	br_status st = hp_submit(s->pool, req);
 	if (st != BR_OK) {
 		/* Stopping (or, impossibly, more requests than connections). */
-		http_resp_error(&req->resp, 503, "unavailable", "Service unavailable",
-		                "The server is shutting down; retry shortly.");
+		server_error(req, &req->resp, 503, "unavailable", "Service unavailable",
+		             "The server is shutting down; retry shortly.");
 		req->handled = true;
 		MHD_resume_connection(req->conn);
 	}
@@ -578,6 +590,7 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, h
 		return BR_NOMEM;
 	s->fn = fn;
 	s->ctx = ctx;
+	s->error = o->error;
 	s->max_body = o->max_body;
 	unsigned header_ms = o->header_timeout_ms ? o->header_timeout_ms : HTTP_HEADER_TIMEOUT_MS;
 	unsigned body_ms = o->body_timeout_ms ? o->body_timeout_ms : HTTP_BODY_TIMEOUT_MS;

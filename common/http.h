@@ -92,6 +92,16 @@ struct http_req {
 
 typedef void (*http_handler_fn)(void *ctx, struct http_req *req, struct http_resp *resp);
 
+/*
+ * Renders an answer the server gives by itself, before or instead of the
+ * handler (413 body too large, 503 at a connection or memory bound), for
+ * req's path: what the handler would answer for that failure. Called on
+ * MHD's threads: it must not block. Without one, http_resp_error().
+ */
+typedef void (*http_error_fn)(void *ctx, struct http_req *req, struct http_resp *resp,
+                              unsigned status, const char *code, const char *title,
+                              const char *detail);
+
 struct http_opts {
 	const char *bind; /* IPv4 or IPv6 literal */
 	int port;
@@ -105,6 +115,7 @@ struct http_opts {
 	unsigned header_timeout_ms; /* a request head must be complete within; 0 = default */
 	unsigned body_timeout_ms;   /* its body within, after the head; 0 = default */
 	size_t conn_memory;         /* per-connection buffer memory */
+	http_error_fn error;        /* the server's own errors; NULL: http_resp_error */
 };
 
 /* Registers the HTTP metrics; call once before http_start. */

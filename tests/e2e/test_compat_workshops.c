@@ -400,6 +400,17 @@ Test(compat_workshops, bad_bodies_and_methods_answer_in_this_shape)
 	ws_post(sid, body, &a);
 	expect_error(&a, 422, 9422, NULL);
 
+	/* Over BULKREG_MAX_BODY_BYTES: the HTTP server's own 413, in this shape too. */
+	size_t big = 1100 * 1024;
+	char *huge = malloc(big + 64);
+	cr_assert_not_null(huge);
+	int at = snprintf(huge, 64, "{\"track_id\":7,\"guest_id\":\"");
+	memset(huge + at, 'x', big);
+	snprintf(huge + at + big, 8, "\"}");
+	ws_post(sid, huge, &a);
+	free(huge);
+	expect_error(&a, 413, 9413, NULL);
+
 	const char *text[] = {"Content-Type: text/plain", NULL};
 	guest_body(body, sizeof(body), "g1", false);
 	ws_post_at(base, org.token, sid, body, text, &a);
