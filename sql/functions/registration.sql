@@ -263,9 +263,14 @@ BEGIN
         UNION ALL
         (SELECT 1 FROM u WHERE u.xid IS NOT NULL GROUP BY u.xid HAVING count(*) > 1)
         UNION ALL
-        (SELECT 1 FROM u JOIN people pp ON pp.session_id = s.id AND email_key(pp.email) = u.ek)
-        UNION ALL
-        (SELECT 1 FROM u JOIN people pp ON pp.session_id = s.id AND pp.external_id = u.xid)) THEN
+        -- Looked up entry by entry, through the unique indexes (a person
+        -- marked email_conflict_of has an unmarked one of the address).
+        (SELECT 1 FROM u
+         WHERE EXISTS (SELECT 1 FROM people pp
+                       WHERE pp.session_id = s.id AND email_key(pp.email) = u.ek
+                         AND pp.email_conflict_of IS NULL)
+            OR EXISTS (SELECT 1 FROM people pp
+                       WHERE pp.session_id = s.id AND pp.external_id = u.xid))) THEN
         RETURN;
     END IF;
 
