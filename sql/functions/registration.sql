@@ -243,7 +243,12 @@ $$;
 -- registering them one by one gives, since a newcomer only ever takes a
 -- seat; entries failing unknown_track take nothing. done = false, with
 -- nothing written, when the list is not such a list: session_apply() then
--- takes its entries one at a time.
+-- takes its entries one at a time. The check and the insert are one
+-- statement (a separate check cost as much as the insert). The INSERT has
+-- no ON CONFLICT clause: under the session lock nobody else adds people to
+-- the session, and a clause without a target would probe every unique
+-- index of people for every row; a conflict that could not happen raises
+-- unique_violation.
 CREATE OR REPLACE FUNCTION session_register_new(INOUT s sessions, p_people jsonb[],
                                                 p_auto_approve boolean[], p_waitlist boolean[],
                                                 p_tasks uuid[], OUT done boolean,
@@ -254,36 +259,36 @@ DECLARE
     v_planned int;
     v_counts int[];
 BEGIN
-    done := false;
-    IF EXISTS (
-        WITH u AS (SELECT email_key(x.p->>'email') AS ek, x.p->>'external_id' AS xid
-                   FROM unnest(p_people) AS x(p)
-                   WHERE NOT session_lacks_track(s, x.p->'track_id'))
-        (SELECT 1 FROM u WHERE u.ek IS NOT NULL GROUP BY u.ek HAVING count(*) > 1)
-        UNION ALL
-        (SELECT 1 FROM u WHERE u.xid IS NOT NULL GROUP BY u.xid HAVING count(*) > 1)
-        UNION ALL
-        -- Looked up entry by entry, through the unique indexes (a person
-        -- marked email_conflict_of has an unmarked one of the address).
-        (SELECT 1 FROM u
-         WHERE EXISTS (SELECT 1 FROM people pp
-                       WHERE pp.session_id = s.id AND email_key(pp.email) = u.ek
-                         AND pp.email_conflict_of IS NULL)
-            OR EXISTS (SELECT 1 FROM people pp
-                       WHERE pp.session_id = s.id AND pp.external_id = u.xid))) THEN
-        RETURN;
-    END IF;
-
+    -- One statement checks the list and, when it is one of newcomers,
+    -- inserts them; otherwise `fits` is false and nothing is inserted.
     WITH u AS (
-        SELECT x.i::int AS i, x.p, x.au, x.wl, x.tk,
-               session_lacks_track(s, x.p->'track_id') AS bad
+        SELECT x.i::int AS i, x.p, x.au, x.wl, x.tk, email_key(x.p->>'email') AS ek,
+               x.p->>'external_id' AS xid, session_lacks_track(s, x.p->'track_id') AS bad
         FROM unnest(p_people, p_auto_approve, p_waitlist, p_tasks)
              WITH ORDINALITY AS x(p, au, wl, tk, i)
+    ), known AS (
+        -- Looked up entry by entry, through the unique indexes (a person
+        -- marked email_conflict_of has an unmarked one of the address).
+        SELECT u.*,
+               NOT u.bad
+               AND ((u.ek IS NOT NULL
+                     AND (count(*) FILTER (WHERE NOT u.bad) OVER (PARTITION BY u.ek) > 1
+                          OR EXISTS (SELECT 1 FROM people pp
+                                     WHERE pp.session_id = s.id AND email_key(pp.email) = u.ek
+                                       AND pp.email_conflict_of IS NULL)))
+                    OR (u.xid IS NOT NULL
+                        AND (count(*) FILTER (WHERE NOT u.bad) OVER (PARTITION BY u.xid) > 1
+                             OR EXISTS (SELECT 1 FROM people pp
+                                        WHERE pp.session_id = s.id
+                                          AND pp.external_id = u.xid)))) AS clash
+        FROM u
+    ), fits AS (
+        SELECT coalesce(NOT bool_or(k.clash), true) AS yes FROM known k
     ), wanting AS (
         -- ahead: the seat-wanting newcomers before this one
-        SELECT u.*, (count(*) FILTER (WHERE NOT u.bad AND NOT u.wl) OVER (ORDER BY u.i)
-                     - (NOT u.bad AND NOT u.wl)::int)::int AS ahead
-        FROM u
+        SELECT k.*, (count(*) FILTER (WHERE NOT k.bad AND NOT k.wl) OVER (ORDER BY k.i)
+                     - (NOT k.bad AND NOT k.wl)::int)::int AS ahead
+        FROM known k WHERE (SELECT f.yes FROM fits f)
     ), planned AS (
         SELECT w.*, CASE WHEN NOT w.bad THEN session_status_for(s, w.au, w.wl, w.ahead) END
                         AS status
@@ -307,10 +312,10 @@ BEGIN
                (pl.p->>'track_id')::int, pl.p->>'center_id', pl.status,
                CASE WHEN pl.status = 'waitlisted' THEN pl.seq END, new_join_token(), pl.tk
         FROM plan pl WHERE pl.status IS NOT NULL
-        ON CONFLICT DO NOTHING
         RETURNING id, position
     )
-    SELECT array_agg(CASE WHEN pl.status IS NULL THEN 'failed' ELSE 'succeeded' END
+    SELECT (SELECT f.yes FROM fits f),
+           array_agg(CASE WHEN pl.status IS NULL THEN 'failed' ELSE 'succeeded' END
                      ORDER BY pl.i),
            array_agg(CASE WHEN pl.bad THEN 'unknown_track'
                           WHEN pl.status IS NULL THEN 'session_full' END ORDER BY pl.i),
@@ -319,21 +324,16 @@ BEGIN
            ARRAY[count(ins.id) FILTER (WHERE pl.status = 'registered'),
                  count(ins.id) FILTER (WHERE pl.status = 'pending_approval'),
                  count(ins.id) FILTER (WHERE pl.status = 'waitlisted')]
-    INTO outcomes, codes, persons, v_planned, v_counts
+    INTO done, outcomes, codes, persons, v_planned, v_counts
     FROM plan pl LEFT JOIN ins ON pl.status IS NOT NULL AND ins.position = pl.pos;
-
-    -- Under the session lock nobody else inserts into it; let the caller's
-    -- transaction run again if that ever happened.
-    IF v_counts[1] + v_counts[2] + v_counts[3] <> v_planned THEN
-        RAISE EXCEPTION 'registration into session % conflicted', s.id
-            USING ERRCODE = 'serialization_failure';
+    IF NOT done THEN
+        RETURN;
     END IF;
     s.registrants_count := s.registrants_count + v_counts[1];
     s.pending_count := s.pending_count + v_counts[2];
     s.waitlist_count := s.waitlist_count + v_counts[3];
     s.waitlist_seq := s.waitlist_seq + v_counts[3];
     s.people_count := s.people_count + v_planned;
-    done := true;
 END
 $$;
 
