@@ -36,14 +36,15 @@ static void check_metrics(const char *base, const char *who)
 	}
 	cr_assert_not_null(strstr(r.body, "bulkreg_queue_messages{queue=\"bulkreg.tasks\"}"),
 	                   "%s /metrics has no bulkreg.tasks depth", who);
-	/* Before anything happened, every outcome is there at 0 (a rate() of it is 0). */
+	/* Before anything happened, every outcome is there at 0 (a rate() of it is 0), and
+	 * /readyz has its 503 series (the start-up probes may have counted some). */
 	static const char *const zero[] = {
 	    "bulkreg_tasks_processed_total{outcome=\"succeeded\"} 0\n",
 	    "bulkreg_tasks_processed_total{outcome=\"failed\"} 0\n",
 	    "bulkreg_tasks_processed_total{outcome=\"internal_error\"} 0\n",
 	    "bulkreg_webhook_deliveries_total{outcome=\"success\"} 0\n",
 	    "bulkreg_webhook_deliveries_total{outcome=\"failed_permanently\"} 0\n",
-	    "bulkreg_http_requests_total{route=\"/readyz\",code=\"503\"} 0\n",
+	    "bulkreg_http_requests_total{route=\"/readyz\",code=\"503\"} ",
 	};
 	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
 		cr_expect_not_null(strstr(r.body, zero[i]), "%s /metrics lacks %s", who, zero[i]);
