@@ -65,6 +65,14 @@ struct api_req {
 	char *publish_tasks;
 };
 
+/*
+ * Creates bulkreg_http_requests_total's series of the API's routes at 0
+ * (every pattern of the route table with 200, 400, 401, 404, 429 and 503;
+ * "unmatched" with 404; "body_limit" with 413), so they exist before their
+ * first request (docs/operations.md, Metrics). After ops_init.
+ */
+void api_metrics_zero(void);
+
 /* The server's single handler: routes the request (see routes.c). */
 void api_handle(void *ctx, struct http_req *req, struct http_resp *resp);
 

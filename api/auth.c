@@ -8,9 +8,24 @@
 #include <strings.h>
 
 #include "jsonapi.h"
+#include "log.h"
 #include "token.h"
 
 #define AUTH_TOKEN_MAX 256
+
+/*
+ * Every 401 names the scheme (RFC 7235 section 3.1 requires the header);
+ * when a token was sent but is not one we know, it says so as RFC 6750
+ * section 3.1 does, so a client can tell "log in" from "your token is bad".
+ */
+static void unauthorized(struct api_req *r, bool token_given, const char *detail)
+{
+	br_status st = http_resp_header(r->resp, "WWW-Authenticate", "Bearer realm=\"bulkreg\"%s",
+	                                token_given ? ", error=\"invalid_token\"" : "");
+	if (st != BR_OK)
+		LOG_WARN("WWW-Authenticate header lost");
+	ja_fail(r, 401, "unauthorized", "Unauthorized", detail);
+}
 
 static const db_stmt stmt_token = {"auth_token",
                                    "SELECT organization_id, id FROM api_tokens WHERE token_hash = "
@@ -28,8 +43,7 @@ bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN])
 	while (len && h[len - 1] == ' ')
 		len--;
 	if (len == 0 || len > AUTH_TOKEN_MAX) {
-		ja_fail(r, 401, "unauthorized", "Unauthorized",
-		        "Send a valid API token in the Authorization header.");
+		unauthorized(r, len > 0, "Send a valid API token in the Authorization header.");
 		return false;
 	}
 	token_digest_param(h, len, digest);
@@ -39,8 +53,7 @@ bool auth_digest(struct api_req *r, char digest[AUTH_DIGEST_LEN])
 bool auth_accept(struct api_req *r, const char *org_id, const char *token_id)
 {
 	if (!org_id || !token_id) {
-		ja_fail(r, 401, "unauthorized", "Unauthorized",
-		        "The API token is unknown or has been revoked.");
+		unauthorized(r, true, "The API token is unknown or has been revoked.");
 		return false;
 	}
 	snprintf(r->org_id, sizeof(r->org_id), "%s", org_id);

@@ -23,6 +23,7 @@ void ja_errors_init(struct ja_errors *e)
 {
 	sb_init(&e->sb, JA_ERRORS_MAX_BYTES);
 	e->count = 0;
+	e->omitted = 0;
 	e->status = 0;
 	e->code[0] = e->detail[0] = '\0';
 }
@@ -131,8 +132,10 @@ static br_status build_error(strbuf *sb, unsigned status, const char *code, cons
 void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
                   const char *detail, const char *pointer)
 {
-	if (e->count >= JA_MAX_ERRORS)
+	if (e->count >= JA_MAX_ERRORS) {
+		e->omitted++;
 		return;
+	}
 	/*
 	 * Built apart first: a problem that does not fit what is left of the
 	 * document is dropped and the ones before it stay. The first problem is
@@ -159,8 +162,12 @@ void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const 
 			}
 			e->count++;
 		} else {
-			e->count = JA_MAX_ERRORS; /* out of memory: the buffer freed itself */
+			/* Out of memory: the buffer freed itself (500 when sent). */
+			e->omitted++;
+			e->count = JA_MAX_ERRORS;
 		}
+	} else {
+		e->omitted++;
 	}
 	sb_free(&one);
 }
@@ -173,7 +180,11 @@ void ja_errors_send(struct ja_errors *e, struct http_resp *resp)
 	br_status st = sb_appends(&resp->body, "{\"errors\":[");
 	if (st == BR_OK)
 		st = sb_append(&resp->body, sb_str(&e->sb), e->sb.len);
-	if (st == BR_OK)
+	if (st == BR_OK && e->omitted)
+		st = sb_appendf(&resp->body,
+		                "],\"meta\":{\"errors_total\":%ld,\"errors_omitted\":%ld}}",
+		                (long)e->count + e->omitted, e->omitted);
+	else if (st == BR_OK)
 		st = sb_appends(&resp->body, "]}");
 	if (st != BR_OK || e->sb.len == 0)
 		http_resp_error(resp, resp->status, "internal_error", "Internal error",

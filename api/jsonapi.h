@@ -23,6 +23,7 @@
 struct ja_errors {
 	strbuf sb; /* the "errors" array's members so far */
 	int count;
+	long omitted;    /* problems dropped (past JA_MAX_ERRORS, or too big) */
 	unsigned status; /* of the first problem */
 	/* The first problem's code and detail (cut), for a dialect's answer. */
 	char code[40];
@@ -37,7 +38,9 @@ void ja_errors_free(struct ja_errors *e);
  * under source.pointer; strings are copied and escaped, bytes that are not
  * UTF-8 replaced by U+FFFD. Past JA_MAX_ERRORS problems, or when one no
  * longer fits the document's size cap, further problems are dropped (the
- * first is always kept, without detail and pointer if it must).
+ * first is always kept, without detail and pointer if it must) and counted:
+ * the document then says how many in meta.errors_total and
+ * meta.errors_omitted (docs/openapi.yaml, ErrorDocument).
  */
 void ja_error_add(struct ja_errors *e, unsigned status, const char *code, const char *title,
                   const char *detail, const char *pointer);

@@ -97,6 +97,7 @@ int main(void)
 		goto out;
 	}
 	ops_set_blocked(app.ops, publishers_blocked, app.pub);
+	api_metrics_zero();
 	struct http_opts opts = {
 	    .bind = cfg.api_bind,
 	    .port = cfg.api_port,

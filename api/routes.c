@@ -9,7 +9,8 @@
  * (readbatch.h): at most one round trip per request, and under load a
  * fraction of one.
  *
- * The router also applies what routes must not each reimplement: the rate
+ * The router also applies what routes must not each reimplement: unknown
+ * query parameters of a /v1 route that is not a GET (400), the rate
  * limit (every authenticated /v1 request takes a token from its
  * organization's bucket and its response carries RateLimit-*; see
  * ratelimit.h) and, for routes flagged ROUTE_IDEMPOTENT, the
@@ -49,40 +50,49 @@ struct route {
 	route_fn fn;                 /* or NULL and: */
 	const struct api_read *read; /* a GET served by one statement (app.h) */
 	unsigned flags;
+	/*
+	 * The query parameters a /v1 route of another method than GET takes
+	 * (NULL: none), checked here before the route runs (and before its
+	 * Idempotency-Key). A GET's handler checks its own, with its filters
+	 * and pages; the compatible APIs keep their own rules.
+	 */
+	const char *const *params;
 };
 
+static const char *const person_keys[] = {"email", "external_id", NULL};
+
 static const struct route routes[] = {
-    {"/v1/sessions", "GET", route_sessions_list, NULL, 0},
-    {"/v1/sessions", "POST", route_sessions_create, NULL, 0},
-    {"/v1/sessions/:id", "GET", NULL, &route_sessions_read, 0},
-    {"/v1/sessions/:id", "PATCH", route_sessions_patch, NULL, 0},
-    {"/v1/sessions/:id", "DELETE", route_sessions_delete, NULL, 0},
-    {"/v1/sessions/:id/people", "GET", route_people_list, NULL, 0},
-    {"/v1/sessions/:id/people", "POST", route_people_create, NULL, ROUTE_IDEMPOTENT},
-    {"/v1/sessions/:id/people", "DELETE", route_people_delete, NULL, 0},
-    {"/v1/sessions/:id/people/:id", "GET", route_people_read, NULL, 0},
-    {"/v1/sessions/:id/people/:id", "PATCH", route_people_patch, NULL, 0},
-    {"/v1/sessions/:id/people/:id", "DELETE", route_people_delete, NULL, 0},
-    {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, NULL, ROUTE_IDEMPOTENT},
-    {"/v1/jobs", "GET", route_jobs_list, NULL, 0},
-    {"/v1/jobs/:id", "GET", NULL, &route_jobs_read, 0},
-    {"/v1/jobs/:id", "PUT", route_jobs_update, NULL, 0},
-    {"/v1/jobs/:id", "DELETE", route_jobs_delete, NULL, 0},
-    {"/v1/jobs/:id/tasks", "GET", route_jobs_tasks, NULL, 0},
-    {"/v1/webhooks", "GET", route_webhooks_list, NULL, 0},
-    {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0},
-    {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0},
-    {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0},
+    {"/v1/sessions", "GET", route_sessions_list, NULL, 0, NULL},
+    {"/v1/sessions", "POST", route_sessions_create, NULL, 0, NULL},
+    {"/v1/sessions/:id", "GET", NULL, &route_sessions_read, 0, NULL},
+    {"/v1/sessions/:id", "PATCH", route_sessions_patch, NULL, 0, NULL},
+    {"/v1/sessions/:id", "DELETE", route_sessions_delete, NULL, 0, NULL},
+    {"/v1/sessions/:id/people", "GET", route_people_list, NULL, 0, NULL},
+    {"/v1/sessions/:id/people", "POST", route_people_create, NULL, ROUTE_IDEMPOTENT, NULL},
+    {"/v1/sessions/:id/people", "DELETE", route_people_delete, NULL, 0, person_keys},
+    {"/v1/sessions/:id/people/:id", "GET", route_people_read, NULL, 0, NULL},
+    {"/v1/sessions/:id/people/:id", "PATCH", route_people_patch, NULL, 0, NULL},
+    {"/v1/sessions/:id/people/:id", "DELETE", route_people_delete, NULL, 0, NULL},
+    {"/v1/sessions/:id/people/bulk", "POST", route_bulk_create, NULL, ROUTE_IDEMPOTENT, NULL},
+    {"/v1/jobs", "GET", route_jobs_list, NULL, 0, NULL},
+    {"/v1/jobs/:id", "GET", NULL, &route_jobs_read, 0, NULL},
+    {"/v1/jobs/:id", "PUT", route_jobs_update, NULL, 0, NULL},
+    {"/v1/jobs/:id", "DELETE", route_jobs_delete, NULL, 0, NULL},
+    {"/v1/jobs/:id/tasks", "GET", route_jobs_tasks, NULL, 0, NULL},
+    {"/v1/webhooks", "GET", route_webhooks_list, NULL, 0, NULL},
+    {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0, NULL},
+    {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0, NULL},
+    {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0, NULL},
     /* Compatible APIs (api/compat/, docs/compat/). */
-    {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0},
-    {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT},
-    {"/api/v1/bulk-registrations/:id", "GET", brs_read, NULL, 0},
-    {"/api/v1/bulk-registrations/:id", "PUT", brs_update, NULL, 0},
-    {"/api/v1/bulk-registrations/:id", "DELETE", brs_delete, NULL, 0},
+    {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0, NULL},
+    {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT, NULL},
+    {"/api/v1/bulk-registrations/:id", "GET", brs_read, NULL, 0, NULL},
+    {"/api/v1/bulk-registrations/:id", "PUT", brs_update, NULL, 0, NULL},
+    {"/api/v1/bulk-registrations/:id", "DELETE", brs_delete, NULL, 0, NULL},
     {"/api/v1/workshops/:id/registrations", "POST", compat_workshop_register, NULL,
-     ROUTE_IDEMPOTENT},
+     ROUTE_IDEMPOTENT, NULL},
     {"/v2/webinars/:id/batch_registrants", "POST", zoom_route_batch_registrants, NULL,
-     ROUTE_IDEMPOTENT},
+     ROUTE_IDEMPOTENT, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -235,6 +245,10 @@ static void route(struct api_req *r, const struct route *found, const char *allo
 			ops_method_not_allowed(r->resp, allow);
 		return;
 	}
+	static const char *const none[] = {NULL};
+	if (!r->dialect && strcmp(found->method, "GET") != 0 &&
+	    !ja_check_params(r, found->params ? found->params : none))
+		return;
 	if (found->flags & ROUTE_IDEMPOTENT)
 		idem_run(r, found->fn);
 	else
@@ -259,6 +273,20 @@ static void dispatch(struct api_req *r)
 	db_pool_put(r->app->db, r->db);
 	r->db = NULL;
 	jobs_publish_deferred(r);
+}
+
+void api_metrics_zero(void)
+{
+	static const unsigned codes[] = {200, 400, 401, 404, 429, 503};
+	for (size_t i = 0; i < NROUTES; i++) {
+		/* A pattern has several rows (one a method): once is enough. */
+		if (i > 0 && strcmp(routes[i - 1].pattern, routes[i].pattern) == 0)
+			continue;
+		for (size_t c = 0; c < sizeof(codes) / sizeof(codes[0]); c++)
+			http_metrics_zero(routes[i].pattern, codes[c]);
+	}
+	http_metrics_zero("unmatched", 404);
+	http_metrics_zero("body_limit", 413);
 }
 
 /* The compatible API whose prefix path has, or NULL. */

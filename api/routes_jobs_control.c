@@ -131,9 +131,6 @@ out:
 
 void route_jobs_delete(struct api_req *r)
 {
-	static const char *const none[] = {NULL};
-	if (!ja_check_params(r, none))
-		return;
 	const char *params[] = {r->org_id, r->id};
 	PGresult *res = NULL;
 	res = ja_query(r, &stmt_cancel, params);

@@ -162,12 +162,11 @@ static void patch_refused(struct api_req *r, const char *outcome)
 
 void route_sessions_patch(struct api_req *r)
 {
-	static const char *const none[] = {NULL};
 	PGresult *res = NULL;
 	char *attrs_text = NULL;
 	struct ja_errors e;
 	ja_errors_init(&e);
-	json_t *doc = ja_check_params(r, none) ? ja_parse_body(r) : NULL;
+	json_t *doc = ja_parse_body(r);
 	if (!doc)
 		goto out;
 	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
@@ -199,9 +198,6 @@ out:
 
 void route_sessions_delete(struct api_req *r)
 {
-	static const char *const none[] = {NULL};
-	if (!ja_check_params(r, none))
-		return;
 	const char *params[] = {r->org_id, r->id};
 	PGresult *res = ja_query(r, &stmt_session_delete, params);
 	if (!res)

@@ -233,9 +233,6 @@ void route_webhooks_list(struct api_req *r)
 
 void route_webhooks_delete(struct api_req *r)
 {
-	static const char *const none[] = {NULL};
-	if (!ja_check_params(r, none))
-		return;
 	const char *params[] = {r->id, r->org_id};
 	PGresult *res = NULL;
 	res = ja_query(r, &stmt_delete, params);

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -175,6 +176,17 @@ static bool pg_url_ok(const char *s)
 	return has_prefix(s, "postgresql://") || has_prefix(s, "postgres://");
 }
 
+/*
+ * The listening address is a numeric IPv4 or IPv6 address: a host name
+ * (localhost) would need a resolver at start-up and could name several
+ * addresses, so it is refused here, by name, rather than by the listener.
+ */
+static bool ip_literal_ok(const char *s)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+}
+
 static bool http_prefix_ok(const char *s)
 {
 	return has_prefix(s, "https://") || has_prefix(s, "http://");
@@ -262,7 +274,8 @@ static const struct cfg_var vars[] = {
             "expected a postgresql:// URI"),
     CFG_STR("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", amqp_url, amqp_url_ok,
             "expected an amqp:// URI"),
-    CFG_STR("BULKREG_API_BIND", "127.0.0.1", api_bind, NULL, NULL),
+    CFG_STR("BULKREG_API_BIND", "127.0.0.1", api_bind, ip_literal_ok,
+            "expected a numeric IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::"),
     CFG_NUM("BULKREG_API_PORT", "8080", api_port, 1, 65535, "expected an integer from 1 to 65535"),
     CFG_NUM("BULKREG_MAX_TASKS", "50", max_tasks, 1, 100000,
             "expected an integer from 1 to 100000"),

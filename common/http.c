@@ -70,6 +70,13 @@ br_status http_metrics_init(void)
 	return m_requests && m_duration ? BR_OK : BR_NOMEM;
 }
 
+void http_metrics_zero(const char *route, unsigned code)
+{
+	char labels[160];
+	snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%u\"", route, code);
+	met_counter_add(m_requests, labels, 0);
+}
+
 static long long mono_ns(void)
 {
 	struct timespec ts;
@@ -325,10 +332,72 @@ static void assign_request_id(struct http_req *req)
 	new_request_id(req->request_id);
 }
 
+/*
+ * What uri_check found wrong with a request target: MHD hands its result to
+ * on_request as the request's first context, so these are told apart from
+ * an http_req by their address.
+ */
+static char uri_nul, uri_too_many, uri_too_long;
+
+static bool uri_flagged(const void *ctx)
+{
+	return ctx == &uri_nul || ctx == &uri_too_many || ctx == &uri_too_long;
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: the request target as sent, before MHD
+ * decodes it and stores its query parameters (each one takes a record of
+ * the connection's memory pool; past the pool MHD gives up on the request
+ * and closes the connection without a usable answer). A query over the
+ * limits is cut here to nothing, in MHD's own buffer of the request line,
+ * which it parses after this call; the request is then answered by
+ * begin_request. A NUL would be decoded from "%00" only (MHD leaves any
+ * other '%' as is).
+ */
+static void *uri_check(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)conn;
+	char *q = strchr(uri, '?');
+	if (q) {
+		size_t n = strlen(q + 1), params = 1;
+		for (const char *p = q + 1; *p; p++)
+			params += *p == '&';
+		if (n > HTTP_MAX_QUERY_BYTES || params > HTTP_MAX_QUERY_PARAMS) {
+			q[1] = '\0';
+			return n > HTTP_MAX_QUERY_BYTES ? &uri_too_long : &uri_too_many;
+		}
+	}
+	for (const char *p = strchr(uri, '%'); p; p = strchr(p + 1, '%')) {
+		if (p[1] == '0' && p[2] == '0')
+			return &uri_nul;
+	}
+	return NULL;
+}
+
+/* Answers a request whose target uri_check refused (flag). */
+static enum MHD_Result answer_bad_uri(struct http_req *req, const void *flag)
+{
+	char detail[128];
+	if (flag == &uri_too_long) {
+		snprintf(detail, sizeof(detail), "The query string is longer than %d bytes.",
+		         HTTP_MAX_QUERY_BYTES);
+		return answer_early(req, "bad_uri", 414, "uri_too_long", "URI too long", detail, 0);
+	}
+	if (flag == &uri_too_many)
+		snprintf(detail, sizeof(detail), "More than %d query parameters.",
+		         HTTP_MAX_QUERY_PARAMS);
+	else
+		snprintf(detail, sizeof(detail), "The path or the query contains a NUL (%%00).");
+	return answer_early(req, "bad_uri", 400, "invalid_parameter", "Invalid parameter", detail,
+	                    0);
+}
+
 /* on_request's first call: the head is in, none of the body is read. */
 static enum MHD_Result begin_request(http_server *s, struct MHD_Connection *conn, const char *url,
                                      const char *method, void **con_cls)
 {
+	const void *flag = *con_cls;
 	struct http_req *req = calloc(1, sizeof(*req));
 	if (!req)
 		return MHD_NO;
@@ -348,6 +417,8 @@ static enum MHD_Result begin_request(http_server *s, struct MHD_Connection *conn
 	*con_cls = req;
 	if (hc_refused(s->conns, req->track))
 		return answer_busy(req, "conn_limit", "Too many connections; retry shortly.");
+	if (flag)
+		return answer_bad_uri(req, flag);
 	size_t len = 0;
 	if (announced_length(conn, &len)) {
 		/* Answered before any of the body is read (no 100 Continue). */
@@ -473,7 +544,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	(void)version;
 	http_server *s = cls;
 	struct http_req *req = *con_cls;
-	if (!req)
+	if (!req || uri_flagged(req))
 		return begin_request(s, conn, url, method, con_cls);
 	if (req->handled) {
 		req->handled = false;
@@ -497,8 +568,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void)conn;
 	http_server *s = cls;
 	struct http_req *req = *con_cls;
-	if (!req)
-		return;
+	*con_cls = NULL;
+	if (!req || uri_flagged(req))
+		return; /* ended before on_request: nothing of ours */
 	/* A kept-alive connection now waits for its next request's head. */
 	hc_request_done(s->conns, req->track);
 	if (req->linger && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -515,7 +587,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	sb_free(&req->body);
 	http_form_free(req->form);
 	free(req);
-	*con_cls = NULL;
 	__atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_SEQ_CST);
 }
 
@@ -618,8 +689,9 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, h
 	    mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)io, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (o->idle_timeout_ms + 999) / 1000,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->conn_memory, MHD_OPTION_NOTIFY_COMPLETED,
-	    on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->conn_memory, MHD_OPTION_URI_LOG_CALLBACK,
+	    uri_check, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
 	if (!s->d) {
 		LOG_ERROR("http: cannot listen on %s:%d", o->bind, o->port);
 		server_free(s);

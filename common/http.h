@@ -45,6 +45,17 @@
 #define HTTP_BODY_TIMEOUT_MS   60000
 #define HTTP_BODY_BUDGET       ((size_t)64 << 20)
 #define HTTP_IO_THREADS        2
+
+/*
+ * A request target's query: at most HTTP_MAX_QUERY_PARAMS parameters (else
+ * 400 invalid_parameter) and HTTP_MAX_QUERY_BYTES bytes (else 414). Past
+ * them libmicrohttpd would run out of its per-connection memory storing the
+ * parameters and close the connection without an answer. A decoded NUL
+ * (%00) anywhere in the path or the query is 400 invalid_parameter: a C
+ * string would end there. All three are answered before the handler runs.
+ */
+#define HTTP_MAX_QUERY_PARAMS 100
+#define HTTP_MAX_QUERY_BYTES  8192
 /*
  * Sockets MHD accepts beyond conn_limit: those over the limit are answered
  * 503 rather than closed unanswered (plan descriptors for them too).
@@ -120,6 +131,13 @@ struct http_opts {
 
 /* Registers the HTTP metrics; call once before http_start. */
 br_status http_metrics_init(void) BR_MUST_USE;
+
+/*
+ * Creates the series {route, code} of bulkreg_http_requests_total at 0 if
+ * it does not exist (so it is there before its first request). route is a
+ * route label as handlers set req->route. Call after http_metrics_init.
+ */
+void http_metrics_zero(const char *route, unsigned code);
 
 /* Starts listening. BR_IO when the address cannot be bound. */
 br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx,

@@ -120,6 +120,71 @@ static br_status gauge_in_flight(void *ctx, strbuf *out)
 
 static void *ops_prober(void *arg);
 
+/*
+ * Every label value a counter can take exists from the start at 0, so a
+ * rate() or increase() over a series that has not happened yet is 0, not
+ * absent (docs/operations.md, Metrics).
+ */
+static const char *const task_outcomes[] = {"succeeded", "failed", "skipped",
+                                            "missing",   "error",  "internal_error"};
+static const char *const webhook_outcomes[] = {"success", "failure", "failed_permanently"};
+
+static void counter_zero(met_counter *c, const char *const *outcomes, size_t n)
+{
+	char labels[64];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcomes[i]);
+		met_counter_add(c, labels, 0);
+	}
+}
+
+/*
+ * The deployment-wide gauges describe the broker's queues and the database,
+ * not the process: every process exports the same value (so any one process
+ * answers for the deployment, and losing one loses no alert). Summed over
+ * processes they count each consumer once per process: aggregate them with
+ * max(), as their HELP says.
+ */
+#define OPS_SHARED \
+	" Deployment-wide: every process exports the same value; aggregate with max(), not sum()."
+
+static br_status ops_metrics_init(ops *o)
+{
+	br_status st = http_metrics_init();
+	if (st != BR_OK)
+		return st;
+	http_metrics_zero("/healthz", 200);
+	http_metrics_zero("/readyz", 200);
+	http_metrics_zero("/readyz", 503);
+	http_metrics_zero("/metrics", 200);
+	ops_tasks_processed = met_counter_new("bulkreg_tasks_processed_total",
+	                                      "Tasks finished by workers, by outcome.");
+	ops_task_duration =
+	    met_histogram_new("bulkreg_task_duration_seconds",
+	                      "Time from a task's delivery to the commit of its result.");
+	ops_webhook_deliveries = met_counter_new("bulkreg_webhook_deliveries_total",
+	                                         "Webhook delivery attempts, by outcome.");
+	if (!ops_tasks_processed || !ops_task_duration || !ops_webhook_deliveries)
+		return BR_NOMEM;
+	counter_zero(ops_tasks_processed, task_outcomes,
+	             sizeof(task_outcomes) / sizeof(task_outcomes[0]));
+	counter_zero(ops_webhook_deliveries, webhook_outcomes,
+	             sizeof(webhook_outcomes) / sizeof(webhook_outcomes[0]));
+	st = met_gauge_register("bulkreg_queue_messages", "Messages ready in a queue." OPS_SHARED,
+	                        gauge_queues, o);
+	if (st == BR_OK)
+		st = met_gauge_register(
+		    "bulkreg_queue_consumers",
+		    "Consumers of a queue, as the broker counts them." OPS_SHARED, gauge_consumers,
+		    o);
+	if (st == BR_OK)
+		st =
+		    met_gauge_register("bulkreg_jobs_in_flight",
+		                       "Jobs still processing, in the whole deployment." OPS_SHARED,
+		                       gauge_in_flight, o);
+	return st;
+}
+
 br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
                    ops **out)
 {
@@ -138,27 +203,7 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
 		st = o->prober_started ? BR_OK : BR_NOMEM;
 	}
 	if (st == BR_OK)
-		st = http_metrics_init();
-	if (st == BR_OK) {
-		ops_tasks_processed = met_counter_new("bulkreg_tasks_processed_total",
-		                                      "Tasks finished by workers, by outcome.");
-		ops_task_duration =
-		    met_histogram_new("bulkreg_task_duration_seconds",
-		                      "Time from a task's delivery to the commit of its result.");
-		ops_webhook_deliveries = met_counter_new("bulkreg_webhook_deliveries_total",
-		                                         "Webhook delivery attempts, by outcome.");
-		if (!ops_tasks_processed || !ops_task_duration || !ops_webhook_deliveries)
-			st = BR_NOMEM;
-	}
-	if (st == BR_OK)
-		st = met_gauge_register("bulkreg_queue_messages", "Messages ready in a queue.",
-		                        gauge_queues, o);
-	if (st == BR_OK)
-		st = met_gauge_register("bulkreg_queue_consumers", "Consumers of a queue.",
-		                        gauge_consumers, o);
-	if (st == BR_OK)
-		st = met_gauge_register("bulkreg_jobs_in_flight", "Jobs still processing.",
-		                        gauge_in_flight, o);
+		st = ops_metrics_init(o);
 	if (st != BR_OK) {
 		ops_free(o);
 		return st;

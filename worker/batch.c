@@ -178,7 +178,8 @@ static br_status run_pass(const struct batch_runner *r, db_conn *db, const struc
 			to = BATCH_PARKED;
 		else if (strcmp(outcome, "error") == 0)
 			to = BATCH_REQUEUE;
-		else
+		/* "error" too: docs/operations.md counts it (the message goes back). */
+		if (to != BATCH_PARKED)
 			count_outcome(outcome, seconds);
 		int first = 0, same = items_with_id(it, n, tid, &first);
 		for (int i = first; i < first + same; i++) {

@@ -310,6 +310,31 @@ static const struct bad table[] = {
         "invalid_parameter", NULL),
     BAD("parameter on delete", "DELETE", "/v1/webhooks/{none}?force=1", NULL, 400,
         "invalid_parameter", NULL),
+    /* Every /v1 route, whatever its method, refuses a parameter it does not take. */
+    BAD("parameter on create session", "POST", "/v1/sessions?notify=1",
+        SESSION("{\"title\":\"x\"}"), 400, "invalid_parameter", NULL),
+    BAD("parameter on register", "POST", "/v1/sessions/{sid}/people?notify=1",
+        PERSON("{\"email\":\"q1@example.com\"}"), 400, "invalid_parameter", NULL),
+    BAD("parameter on bulk", "POST", "/v1/sessions/{sid}/people/bulk?dry_run=1",
+        BULK("{" ONE_TASK "}"), 400, "invalid_parameter", NULL),
+    BAD("parameter on retry", "PUT", "/v1/jobs/{none}?force=1", "{\"action\":\"retry_failed\"}",
+        400, "invalid_parameter", NULL),
+    BAD("parameter on create webhook", "POST", "/v1/webhooks?verify=0",
+        HOOK("{\"url\":\"https://example.com/h\"}"), 400, "invalid_parameter", NULL),
+    BAD("parameter on patch session", "PATCH", "/v1/sessions/{sid}?x=1",
+        SESSION("{\"title\":\"y\"}"), 400, "invalid_parameter", NULL),
+    BAD("unknown parameter beside email", "DELETE", "/v1/sessions/{sid}/people?email=a@b.co&x=1",
+        NULL, 400, "invalid_parameter", NULL),
+    BAD("email on one person's delete", "DELETE", "/v1/sessions/{sid}/people/{none}?email=a@b.co",
+        NULL, 400, "invalid_parameter", NULL),
+    /* A NUL (%00) would end the C string it is decoded into. */
+    BAD("NUL as the id", "GET", "/v1/jobs/%00", NULL, 400, "invalid_parameter", NULL),
+    BAD("NUL after an id", "GET", "/v1/jobs/{none}%00junk", NULL, 400, "invalid_parameter", NULL),
+    BAD("NUL in a list path", "GET", "/v1/jobs%00", NULL, 400, "invalid_parameter", NULL),
+    BAD("NUL in a value", "GET", "/v1/jobs?filter[status]=queued%00x", NULL, 400,
+        "invalid_parameter", NULL),
+    BAD("NUL in a key", "DELETE", "/v1/sessions/{sid}/people?email%00=a@b.co", NULL, 400,
+        "invalid_parameter", NULL),
 
     /* POST /v1/sessions. */
     BAD("session without data", "POST", "/v1/sessions", "{\"type\":\"sessions\"}", 422,
@@ -610,6 +635,15 @@ static void check(const struct bad *b, const struct t_resp *r)
 			cr_expect(got == NULL, "%s: error %zu has pointer %s, expected none", n, i,
 			          got);
 	}
+	if (b->status == 401) {
+		/* RFC 7235: a 401 names its scheme; RFC 6750: a token sent but unknown says so. */
+		const char *wa = t_resp_header(r, "WWW-Authenticate");
+		const char *want = b->tok == TOK_BAD
+		                       ? "Bearer realm=\"bulkreg\", error=\"invalid_token\""
+		                       : "Bearer realm=\"bulkreg\"";
+		cr_expect(wa && strcmp(wa, want) == 0, "%s: WWW-Authenticate %s, expected %s", n,
+		          wa ? wa : "(none)", want);
+	}
 	if (b->allow) {
 		const char *allow = t_resp_header(r, "Allow");
 		cr_expect(allow && strcmp(allow, b->allow) == 0, "%s: Allow %s, expected %s", n,
@@ -702,4 +736,50 @@ Test(bad_requests, each_answers_its_error_and_writes_nothing)
 	cr_expect(!log_has(&c.api, "database error"),
 	          "the API logged a database error (a bad request reached PostgreSQL)");
 	PQfinish(c.db);
+}
+
+/*
+ * More query parameters, or a longer query, than the server takes is a JSON
+ * answer (libmicrohttpd alone runs out of connection memory storing them
+ * and closes the connection without one); the connection is closed after.
+ */
+Test(bad_requests, oversized_queries_are_answered)
+{
+	struct t_proc api;
+	t_api_start(&api, NULL);
+	static char url[64 * 1024];
+	for (int round = 0; round < 3; round++) {
+		int n = snprintf(url, sizeof(url), "%s/v1/jobs?", api.url);
+		size_t len = (size_t)n;
+		int params = round == 0 ? 1000 : round == 1 ? 101 : 1;
+		for (int i = 0; i < params; i++)
+			len += (size_t)snprintf(url + len, sizeof(url) - len, "%sa%d=1",
+			                        i ? "&" : "", i);
+		if (round == 2) {
+			/* One parameter, 9,000 bytes long. */
+			for (int i = 0; i < 9000; i++)
+				url[len++] = 'x';
+			url[len] = '\0';
+		}
+		struct t_resp r;
+		t_http(&r, "GET", url, NULL, NULL, NULL);
+		long want = round == 2 ? 414 : 400;
+		cr_expect_eq(r.status, want, "round %d: %ld %s", round, r.status, r.body);
+		const char *code = json_string_value(
+		    json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code"));
+		cr_expect(code &&
+		              strcmp(code, round == 2 ? "uri_too_long" : "invalid_parameter") == 0,
+		          "round %d: code %s", round, code ? code : "(none)");
+		t_resp_free(&r);
+	}
+	/* 100 parameters are still the route's to judge (unknown ones here: 401 first). */
+	int n = snprintf(url, sizeof(url), "%s/v1/jobs?", api.url);
+	size_t len = (size_t)n;
+	for (int i = 0; i < 100; i++)
+		len += (size_t)snprintf(url + len, sizeof(url) - len, "%sa%d=1", i ? "&" : "", i);
+	struct t_resp r;
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_expect_eq(r.status, 401, "100 parameters: %ld %s", r.status, r.body);
+	t_resp_free(&r);
+	cr_expect(t_proc_stop(&api, SIGTERM, 20000) == 0, "the API did not exit cleanly");
 }

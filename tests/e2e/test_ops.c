@@ -36,6 +36,32 @@ static void check_metrics(const char *base, const char *who)
 	}
 	cr_assert_not_null(strstr(r.body, "bulkreg_queue_messages{queue=\"bulkreg.tasks\"}"),
 	                   "%s /metrics has no bulkreg.tasks depth", who);
+	/* Before anything happened, every outcome is there at 0 (a rate() of it is 0), and
+	 * /readyz has its 503 series (the start-up probes may have counted some). */
+	static const char *const zero[] = {
+	    "bulkreg_tasks_processed_total{outcome=\"succeeded\"} 0\n",
+	    "bulkreg_tasks_processed_total{outcome=\"failed\"} 0\n",
+	    "bulkreg_tasks_processed_total{outcome=\"internal_error\"} 0\n",
+	    "bulkreg_webhook_deliveries_total{outcome=\"success\"} 0\n",
+	    "bulkreg_webhook_deliveries_total{outcome=\"failed_permanently\"} 0\n",
+	    "bulkreg_http_requests_total{route=\"/readyz\",code=\"503\"} ",
+	};
+	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
+		cr_expect_not_null(strstr(r.body, zero[i]), "%s /metrics lacks %s", who, zero[i]);
+	cr_expect_null(strstr(r.body, "\nbulkreg_tasks_processed_total 0"),
+	               "%s /metrics has an unlabelled outcome counter", who);
+	/* The deployment-wide gauges say how to aggregate them across processes. */
+	static const char *const shared[] = {"bulkreg_queue_messages", "bulkreg_queue_consumers",
+	                                     "bulkreg_jobs_in_flight"};
+	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++) {
+		char help[96];
+		snprintf(help, sizeof(help), "# HELP %s ", shared[i]);
+		const char *h = strstr(r.body, help);
+		const char *eol = h ? strchr(h, '\n') : NULL;
+		const char *max = h ? strstr(h, "aggregate with max()") : NULL;
+		cr_expect(h && eol && max && max < eol, "%s: HELP of %s does not say max()", who,
+		          shared[i]);
+	}
 	t_resp_free(&r);
 }
 
@@ -61,10 +87,19 @@ Test(ops, metrics_and_people_pages)
 	struct t_proc api, worker;
 	t_api_start(&api, NULL);
 	t_worker_start(&worker, NULL);
+	char sid[37], url[512], body[8192];
+	struct t_resp r;
 	check_metrics(api.url, "API");
 	check_metrics(worker.url, "worker");
+	/* The API's routes are there before their first request. */
+	snprintf(url, sizeof(url), "%s/metrics", api.url);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_expect_not_null(
+	    strstr(r.body, "bulkreg_http_requests_total{route=\"/v1/sessions/:id/people/bulk\","
+	                   "code=\"400\"} 0\n"),
+	    "the API's routes are not pre-initialised");
+	t_resp_free(&r);
 
-	char sid[37], url[512], body[8192];
 	t_session_new(api.url, org.token, "{\"title\":\"Ops\"}", sid);
 	size_t len = (size_t)snprintf(body, sizeof(body),
 	                              "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":[");
@@ -73,7 +108,6 @@ Test(ops, metrics_and_people_pages)
 		                        "%s{\"attributes\":{\"email\":\"ops%d@example.com\"}}",
 		                        i ? "," : "", i);
 	snprintf(body + len, sizeof(body) - len, "]}}}");
-	struct t_resp r;
 	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", api.url, sid);
 	t_http(&r, "POST", url, org.token, body, NULL);
 	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
