@@ -75,7 +75,8 @@ static const db_stmt stmt_claim = {
  * The attempt is kept even when another worker recorded this attempt
  * number first (its lease had expired): it did happen. The delivery moves
  * on only when its attempt count is still the one claimed. The endpoint's
- * lease is given back either way.
+ * lease is given back either way, except after a 410 ($9): stmt_disable
+ * clears it, so no claim slips in between the two statements.
  */
 static const db_stmt stmt_record = {
     "deliverer_record",
@@ -91,8 +92,8 @@ static const db_stmt stmt_record = {
     "  WHERE id = $1::uuid AND attempts = $6::int AND status = 'pending')"
     " UPDATE webhook_endpoints SET leased_until = NULL"
     " WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = $1::uuid)"
-    "  AND leased_until IS NOT NULL",
-    8};
+    "  AND leased_until IS NOT NULL AND NOT $9::bool",
+    9};
 /*
  * 410 Gone: the endpoint is disabled (emit_event() writes no more
  * deliveries for it) and its pending deliveries fail.
@@ -270,9 +271,15 @@ br_status outbox_record(outbox *o, const struct outbox_attempt *a)
 	snprintf(dur, sizeof(dur), "%ld", a->duration_ms < 0 ? 0 : a->duration_ms);
 	snprintf(before, sizeof(before), "%d", a->attempts);
 	snprintf(wait, sizeof(wait), "%ld", a->wait_ms);
-	const char *params[] = {
-	    a->delivery_id, at,       a->http_status ? http : NULL, dur, a->error,
-	    before,         a->state, a->wait_ms >= 0 ? wait : NULL};
+	const char *params[] = {a->delivery_id,
+	                        at,
+	                        a->http_status ? http : NULL,
+	                        dur,
+	                        a->error,
+	                        before,
+	                        a->state,
+	                        a->wait_ms >= 0 ? wait : NULL,
+	                        a->gone ? "t" : "f"};
 	br_status st = db_run(o->db, &stmt_record, params, NULL);
 	if (st != BR_OK || !a->gone)
 		return st;
