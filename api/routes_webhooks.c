@@ -178,12 +178,12 @@ static br_status check_attributes(struct api_req *r, const json_t *attrs, struct
 void route_webhooks_create(struct api_req *r)
 {
 	PGresult *res = NULL;
+	char *url = NULL; /* before the first goto: out frees it */
 	struct ja_errors e;
 	ja_errors_init(&e);
 	json_t *doc = ja_parse_body(r);
 	if (!doc)
 		goto out;
-	char *url = NULL;
 	char events[64] = "{}";
 	const json_t *attrs = val_data_attributes(doc, "webhooks", &e);
 	if (attrs && check_attributes(r, attrs, &e, &url, events, sizeof(events)) == BR_NOMEM) {
