@@ -5,8 +5,10 @@
  *
  * An endpoint's secret is generated here and shown only in the response to
  * its creation. The target policy (http(s), public addresses unless
- * BULKREG_WEBHOOK_ALLOW_PRIVATE) is common/webhook.c's; the deliverer
- * checks the address again when it connects. Resources are built in SQL.
+ * BULKREG_WEBHOOK_ALLOW_PRIVATE) is common/webhook.c's, which also gives the
+ * URL to store (an internationalized host in punycode); the deliverer
+ * checks the address again when it connects. An organization has at most
+ * BULKREG_WEBHOOK_MAX_ENDPOINTS endpoints. Resources are built in SQL.
  *
  * Stateless; thread-safe.
  */
@@ -29,16 +31,18 @@
 	"json_build_object('type', 'webhooks', 'id', e.id, 'attributes', json_build_object(" \
 	"'url', e.url, 'events', to_json(e.events)"
 #define WH_RESOURCE_TAIL                                               \
-	", 'created_at', rfc3339(e.created_at)),"                      \
+	", 'created_at', rfc3339(e.created_at),"                       \
+	" 'disabled_at', rfc3339(e.disabled_at)),"                     \
 	" 'links', json_build_object('self', '/v1/webhooks/' || e.id," \
 	" 'deliveries', '/v1/webhooks/' || e.id || '/deliveries'))"
 
+/* No row when the organization has BULKREG_WEBHOOK_MAX_ENDPOINTS already
+ * (sql/functions/webhooks.sql). */
 static const db_stmt stmt_insert = {
     "webhooks_insert",
-    "INSERT INTO webhook_endpoints AS e (organization_id, url, events, secret)"
-    " VALUES ($1, $2, $3::text[], $4)"
-    " RETURNING " WH_RESOURCE_HEAD ", 'secret', e.secret" WH_RESOURCE_TAIL,
-    4};
+    "SELECT " WH_RESOURCE_HEAD ", 'secret', e.secret" WH_RESOURCE_TAIL
+    " FROM webhook_endpoint_create($1, $2, $3::text[], $4, $5::int) e",
+    5};
 static const db_stmt stmt_list = {
     "webhooks_list",
     "SELECT (SELECT count(*) FROM webhook_endpoints WHERE organization_id = $1),"
@@ -127,11 +131,12 @@ static void check_events(const json_t *events, struct ja_errors *e, char *arr, s
 }
 
 /*
- * Validates the attributes; url is borrowed from attrs when valid. Returns
- * BR_NOMEM when the URL could not be checked for lack of memory.
+ * Validates the attributes; *url receives the URL to store when valid
+ * (allocated; the caller frees it). Returns BR_NOMEM when the URL could not
+ * be checked for lack of memory.
  */
 static br_status check_attributes(struct api_req *r, const json_t *attrs, struct ja_errors *e,
-                                  const char **url, char *events, size_t evcap)
+                                  char **url, char *events, size_t evcap)
 {
 	const char *key;
 	const json_t *v;
@@ -161,27 +166,24 @@ static br_status check_attributes(struct api_req *r, const json_t *attrs, struct
 		return BR_OK;
 	}
 	char why[256] = "";
-	br_status st = wh_url_check(json_string_value(u), r->app->cfg->webhook_allow_private, why,
-	                            sizeof(why));
+	br_status st = wh_url_check(json_string_value(u), r->app->cfg->webhook_allow_private, url,
+	                            why, sizeof(why));
 	if (st == BR_NOMEM)
 		return st;
-	if (st != BR_OK) {
+	if (st != BR_OK)
 		problem(e, ptr, why[0] ? why : "url is not an acceptable webhook URL.");
-		return BR_OK;
-	}
-	*url = json_string_value(u);
 	return BR_OK;
 }
 
 void route_webhooks_create(struct api_req *r)
 {
 	PGresult *res = NULL;
+	char *url = NULL; /* before the first goto: out frees it */
 	struct ja_errors e;
 	ja_errors_init(&e);
 	json_t *doc = ja_parse_body(r);
 	if (!doc)
 		goto out;
-	const char *url = NULL;
 	char events[64] = "{}";
 	const json_t *attrs = val_data_attributes(doc, "webhooks", &e);
 	if (attrs && check_attributes(r, attrs, &e, &url, events, sizeof(events)) == BR_NOMEM) {
@@ -199,13 +201,24 @@ void route_webhooks_create(struct api_req *r)
 		        "The request failed unexpectedly; nothing was written.");
 		goto out;
 	}
-	const char *params[] = {r->org_id, url, events, secret};
+	char max[16];
+	snprintf(max, sizeof(max), "%d", r->app->cfg->webhook_max_endpoints);
+	const char *params[] = {r->org_id, url, events, secret, max};
 	res = ja_query(r, &stmt_insert, params);
 	memset(secret, 0, sizeof(secret));
 	if (!res)
 		goto out;
+	if (PQntuples(res) == 0) {
+		char detail[128];
+		snprintf(detail, sizeof(detail),
+		         "An organization may have at most %d webhook endpoints; delete one first.",
+		         r->app->cfg->webhook_max_endpoints);
+		ja_fail(r, 422, "too_many_endpoints", "Too many webhook endpoints", detail);
+		goto out;
+	}
 	ja_send_data(r, 201, PQgetvalue(res, 0, 0));
 out:
+	free(url);
 	ja_errors_free(&e);
 	PQclear(res);
 	json_decref(doc);

@@ -40,6 +40,7 @@ struct br_config {
 	int worker_prefetch;
 	int worker_metrics_port; /* 0 = off */
 	int webhook_timeout_ms;
+	int webhook_max_endpoints;            /* per organization */
 	long webhook_retry_ms[CFG_RETRY_MAX]; /* waits after attempt 1, 2, ... */
 	int webhook_retry_count;
 	bool webhook_allow_private;

@@ -3,7 +3,11 @@
  * webhook target policy (see webhook.h).
  *
  * Owns nothing beyond the duration of a call. Thread-safe: libcurl's URL
- * API and getaddrinfo are reentrant; no global state.
+ * API, libidn2 and getaddrinfo are reentrant; no global state.
+ *
+ * Internationalized hosts are converted with libidn2 rather than libcurl's
+ * CURLU_PUNYCODE: in libcurl 7.88 (Debian 12) that flag answers
+ * CURLUE_OUT_OF_MEMORY for any non-ASCII host.
  */
 #include "webhook.h"
 
@@ -15,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <idn2.h>
 #include <netdb.h>
 #include <netinet/in.h>
 
@@ -223,66 +228,148 @@ static void unbracket(char *host)
 	}
 }
 
-br_status wh_url_check(const char *url, bool allow_private, char *why, size_t whylen)
+static bool ascii_only(const char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s >= 0x80)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * An internationalized host in u becomes its punycode (IDNA2008 with UTS#46
+ * mapping, so "BÜCHER.example" and "bücher.example" are one host); *host is
+ * replaced by the new form. BR_INVAL with a sentence in why when it is no
+ * valid domain name.
+ */
+static br_status host_to_ascii(CURLU *u, char **host, char *why, size_t whylen)
+{
+	if (ascii_only(*host))
+		return BR_OK;
+	char *ace = NULL;
+	int rc = idn2_to_ascii_8z(*host, &ace, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+	if (rc == IDN2_MALLOC)
+		return BR_NOMEM;
+	if (rc != IDN2_OK || !ace) {
+		idn2_free(ace);
+		snprintf(why, whylen,
+		         "The URL's host is not a valid internationalized domain name (%s).",
+		         idn2_strerror(rc));
+		return BR_INVAL;
+	}
+	CURLUcode uc = curl_url_set(u, CURLUPART_HOST, ace, 0);
+	idn2_free(ace);
+	char *copy = NULL;
+	if (uc == CURLUE_OK)
+		uc = curl_url_get(u, CURLUPART_HOST, &copy, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		return BR_NOMEM;
+	if (uc != CURLUE_OK) {
+		snprintf(why, whylen, "The URL's host is not valid: %s.", curl_url_strerror(uc));
+		return BR_INVAL;
+	}
+	curl_free(*host);
+	*host = copy;
+	return BR_OK;
+}
+
+/* The URL to store: as given, or rebuilt by libcurl when its host was converted. */
+static br_status url_to_store(CURLU *u, const char *url, bool converted, char **out)
+{
+	if (!converted) {
+		*out = strdup(url);
+		return *out ? BR_OK : BR_NOMEM;
+	}
+	char *s = NULL;
+	CURLUcode uc = curl_url_get(u, CURLUPART_URL, &s, 0);
+	if (uc != CURLUE_OK)
+		return uc == CURLUE_OUT_OF_MEMORY ? BR_NOMEM : BR_INVAL;
+	*out = strlen(s) <= WH_URL_MAX ? strdup(s) : NULL;
+	bool too_long = strlen(s) > WH_URL_MAX;
+	curl_free(s);
+	if (too_long)
+		return BR_TOOBIG;
+	return *out ? BR_OK : BR_NOMEM;
+}
+
+/* Parses url into u; BR_INVAL with a sentence in why when it is no http(s) URL with a host. */
+static br_status parse_url(CURLU *u, const char *url, char *why, size_t whylen)
+{
+	CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		return BR_NOMEM;
+	if (uc == CURLUE_NO_HOST) {
+		snprintf(why, whylen, "The URL must include a host.");
+		return BR_INVAL;
+	}
+	if (uc != CURLUE_OK) {
+		snprintf(why, whylen, "The URL is not valid: %s.", curl_url_strerror(uc));
+		return BR_INVAL;
+	}
+	char *scheme = NULL;
+	uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	bool web = uc == CURLUE_OK &&
+	           (strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0);
+	curl_free(scheme);
+	if (uc == CURLUE_OUT_OF_MEMORY)
+		return BR_NOMEM;
+	if (!web) {
+		snprintf(why, whylen, "The URL must use http or https.");
+		return BR_INVAL;
+	}
+	/* curl also takes "http:/h" and "http:///h"; an address has exactly two slashes. */
+	const char *colon = strchr(url, ':');
+	if (!colon || strncmp(colon, "://", 3) != 0 || colon[3] == '/' || colon[3] == '\\') {
+		snprintf(why, whylen, "The URL must start with http:// or https:// and a host.");
+		return BR_INVAL;
+	}
+	return BR_OK;
+}
+
+br_status wh_url_check(const char *url, bool allow_private, char **out, char *why, size_t whylen)
 {
 	CURLU *u = NULL;
-	char *scheme = NULL, *host = NULL;
+	char *host = NULL;
 	br_status st = BR_INVAL;
 	if (!url || strlen(url) > WH_URL_MAX) {
 		snprintf(why, whylen, "The URL must be at most %d characters.", WH_URL_MAX);
 		goto out;
 	}
 	u = curl_url();
-	if (!u) {
-		st = BR_NOMEM;
+	st = u ? parse_url(u, url, why, whylen) : BR_NOMEM;
+	if (st != BR_OK)
 		goto out;
-	}
-	CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
-	if (uc == CURLUE_OUT_OF_MEMORY) {
-		st = BR_NOMEM;
-		goto out;
-	}
-	if (uc == CURLUE_NO_HOST) {
-		snprintf(why, whylen, "The URL must include a host.");
-		goto out;
-	}
-	if (uc != CURLUE_OK) {
-		snprintf(why, whylen, "The URL is not valid: %s.", curl_url_strerror(uc));
-		goto out;
-	}
-	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
-		snprintf(why, whylen, "The URL must use http or https.");
-		goto out;
-	}
-	unsigned host_flags = 0;
-#ifdef CURLU_PUNYCODE
-	host_flags |= CURLU_PUNYCODE; /* what getaddrinfo can resolve */
-#endif
-	/* curl also takes "http:/h" and "http:///h"; an address has exactly two slashes. */
-	const char *colon = strchr(url, ':');
-	if (!colon || strncmp(colon, "://", 3) != 0 || colon[3] == '/' || colon[3] == '\\') {
-		snprintf(why, whylen, "The URL must start with http:// or https:// and a host.");
-		goto out;
-	}
-	uc = curl_url_get(u, CURLUPART_HOST, &host, host_flags);
+	CURLUcode uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
 	if (uc == CURLUE_OUT_OF_MEMORY) {
 		st = BR_NOMEM;
 		goto out;
 	}
 	if (uc != CURLUE_OK || !host[0]) {
 		snprintf(why, whylen, "The URL must include a host.");
+		st = BR_INVAL;
 		goto out;
 	}
-	if (allow_private) {
-		st = BR_OK;
+	bool idn = !ascii_only(host);
+	st = host_to_ascii(u, &host, why, whylen);
+	if (st != BR_OK)
 		goto out;
+	if (!allow_private) {
+		unbracket(host);
+		st = check_host(host, why, whylen);
+		if (st != BR_OK)
+			goto out;
 	}
-	unbracket(host);
-	st = check_host(host, why, whylen);
+	st = url_to_store(u, url, idn, out);
+	if (st == BR_TOOBIG || st == BR_INVAL) {
+		snprintf(why, whylen,
+		         "The URL must be at most %d characters once its host is in "
+		         "punycode.",
+		         WH_URL_MAX);
+		st = BR_INVAL;
+	}
 out:
 	curl_free(host);
-	curl_free(scheme);
 	curl_url_cleanup(u);
 	return st;
 }

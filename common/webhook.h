@@ -68,11 +68,17 @@ bool wh_addr_allowed(const struct sockaddr *sa);
 
 /*
  * Checks a webhook URL: http:// or https:// with a host, at most
- * WH_URL_MAX characters. Unless allow_private, the host is resolved and
+ * WH_URL_MAX characters. An internationalized host (bücher.example) is
+ * converted to punycode (xn--bcher-kva.example), which is what is resolved,
+ * stored and delivered to. Unless allow_private, the host is resolved and
  * every address must be allowed by wh_addr_allowed; a host that does not
- * resolve is refused too. On refusal returns BR_INVAL with a sentence for
- * the client in why; BR_NOMEM when out of memory. Blocks for DNS.
+ * resolve is refused too. On success *out receives the URL to store (as
+ * given, or with its host in punycode), which the caller frees with free().
+ * On refusal returns BR_INVAL with a sentence for the client in why;
+ * BR_NOMEM when out of memory. *out is written only on success. Blocks for
+ * DNS.
  */
-br_status wh_url_check(const char *url, bool allow_private, char *why, size_t whylen) BR_MUST_USE;
+br_status wh_url_check(const char *url, bool allow_private, char **out, char *why,
+                       size_t whylen) BR_MUST_USE;
 
 #endif

@@ -53,7 +53,7 @@ PG_FALLBACK_BASE=/var/lib/bulkreg-local
 # Debian packages the project and these scripts need.
 DEPS=(build-essential cmake pkg-config clang clang-format git
       librabbitmq-dev libjansson-dev libpq-dev libmicrohttpd-dev
-      libcurl4-openssl-dev libssl-dev libcriterion-dev
+      libcurl4-openssl-dev libidn2-dev libssl-dev libcriterion-dev
       postgresql-15 postgresql-contrib rabbitmq-server
       curl jq wrk procps iproute2 util-linux passwd shellcheck)
 

@@ -9,10 +9,15 @@
  * timeout never delays the others.
  *
  * The loop: claim due deliveries with a lease (locked_until), so several
- * worker processes never send the same attempt at once; send each as a
- * signed Standard Webhooks POST; record every attempt in webhook_attempts
- * and move the delivery to succeeded, to its next attempt on the retry
- * schedule, or to failed. It claims again at once on a notification and at
+ * worker processes never send the same attempt at once, at most one per
+ * endpoint in flight across all workers (outbox.c: the endpoint is leased
+ * too), organizations in turn; send each as a signed Standard Webhooks
+ * POST; record every attempt in webhook_attempts and move the delivery to
+ * succeeded, to its next attempt on the retry schedule (later when the
+ * receiver's Retry-After asks, up to the schedule's longest wait), or to
+ * failed. A 410 Gone disables the endpoint and fails its pending
+ * deliveries. Recording an attempt frees its endpoint, so the loop claims
+ * again at once. It claims again at once on a notification and at
  * least every DLV_POLL_MS for retries that became due (or whose lease
  * expired because a worker died). A lost connection is retried with a
  * capped backoff while transfers in flight go on; their results wait in
@@ -52,6 +57,8 @@
 #define DLV_DRAIN_MS        3000
 #define DLV_ERROR_MAX       512
 #define DLV_USER_AGENT      "bulkreg-webhooks/0.1"
+/* Retry-After beyond this many seconds is read as this (the schedule caps it anyway). */
+#define DLV_RETRY_AFTER_MAX_S (30L * 86400)
 
 /* One claimed delivery and its attempt in flight (or finished, to record). */
 struct attempt {
@@ -69,8 +76,10 @@ struct attempt {
 	long long start_ms;      /* monotonic */
 	long long start_unix_ms; /* wall clock, for attempted_at */
 	bool done;
-	bool ok;          /* a 2xx response */
-	long http_status; /* 0 when no response */
+	bool ok;             /* a 2xx response */
+	bool gone;           /* a 410 Gone response */
+	long http_status;    /* 0 when no response */
+	long retry_after_ms; /* the response's Retry-After, 0 when none */
 	long duration_ms;
 	char error[DLV_ERROR_MAX]; /* why it failed */
 	char refused[160];         /* set when the connect policy refused an address */
@@ -253,6 +262,12 @@ static void attempt_finished(struct deliverer *d, CURL *easy, CURLcode rc)
 		return;
 	a->duration_ms = (long)(proc_now_ms() - a->start_ms);
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &a->http_status);
+	/* Seconds, from either form (delay-seconds or HTTP-date); 0 when absent. */
+	curl_off_t ra = 0;
+	if (rc == CURLE_OK && curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK &&
+	    ra > 0)
+		a->retry_after_ms =
+		    ra > DLV_RETRY_AFTER_MAX_S ? DLV_RETRY_AFTER_MAX_S * 1000L : (long)ra * 1000;
 	curl_multi_remove_handle(d->multi, easy);
 	curl_easy_cleanup(easy);
 	a->easy = NULL;
@@ -260,6 +275,7 @@ static void attempt_finished(struct deliverer *d, CURL *easy, CURLcode rc)
 	a->ok = rc == CURLE_OK && a->http_status >= 200 && a->http_status < 300;
 	if (a->ok)
 		return;
+	a->gone = rc == CURLE_OK && a->http_status == 410;
 	if (rc == CURLE_COULDNT_CONNECT && a->refused[0])
 		snprintf(a->error, sizeof(a->error), "%s", a->refused);
 	else if (rc == CURLE_OK)
@@ -276,15 +292,26 @@ static void attempt_finished(struct deliverer *d, CURL *easy, CURLcode rc)
 
 /* ---- the outbox ---- */
 
-/* The delivery's state after attempt number n; *wait_ms is -1 when none follows. */
-static const char *next_state(const struct br_config *cfg, int n, bool ok, long *wait_ms)
+/*
+ * The delivery's state after attempt a, its number n; *wait_ms is -1 when
+ * none follows. A Retry-After longer than the schedule's wait is honoured
+ * up to the schedule's longest wait, so a receiver cannot park a delivery
+ * for longer than the operator's schedule allows.
+ */
+static const char *next_state(const struct br_config *cfg, const struct attempt *a, int n,
+                              long *wait_ms)
 {
 	*wait_ms = -1;
-	if (ok)
+	if (a->ok)
 		return "succeeded";
-	if (n > cfg->webhook_retry_count || n < 1)
+	if (a->gone || n > cfg->webhook_retry_count || n < 1)
 		return "failed";
-	*wait_ms = cfg->webhook_retry_ms[n - 1];
+	long wait = cfg->webhook_retry_ms[n - 1], longest = 0;
+	for (int i = 0; i < cfg->webhook_retry_count; i++)
+		longest = cfg->webhook_retry_ms[i] > longest ? cfg->webhook_retry_ms[i] : longest;
+	if (a->retry_after_ms > wait)
+		wait = a->retry_after_ms < longest ? a->retry_after_ms : longest;
+	*wait_ms = wait;
 	return "pending";
 }
 
@@ -293,7 +320,7 @@ static br_status attempt_record(struct deliverer *d, const struct attempt *a)
 {
 	bool ok = a->ok;
 	long wait_ms;
-	const char *state = next_state(d->w->cfg, a->attempts + 1, ok, &wait_ms);
+	const char *state = next_state(d->w->cfg, a, a->attempts + 1, &wait_ms);
 	struct outbox_attempt rec = {
 	    .delivery_id = a->delivery_id,
 	    .attempts = a->attempts,
@@ -303,6 +330,8 @@ static br_status attempt_record(struct deliverer *d, const struct attempt *a)
 	    .error = ok ? NULL : a->error,
 	    .state = state,
 	    .wait_ms = wait_ms,
+	    .gone = a->gone,
+	    .endpoint_id = a->endpoint_id,
 	};
 	br_status st = outbox_record(d->ob, &rec);
 	if (st != BR_OK)
@@ -320,6 +349,10 @@ static br_status attempt_record(struct deliverer *d, const struct attempt *a)
 		LOG_INFO("webhook %s delivered to endpoint %s (attempt %d, HTTP %ld, %ld ms)",
 		         a->event_id, a->endpoint_id, a->attempts + 1, a->http_status,
 		         a->duration_ms);
+	else if (a->gone)
+		LOG_WARN("webhook %s to endpoint %s: 410 Gone; endpoint disabled, its pending "
+		         "deliveries failed",
+		         a->event_id, a->endpoint_id);
 	else
 		LOG_WARN("webhook %s to endpoint %s: attempt %d failed: %s; %s", a->event_id,
 		         a->endpoint_id, a->attempts + 1, a->error,
@@ -348,6 +381,7 @@ static void record_finished(struct deliverer *d)
 		*pp = a->next;
 		attempt_free(a);
 		d->inflight--;
+		d->wake = true; /* its endpoint is free: its next delivery may be due */
 	}
 }
 

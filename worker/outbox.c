@@ -4,7 +4,8 @@
  * One connection, used both for the statements and to LISTEN on
  * bulkreg_webhooks, which emit_event() notifies when it commits an event.
  * A lost connection is retried with a capped backoff; the LISTEN is issued
- * again on every new connection.
+ * again on every new connection. The claim is where fairness lives: at most
+ * one attempt per endpoint in flight, organizations served in turn.
  *
  * Owns its db_conn. Thread-safety: one thread (the deliverer's).
  */
@@ -29,16 +30,42 @@ struct outbox {
 	int listen_pid;
 };
 
+/*
+ * Fair claiming (docs/architecture.md, "Webhooks"). cand: each endpoint that
+ * is neither disabled nor leased, with its earliest due delivery that nobody
+ * leases; turn numbers an organization's endpoints by due time, so the
+ * picks go round the organizations (every organization's first endpoint,
+ * then every second one, ...) rather than strictly by due time. pick locks
+ * the endpoints, skipping those another claim is taking, and checks their
+ * lease again on the row it locked. One delivery per endpoint and the
+ * endpoint's lease make at most one attempt in flight per endpoint across
+ * all workers: a receiver that hangs holds one slot, never all of them.
+ */
 static const db_stmt stmt_claim = {
     "deliverer_claim",
-    "WITH due AS ("
-    "  SELECT id FROM webhook_deliveries"
-    "  WHERE status = 'pending' AND next_attempt_at <= now()"
-    "    AND (locked_until IS NULL OR locked_until < now())"
-    "  ORDER BY next_attempt_at LIMIT $1::int FOR UPDATE SKIP LOCKED),"
+    "WITH cand AS ("
+    "  SELECT p.id AS endpoint_id, d.id, d.next_attempt_at,"
+    "   row_number() OVER (PARTITION BY p.organization_id ORDER BY d.next_attempt_at, d.id)"
+    "    AS turn"
+    "  FROM webhook_endpoints p CROSS JOIN LATERAL ("
+    "   SELECT x.id, x.next_attempt_at FROM webhook_deliveries x"
+    "   WHERE x.endpoint_id = p.id AND x.status = 'pending' AND x.next_attempt_at <= now()"
+    "     AND (x.locked_until IS NULL OR x.locked_until < now())"
+    "   ORDER BY x.next_attempt_at LIMIT 1) d"
+    "  WHERE p.disabled_at IS NULL AND (p.leased_until IS NULL OR p.leased_until < now())),"
+    " pick AS ("
+    "  SELECT p.id AS endpoint_id, c.id FROM webhook_endpoints p"
+    "  JOIN (SELECT endpoint_id, id FROM cand ORDER BY turn, next_attempt_at LIMIT $1::int) c"
+    "   ON c.endpoint_id = p.id"
+    "  WHERE p.disabled_at IS NULL AND (p.leased_until IS NULL OR p.leased_until < now())"
+    "  FOR UPDATE OF p SKIP LOCKED),"
+    " leased AS ("
+    "  UPDATE webhook_endpoints p SET leased_until = now() + $2::int * interval '1 millisecond'"
+    "  FROM pick WHERE p.id = pick.endpoint_id RETURNING p.id),"
     " claimed AS ("
     "  UPDATE webhook_deliveries w SET locked_until = now() + $2::int * interval '1 millisecond'"
-    "  FROM due WHERE w.id = due.id"
+    "  FROM pick WHERE w.id = pick.id AND w.endpoint_id IN (SELECT id FROM leased)"
+    "   AND w.status = 'pending' AND (w.locked_until IS NULL OR w.locked_until < now())"
     "  RETURNING w.id, w.event_id, w.endpoint_id, w.attempts)"
     " SELECT c.id, c.event_id, c.attempts, ev.job_id, ev.payload, p.url, p.secret, p.id"
     " FROM claimed c JOIN webhook_events ev ON ev.id = c.event_id"
@@ -47,32 +74,61 @@ static const db_stmt stmt_claim = {
 /*
  * The attempt is kept even when another worker recorded this attempt
  * number first (its lease had expired): it did happen. The delivery moves
- * on only when its attempt count is still the one claimed.
+ * on only when its attempt count is still the one claimed. The endpoint's
+ * lease is given back either way, except after a 410 ($9): stmt_disable
+ * clears it, so no claim slips in between the two statements.
  */
 static const db_stmt stmt_record = {
     "deliverer_record",
     "WITH a AS ("
     "  INSERT INTO webhook_attempts (delivery_id, attempted_at, http_status, duration_ms, error)"
     "  SELECT $1::uuid, to_timestamp($2::double precision / 1000), $3::int, $4::int, $5::text"
-    "  WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1::uuid))"
-    " UPDATE webhook_deliveries SET attempts = attempts + 1, status = $7::text,"
-    "  next_attempt_at = CASE WHEN $8::bigint IS NULL THEN next_attempt_at"
-    "                    ELSE now() + $8::bigint * interval '1 millisecond' END,"
-    "  locked_until = NULL, updated_at = now()"
-    " WHERE id = $1::uuid AND attempts = $6::int AND status = 'pending'",
-    8};
-/* Milliseconds until the next delivery not leased by anyone becomes due. */
+    "  WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1::uuid)),"
+    " d AS ("
+    "  UPDATE webhook_deliveries SET attempts = attempts + 1, status = $7::text,"
+    "   next_attempt_at = CASE WHEN $8::bigint IS NULL THEN next_attempt_at"
+    "                     ELSE now() + $8::bigint * interval '1 millisecond' END,"
+    "   locked_until = NULL, updated_at = now()"
+    "  WHERE id = $1::uuid AND attempts = $6::int AND status = 'pending')"
+    " UPDATE webhook_endpoints SET leased_until = NULL"
+    " WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = $1::uuid)"
+    "  AND leased_until IS NOT NULL AND NOT $9::bool",
+    9};
+/*
+ * 410 Gone: the endpoint is disabled (emit_event() writes no more
+ * deliveries for it) and its pending deliveries fail.
+ */
+static const db_stmt stmt_disable = {
+    "deliverer_disable",
+    "WITH e AS ("
+    "  UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now()),"
+    "   leased_until = NULL"
+    "  WHERE id = $1::uuid RETURNING id)"
+    " UPDATE webhook_deliveries d SET status = 'failed', locked_until = NULL, updated_at = now()"
+    " FROM e WHERE d.endpoint_id = e.id AND d.status = 'pending'",
+    1};
+/*
+ * Milliseconds until the next delivery that nobody leases becomes due, at
+ * an endpoint that is not disabled, and not before the endpoint's lease ends.
+ */
 static const db_stmt stmt_next_due = {
     "deliverer_next_due",
-    "SELECT ceil(extract(epoch FROM next_attempt_at - clock_timestamp()) * 1000)::bigint"
-    " FROM webhook_deliveries"
-    " WHERE status = 'pending' AND (locked_until IS NULL OR locked_until < now())"
-    " ORDER BY next_attempt_at LIMIT 1",
+    "SELECT ceil(extract(epoch FROM min(greatest(d.next_attempt_at, p.leased_until))"
+    "  - clock_timestamp()) * 1000)::bigint"
+    " FROM webhook_endpoints p CROSS JOIN LATERAL ("
+    "  SELECT x.next_attempt_at FROM webhook_deliveries x"
+    "  WHERE x.endpoint_id = p.id AND x.status = 'pending'"
+    "    AND (x.locked_until IS NULL OR x.locked_until < now())"
+    "  ORDER BY x.next_attempt_at LIMIT 1) d"
+    " WHERE p.disabled_at IS NULL",
     0};
+/* The lease of a claimed, unsent delivery, and its endpoint's, go back. */
 static const db_stmt stmt_release = {
     "deliverer_release",
-    "UPDATE webhook_deliveries SET locked_until = NULL"
-    " WHERE id = $1::uuid AND attempts = $2::int AND status = 'pending'",
+    "WITH d AS ("
+    "  UPDATE webhook_deliveries SET locked_until = NULL"
+    "  WHERE id = $1::uuid AND attempts = $2::int AND status = 'pending' RETURNING endpoint_id)"
+    " UPDATE webhook_endpoints SET leased_until = NULL WHERE id IN (SELECT endpoint_id FROM d)",
     2};
 
 br_status outbox_open(const char *url, const struct db_opts *opts, outbox **out)
@@ -215,10 +271,22 @@ br_status outbox_record(outbox *o, const struct outbox_attempt *a)
 	snprintf(dur, sizeof(dur), "%ld", a->duration_ms < 0 ? 0 : a->duration_ms);
 	snprintf(before, sizeof(before), "%d", a->attempts);
 	snprintf(wait, sizeof(wait), "%ld", a->wait_ms);
-	const char *params[] = {
-	    a->delivery_id, at,       a->http_status ? http : NULL, dur, a->error,
-	    before,         a->state, a->wait_ms >= 0 ? wait : NULL};
-	return db_run(o->db, &stmt_record, params, NULL);
+	const char *params[] = {a->delivery_id,
+	                        at,
+	                        a->http_status ? http : NULL,
+	                        dur,
+	                        a->error,
+	                        before,
+	                        a->state,
+	                        a->wait_ms >= 0 ? wait : NULL,
+	                        a->gone ? "t" : "f"};
+	br_status st = db_run(o->db, &stmt_record, params, NULL);
+	if (st != BR_OK || !a->gone)
+		return st;
+	/* Not atomic with the record: a failure here leaves the endpoint enabled until its next
+	 * 410. */
+	const char *gone[] = {a->endpoint_id};
+	return db_run(o->db, &stmt_disable, gone, NULL);
 }
 
 br_status outbox_next_due(outbox *o, bool *found, long *due_ms)

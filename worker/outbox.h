@@ -42,6 +42,8 @@ struct outbox_attempt {
 	const char *error; /* NULL when it succeeded */
 	const char *state; /* the delivery's next status: pending, succeeded, failed */
 	long wait_ms;      /* until the next attempt when pending, else -1 */
+	bool gone;         /* the receiver answered 410 Gone: disable endpoint_id */
+	const char *endpoint_id;
 };
 
 /*
@@ -80,9 +82,11 @@ int outbox_fd(outbox *o);
 bool outbox_usable(outbox *o);
 
 /*
- * Claims up to limit due deliveries with a lease of lease_ms and calls
- * take for each; *got receives how many were claimed. A db_run status on
- * failure (nothing claimed).
+ * Claims up to limit due deliveries with a lease of lease_ms, at most one
+ * per endpoint and only at endpoints with no attempt in flight (each
+ * claimed endpoint is leased too), organizations in turn; calls take for
+ * each; *got receives how many were claimed. A db_run status on failure
+ * (nothing claimed).
  */
 br_status outbox_claim(outbox *o, int limit, int lease_ms,
                        void (*take)(void *ctx, const struct outbox_row *row), void *ctx,
@@ -91,7 +95,9 @@ br_status outbox_claim(outbox *o, int limit, int lease_ms,
 /*
  * Records an attempt and moves its delivery to a->state, if its attempt
  * count is still the claimed one (another worker may have recorded it
- * after the lease expired: the attempt is kept all the same).
+ * after the lease expired: the attempt is kept all the same), and gives the
+ * endpoint's lease back. When a->gone, then disables the endpoint and fails
+ * its pending deliveries.
  */
 br_status outbox_record(outbox *o, const struct outbox_attempt *a) BR_MUST_USE;
 

@@ -12,7 +12,8 @@
 -- A job.created event is written only when an endpoint wants it: nothing
 -- reads an event without deliveries except job.ended, whose row is also the
 -- record that a completion emitted its one event. An endpoint that
--- subscribes later never gets events from before its subscription.
+-- subscribes later never gets events from before its subscription, and a
+-- disabled one (it answered 410 Gone) gets none at all.
 CREATE OR REPLACE FUNCTION emit_event(p_org uuid, p_type text, p_job uuid, p_run int, p_data json,
                                       p_person uuid)
 RETURNS uuid
@@ -24,7 +25,7 @@ BEGIN
     -- The subscribed endpoints, read once: they decide whether the event is
     -- written and receive its deliveries.
     SELECT array_agg(e.id) INTO v_endpoints FROM webhook_endpoints e
-    WHERE e.organization_id = p_org AND p_type = ANY (e.events);
+    WHERE e.organization_id = p_org AND p_type = ANY (e.events) AND e.disabled_at IS NULL;
     IF v_endpoints IS NULL AND p_type <> 'job.ended' THEN
         RETURN NULL;
     END IF;
@@ -53,7 +54,8 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_endpoints e
-                   WHERE e.organization_id = p_org AND 'person.updated' = ANY (e.events)) THEN
+                   WHERE e.organization_id = p_org AND 'person.updated' = ANY (e.events)
+                     AND e.disabled_at IS NULL) THEN
         RETURN;
     END IF;
     PERFORM emit_event(p_org, 'person.updated', NULL, 0,

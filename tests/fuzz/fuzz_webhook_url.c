@@ -9,8 +9,9 @@
  * address.
  *
  * Checks: an accepted URL is http(s)://, with no more than WH_URL_MAX
- * characters; a refusal says why; an IPv4 address and its IPv4-mapped IPv6
- * form are classified alike; wh_addr_allowed agrees with wh_addr_class.
+ * characters, and the URL to store is too (an internationalized host in
+ * punycode, so ASCII whenever the input's host was not); a refusal says why; an IPv4 address and
+ * its IPv4-mapped IPv6 form are classified alike; wh_addr_allowed agrees with wh_addr_class.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,12 +32,19 @@ static void check_url(const uint8_t *data, size_t size)
 {
 	char *url = fz_cstr(data, size);
 	char why[256] = "";
-	br_status st = wh_url_check(url, true, why, sizeof(why));
+	char *out = NULL;
+	br_status st = wh_url_check(url, true, &out, why, sizeof(why));
 	if (st == BR_OK) {
+		FZ_CHECK(out != NULL);
 		FZ_CHECK(strlen(url) <= WH_URL_MAX);
+		FZ_CHECK(strlen(out) <= WH_URL_MAX);
 		FZ_CHECK(strncasecmp(url, "http://", 7) == 0 ||
 		         strncasecmp(url, "https://", 8) == 0);
+		FZ_CHECK(strncasecmp(out, "http://", 7) == 0 ||
+		         strncasecmp(out, "https://", 8) == 0);
+		free(out);
 	} else {
+		FZ_CHECK(out == NULL);
 		FZ_CHECK(st == BR_INVAL || st == BR_NOMEM);
 		if (st == BR_INVAL)
 			FZ_CHECK(why[0] != '\0' && strnlen(why, sizeof(why)) < sizeof(why));

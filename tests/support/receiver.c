@@ -38,6 +38,7 @@ struct t_receiver {
 	struct t_hook *hooks;
 	int count, cap;
 	int script[T_RECEIVER_SCRIPT_MAX];
+	char retry_after[T_RECEIVER_SCRIPT_MAX][40]; /* "" for none */
 	int nscript, next;
 	int delay_ms;
 	bool stopping;
@@ -47,7 +48,24 @@ struct t_receiver {
 struct req {
 	strbuf body;
 	bool too_big;
+	char retry_after[64]; /* the Retry-After header to answer with, "" for none */
 };
+
+/* The header value for spec: "date+N" is the HTTP-date N seconds from now. */
+static void retry_after_value(const char *spec, char *out, size_t cap)
+{
+	long n;
+	char *end;
+	if (strncmp(spec, "date+", 5) != 0) {
+		snprintf(out, cap, "%s", spec);
+		return;
+	}
+	n = strtol(spec + 5, &end, 10);
+	time_t t = time(NULL) + n;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
 
 static void copy_header(struct MHD_Connection *conn, const char *name, char *out, size_t cap)
 {
@@ -73,8 +91,11 @@ static int record(t_receiver *rc, struct MHD_Connection *conn, struct req *q)
 	int status = 200;
 	if (q->too_big)
 		status = 413;
-	else if (rc->next < rc->nscript)
+	else if (rc->next < rc->nscript) {
+		retry_after_value(rc->retry_after[rc->next], q->retry_after,
+		                  sizeof(q->retry_after));
 		status = rc->script[rc->next++];
+	}
 	h.answered = status;
 	int delay = rc->delay_ms;
 	if (rc->count == rc->cap) {
@@ -103,7 +124,7 @@ static int record(t_receiver *rc, struct MHD_Connection *conn, struct req *q)
 	return status;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *conn, int status)
+static enum MHD_Result answer(struct MHD_Connection *conn, int status, const char *retry_after)
 {
 	static char ok[] = "ok\n";
 	struct MHD_Response *resp =
@@ -111,6 +132,8 @@ static enum MHD_Result answer(struct MHD_Connection *conn, int status)
 	if (!resp)
 		return MHD_NO;
 	MHD_add_response_header(resp, "Content-Type", "text/plain");
+	if (retry_after && retry_after[0])
+		MHD_add_response_header(resp, "Retry-After", retry_after);
 	enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return r;
@@ -139,8 +162,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	if (strcmp(method, "POST") != 0)
-		return answer(conn, 405);
-	return answer(conn, record(rc, conn, q));
+		return answer(conn, 405, NULL);
+	int status = record(rc, conn, q);
+	return answer(conn, status, q->retry_after);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -221,9 +245,22 @@ void t_receiver_script(t_receiver *rc, const int *statuses, int n, int delay_ms)
 	pthread_mutex_lock(&rc->mu);
 	if (n > 0)
 		memcpy(rc->script, statuses, (size_t)n * sizeof(*statuses));
+	memset(rc->retry_after, 0, sizeof(rc->retry_after));
 	rc->nscript = n;
 	rc->next = 0;
 	rc->delay_ms = delay_ms;
+	pthread_mutex_unlock(&rc->mu);
+}
+
+void t_receiver_retry_after(t_receiver *rc, const char *const *values, int n)
+{
+	cr_assert(n >= 0 && n <= T_RECEIVER_SCRIPT_MAX, "%d Retry-After values is too many", n);
+	pthread_mutex_lock(&rc->mu);
+	for (int i = 0; i < n; i++) {
+		const char *v = values[i] ? values[i] : "";
+		cr_assert(strlen(v) < sizeof(rc->retry_after[i]), "Retry-After value too long");
+		snprintf(rc->retry_after[i], sizeof(rc->retry_after[i]), "%s", v);
+	}
 	pthread_mutex_unlock(&rc->mu);
 }
 

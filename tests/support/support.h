@@ -252,6 +252,13 @@ void t_receiver_stop(t_receiver *rc);
  */
 void t_receiver_script(t_receiver *rc, const int *statuses, int n, int delay_ms);
 
+/*
+ * After t_receiver_script: the Retry-After header of the script's answers,
+ * values[i] for statuses[i] (NULL or "" for none). "date+N" sends the
+ * HTTP-date N seconds after the answer; anything else is sent as is.
+ */
+void t_receiver_retry_after(t_receiver *rc, const char *const *values, int n);
+
 /* Number of requests received so far; copy of request i (caller frees body). */
 int t_receiver_count(t_receiver *rc);
 bool t_receiver_get(t_receiver *rc, int i, struct t_hook *out);

@@ -43,6 +43,7 @@ static const char *const all_vars[] = {
     "BULKREG_WORKER_PREFETCH",
     "BULKREG_WORKER_METRICS_PORT",
     "BULKREG_WEBHOOK_TIMEOUT_MS",
+    "BULKREG_WEBHOOK_MAX_ENDPOINTS",
     "BULKREG_WEBHOOK_RETRY_SCHEDULE",
     "BULKREG_WEBHOOK_ALLOW_PRIVATE",
     "BULKREG_RATE_LIMIT",
@@ -70,7 +71,8 @@ static void assert_defaults(const struct br_config *c)
 	cr_assert_eq(c->worker_concurrency, 4);
 	cr_assert_eq(c->worker_prefetch, 16);
 	cr_assert_eq(c->worker_metrics_port, 9101);
-	cr_assert_eq(c->webhook_timeout_ms, 10000);
+	cr_assert_eq(c->webhook_timeout_ms, 15000); /* Standard Webhooks: 15-30 s */
+	cr_assert_eq(c->webhook_max_endpoints, 20);
 	static const long schedule[] = {5000,     300000,   1800000, 7200000,
 	                                18000000, 36000000, 36000000};
 	cr_assert_eq(c->webhook_retry_count, 7);
@@ -135,6 +137,7 @@ Test(config, good_non_default_values)
 	    {"BULKREG_WORKER_PREFETCH", "1"},
 	    {"BULKREG_WORKER_METRICS_PORT", "0"},
 	    {"BULKREG_WEBHOOK_TIMEOUT_MS", "250"},
+	    {"BULKREG_WEBHOOK_MAX_ENDPOINTS", "1"},
 	    {"BULKREG_WEBHOOK_RETRY_SCHEDULE", "100ms,1s,2m"},
 	    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "1"},
 	    {"BULKREG_RATE_LIMIT", "0"},
@@ -163,6 +166,7 @@ Test(config, good_non_default_values)
 	cr_assert_eq(c.worker_prefetch, 1);
 	cr_assert_eq(c.worker_metrics_port, 0);
 	cr_assert_eq(c.webhook_timeout_ms, 250);
+	cr_assert_eq(c.webhook_max_endpoints, 1);
 	cr_assert_eq(c.webhook_retry_count, 3);
 	cr_assert_eq(c.webhook_retry_ms[0], 100);
 	cr_assert_eq(c.webhook_retry_ms[1], 1000);
@@ -263,6 +267,8 @@ static const struct {
     {"BULKREG_WORKER_CONCURRENCY", "0"},
     {"BULKREG_WORKER_CONCURRENCY", "257"},
     {"BULKREG_WORKER_PREFETCH", "0"},
+    {"BULKREG_WEBHOOK_MAX_ENDPOINTS", "0"},
+    {"BULKREG_WEBHOOK_MAX_ENDPOINTS", "1001"},
     {"BULKREG_WORKER_PREFETCH", "65536"},
     {"BULKREG_WORKER_METRICS_PORT", "-1"},
     {"BULKREG_WORKER_METRICS_PORT", "70000"},

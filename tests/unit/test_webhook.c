@@ -237,10 +237,22 @@ Test(webhook_addr, refuses_other_families)
 
 /* ---- URL policy ---- */
 
+/* The URL to store of the last accepted check. */
+static char stored[WH_URL_MAX + 1];
+
 static br_status check(const char *url, bool allow_private, char *why)
 {
 	why[0] = '\0';
-	return wh_url_check(url, allow_private, why, 256);
+	stored[0] = '\0';
+	char *out = NULL;
+	br_status st = wh_url_check(url, allow_private, &out, why, 256);
+	if (st == BR_OK) {
+		cr_assert_not_null(out);
+		cr_assert_leq(strlen(out), WH_URL_MAX);
+		memcpy(stored, out, strlen(out) + 1);
+	}
+	free(out);
+	return st;
 }
 
 Test(webhook_url, schemes)
@@ -310,4 +322,62 @@ Test(webhook_url, nothing_is_resolved_when_private_targets_are_allowed)
 	/* .invalid never resolves (RFC 6761); with the switch on it is not looked up. */
 	char why[256];
 	cr_assert_eq(check("https://no-such-host.invalid/hook", true, why), BR_OK, "%s", why);
+}
+
+Test(webhook_url, an_ascii_url_is_stored_as_given)
+{
+	char why[256];
+	cr_assert_eq(check("HTTPS://93.184.216.34:8443/a/../b?c=d", true, why), BR_OK, "%s", why);
+	cr_assert_str_eq(stored, "HTTPS://93.184.216.34:8443/a/../b?c=d");
+}
+
+/*
+ * An internationalized host is stored and delivered to in punycode; before,
+ * libcurl's CURLU_PUNYCODE made it a 503 "Out of memory." (libcurl 7.88).
+ */
+Test(webhook_url, internationalized_hosts_become_punycode)
+{
+	char why[256];
+	cr_assert_eq(check("https://b\xc3\xbc"
+	                   "cher.example/hook?x=1",
+	                   true, why),
+	             BR_OK, "%s", why);
+	cr_assert_str_eq(stored, "https://xn--bcher-kva.example/hook?x=1");
+	/* UTS#46 mapping: upper case folds to the same host. */
+	cr_assert_eq(check("https://B\xc3\x9c"
+	                   "CHER.example/hook",
+	                   true, why),
+	             BR_OK, "%s", why);
+	cr_assert_str_eq(stored, "https://xn--bcher-kva.example/hook");
+	cr_assert_eq(check("http://user:pw@\xe4\xbe\x8b\xe3\x81\x88.jp:8080/", true, why), BR_OK,
+	             "%s", why);
+	cr_assert_str_eq(stored, "http://user:pw@xn--r8jz45g.jp:8080/");
+	/* Already punycode: as given. */
+	cr_assert_eq(check("https://xn--bcher-kva.example/hook", true, why), BR_OK, "%s", why);
+	cr_assert_str_eq(stored, "https://xn--bcher-kva.example/hook");
+}
+
+Test(webhook_url, invalid_internationalized_hosts_are_refused_with_a_reason)
+{
+	char why[256];
+	/* Not UTF-8. */
+	cr_assert_eq(check("https://b\xfc"
+	                   "cher.example/",
+	                   true, why),
+	             BR_INVAL);
+	cr_assert(why[0]);
+	/* A label that IDNA2008 disallows (a symbol). */
+	cr_assert_eq(check("https://\xe2\x98\x83.example/", true, why), BR_INVAL);
+	cr_assert(strstr(why, "internationalized"), "%s", why);
+}
+
+Test(webhook_url, internationalized_hosts_are_resolved_in_punycode)
+{
+	/* .invalid never resolves: refused as unresolvable, not as out of memory. */
+	char why[256];
+	cr_assert_eq(check("https://b\xc3\xbc"
+	                   "cher.invalid/hook",
+	                   false, why),
+	             BR_INVAL);
+	cr_assert(strstr(why, "resolved"), "%s", why);
 }
