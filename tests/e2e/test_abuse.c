@@ -61,10 +61,15 @@ TestSuite(abuse, .init = setup, .fini = teardown, .timeout = 240);
 /* Ends a test: SIGTERM drains to exit 0 (a sanitizer finding would not). */
 static void stop_clean(void)
 {
-	if (worker.pid)
-		cr_assert_eq(t_proc_stop(&worker, SIGTERM, 20000), 0, "bulkreg-worker exit status");
-	if (api.pid)
-		cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0, "bulkreg-api exit status");
+	int rc;
+	if (worker.pid && (rc = t_proc_stop(&worker, SIGTERM, 20000)) != 0) {
+		t_proc_print_log(&worker, 40);
+		cr_assert_fail("bulkreg-worker exit status %d", rc);
+	}
+	if (api.pid && (rc = t_proc_stop(&api, SIGTERM, 20000)) != 0) {
+		t_proc_print_log(&api, 40);
+		cr_assert_fail("bulkreg-api exit status %d", rc);
+	}
 }
 
 static void start_api(const char *const *env)
