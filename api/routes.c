@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app.h"
 #include "auth.h"
@@ -249,6 +250,15 @@ static void route(struct api_req *r, const struct route *found, const char *allo
 	if (!r->dialect && strcmp(found->method, "GET") != 0 &&
 	    !ja_check_params(r, found->params ? found->params : none))
 		return;
+	/* No route decodes a body: a compressed one would be read as garbage (RFC 7694). */
+	const char *coding = http_req_header(r->http, "Content-Encoding");
+	if (coding && strcasecmp(coding, "identity") != 0) {
+		if (http_resp_header(r->resp, "Accept-Encoding", "identity") != BR_OK)
+			LOG_WARN("Accept-Encoding header lost");
+		ja_fail(r, 415, "unsupported_media_type", "Unsupported media type",
+		        "Send the body without Content-Encoding: it is not decoded.");
+		return;
+	}
 	if (found->flags & ROUTE_IDEMPOTENT)
 		idem_run(r, found->fn);
 	else

@@ -265,6 +265,8 @@ static const struct bad table[] = {
     /* Media type and unparsable bodies. */
     HDR("text/plain body", "POST", "/v1/sessions", SESSION("{\"title\":\"x\"}"),
         "Content-Type: text/plain", TOK_ORG, 415, "unsupported_media_type"),
+    HDR("gzip body", "POST", "/v1/sessions", SESSION("{\"title\":\"x\"}"), "Content-Encoding: gzip",
+        TOK_ORG, 415, "unsupported_media_type"),
     HDR("form body", "POST", "/v1/sessions/{sid}/people/bulk", "tasks=1",
         "Content-Type: application/x-www-form-urlencoded", TOK_ORG, 415, "unsupported_media_type"),
     HDR("XML job control", "PUT", "/v1/jobs/{none}", "<action/>", "Content-Type: application/xml",
