@@ -55,7 +55,7 @@ DEPS=(build-essential cmake pkg-config clang clang-format git
       librabbitmq-dev libjansson-dev libpq-dev libmicrohttpd-dev
       libcurl4-openssl-dev libidn2-dev libssl-dev libcriterion-dev
       postgresql-15 postgresql-contrib rabbitmq-server
-      curl jq wrk procps iproute2 util-linux passwd shellcheck)
+      curl jq python3 wrk procps iproute2 util-linux passwd shellcheck)
 
 # Configuration variables (README.md) (not URLs or ports: those belong to the stack).
 TUNABLES=(BULKREG_API_BIND BULKREG_MAX_TASKS BULKREG_MAX_BODY_BYTES

@@ -58,12 +58,17 @@ BEGIN
                      AND e.disabled_at IS NULL) THEN
         RETURN;
     END IF;
+    -- The resource as the API writes it (its members in their order), and
+    -- the meta.
     PERFORM emit_event(p_org, 'person.updated', NULL, 0,
-                       (SELECT (person_resource(p, coalesce(current_setting('bulkreg.join_url_base',
-                                                                            true), ''))::jsonb
-                                || jsonb_build_object('meta', jsonb_build_object(
-                                       'previous_status', p_previous)))::json
-                        FROM people p WHERE p.id = p_person),
+                       (SELECT json_build_object('type', r->'type', 'id', r->'id',
+                                                 'attributes', r->'attributes',
+                                                 'meta', json_build_object('previous_status',
+                                                                           p_previous))
+                        FROM people p,
+                             person_resource(p, coalesce(current_setting('bulkreg.join_url_base',
+                                                                         true), '')) AS r
+                        WHERE p.id = p_person),
                        p_person);
 END
 $$;
