@@ -13,6 +13,7 @@
 
 #include "dialect.h"
 #include "log.h"
+#include "validate.h"
 
 #define JA_ERRORS_MAX_BYTES  (1u << 20)
 #define JA_PAGE_SIZE_DEFAULT 20
@@ -78,7 +79,7 @@ size_t ja_utf8_decode(const char *s, size_t n, uint32_t *cp)
  * UTF-8 (a client's query key, a truncated echo of its body) become U+FFFD,
  * so an error document is always valid JSON.
  */
-static br_status append_text(strbuf *sb, const char *s)
+br_status ja_append_text(strbuf *sb, const char *s)
 {
 	size_t len = strlen(s), run = 0;
 	for (size_t i = 0; i < len;) {
@@ -102,7 +103,7 @@ static br_status append_str_field(strbuf *sb, const char *key, const char *val)
 {
 	br_status st = sb_appendf(sb, ",\"%s\":\"", key);
 	if (st == BR_OK)
-		st = append_text(sb, val);
+		st = ja_append_text(sb, val);
 	if (st == BR_OK)
 		st = sb_appends(sb, "\"");
 	return st;
@@ -120,7 +121,7 @@ static br_status build_error(strbuf *sb, unsigned status, const char *code, cons
 	if (st == BR_OK && pointer) {
 		st = sb_appends(sb, ",\"source\":{\"pointer\":\"");
 		if (st == BR_OK)
-			st = append_text(sb, pointer);
+			st = ja_append_text(sb, pointer);
 		if (st == BR_OK)
 			st = sb_appends(sb, "\"}");
 	}
@@ -494,4 +495,29 @@ void ja_pointer(char *out, size_t cap, const char *base, const char *key)
 		}
 	}
 	out[o] = '\0';
+}
+
+char *ja_patch_attributes(struct api_req *r, const char *type,
+                          bool (*check)(const json_t *attrs, struct ja_errors *e))
+{
+	struct ja_errors e;
+	char *text = NULL;
+	ja_errors_init(&e);
+	json_t *doc = ja_parse_body(r);
+	if (!doc)
+		goto out;
+	const json_t *attrs = val_data_attributes(doc, type, &e);
+	if (attrs)
+		check(attrs, &e);
+	if (e.count) {
+		ja_errors_send(&e, r->resp);
+		goto out;
+	}
+	text = json_dumps(attrs, JSON_COMPACT);
+	if (!text)
+		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
+out:
+	ja_errors_free(&e);
+	json_decref(doc);
+	return text;
 }

@@ -83,6 +83,20 @@ PGresult *ja_query(struct api_req *r, const db_stmt *stmt, const char *const *pa
  */
 json_t *ja_parse_body(struct api_req *r);
 
+/*
+ * The attributes of a PATCH body, {"data":{"type": type, "attributes":
+ * {...}}}, checked by check (which adds its problems to e), as compact JSON
+ * text (the caller frees it); NULL after answering 400, 415, 422 or 503.
+ */
+char *ja_patch_attributes(struct api_req *r, const char *type,
+                          bool (*check)(const json_t *attrs, struct ja_errors *e));
+
+/*
+ * Appends s as the body of a JSON string; bytes that are not UTF-8 (a
+ * client's query key, a truncated echo of its body) become U+FFFD.
+ */
+br_status ja_append_text(strbuf *sb, const char *s) BR_MUST_USE;
+
 /* Answers status with {"data": <json>} where json is a JSON text. */
 void ja_send_data(struct api_req *r, unsigned status, const char *json);
 

@@ -252,40 +252,26 @@ out:
 	json_decref(doc);
 }
 
+static bool check_patch(const json_t *attrs, struct ja_errors *e)
+{
+	return val_person(attrs, VAL_PERSON_PATCH, "/data/attributes", e);
+}
+
 void route_people_patch(struct api_req *r)
 {
-	PGresult *res = NULL;
-	char *attrs_text = NULL;
-	struct ja_errors e;
-	ja_errors_init(&e);
-	json_t *doc = ja_parse_body(r);
-	if (!doc)
-		goto out;
-	const json_t *attrs = val_data_attributes(doc, "people", &e);
-	if (attrs)
-		val_person(attrs, VAL_PERSON_PATCH, "/data/attributes", &e);
-	if (e.count) {
-		ja_errors_send(&e, r->resp);
-		goto out;
-	}
-	attrs_text = json_dumps(attrs, JSON_COMPACT);
-	if (!attrs_text) {
-		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
-		goto out;
-	}
-	const char *params[] = {r->org_id, r->id, r->sub, attrs_text, r->app->cfg->join_url_base};
-	res = ja_query(r, &stmt_patch, params);
+	char *attrs = ja_patch_attributes(r, "people", check_patch);
+	if (!attrs)
+		return;
+	const char *params[] = {r->org_id, r->id, r->sub, attrs, r->app->cfg->join_url_base};
+	PGresult *res = ja_query(r, &stmt_patch, params);
+	free(attrs);
 	if (!res)
-		goto out;
+		return;
 	if (strcmp(PQgetvalue(res, 0, 0), "updated") == 0)
 		ja_send_data(r, 200, PQgetvalue(res, 0, 1));
 	else
 		person_refused(r, PQgetvalue(res, 0, 0));
-out:
-	ja_errors_free(&e);
-	free(attrs_text);
 	PQclear(res);
-	json_decref(doc);
 }
 
 /*

@@ -160,40 +160,26 @@ static void patch_refused(struct api_req *r, const char *outcome)
 	ja_errors_send(&e, r->resp);
 }
 
+static bool check_patch(const json_t *attrs, struct ja_errors *e)
+{
+	return val_session(attrs, true, "/data/attributes", e);
+}
+
 void route_sessions_patch(struct api_req *r)
 {
-	PGresult *res = NULL;
-	char *attrs_text = NULL;
-	struct ja_errors e;
-	ja_errors_init(&e);
-	json_t *doc = ja_parse_body(r);
-	if (!doc)
-		goto out;
-	const json_t *attrs = val_data_attributes(doc, "sessions", &e);
-	if (attrs)
-		val_session(attrs, true, "/data/attributes", &e);
-	if (e.count) {
-		ja_errors_send(&e, r->resp);
-		goto out;
-	}
-	attrs_text = json_dumps(attrs, JSON_COMPACT);
-	if (!attrs_text) {
-		ja_fail(r, 503, "unavailable", "Service unavailable", "Out of memory.");
-		goto out;
-	}
-	const char *params[] = {r->org_id, r->id, attrs_text};
-	res = ja_query(r, &stmt_session_patch, params);
+	char *attrs = ja_patch_attributes(r, "sessions", check_patch);
+	if (!attrs)
+		return;
+	const char *params[] = {r->org_id, r->id, attrs};
+	PGresult *res = ja_query(r, &stmt_session_patch, params);
+	free(attrs);
 	if (!res)
-		goto out;
+		return;
 	if (strcmp(PQgetvalue(res, 0, 0), "updated") == 0)
 		ja_send_data(r, 200, PQgetvalue(res, 0, 1));
 	else
 		patch_refused(r, PQgetvalue(res, 0, 0));
-out:
-	ja_errors_free(&e);
-	free(attrs_text);
 	PQclear(res);
-	json_decref(doc);
 }
 
 void route_sessions_delete(struct api_req *r)

@@ -141,40 +141,19 @@ void zoom_batch_free(struct zoom_batch *b)
 	b->people = NULL;
 }
 
-/* s as the body of a JSON string; bytes that are not UTF-8 become U+FFFD. */
-static br_status append_text(strbuf *sb, const char *s)
-{
-	size_t len = strlen(s), run = 0;
-	for (size_t i = 0; i < len;) {
-		uint32_t cp;
-		size_t n = ja_utf8_decode(s + i, len - i, &cp);
-		if (n) {
-			i += n;
-			continue;
-		}
-		br_status st = sb_append_json_escaped(sb, s + run, i - run);
-		if (st == BR_OK)
-			st = sb_appends(sb, "\xef\xbf\xbd");
-		if (st != BR_OK)
-			return st;
-		run = ++i;
-	}
-	return sb_append_json_escaped(sb, s + run, len - run);
-}
-
 br_status zoom_error_doc(strbuf *sb, int code, const char *message, const struct zoom_problem *p)
 {
 	br_status st = sb_appendf(sb, "{\"code\":%d,\"message\":\"", code);
 	if (st == BR_OK)
-		st = append_text(sb, message);
+		st = ja_append_text(sb, message);
 	if (st == BR_OK && p && p->field[0]) {
 		st = sb_appends(sb, "\",\"errors\":[{\"field\":\"");
 		if (st == BR_OK)
-			st = append_text(sb, p->field);
+			st = ja_append_text(sb, p->field);
 		if (st == BR_OK)
 			st = sb_appends(sb, "\",\"message\":\"");
 		if (st == BR_OK)
-			st = append_text(sb, p->message);
+			st = ja_append_text(sb, p->message);
 		if (st == BR_OK)
 			st = sb_appends(sb, "\"}]}");
 	} else if (st == BR_OK) {
