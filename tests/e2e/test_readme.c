@@ -9,11 +9,13 @@
  * line, "…" standing for anything) must appear in the output, in order,
  * and the receiver must print the events the prose promises.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -173,9 +175,9 @@ static void check_claims(const char *readme, const char *out)
 
 Test(readme, the_walk_through_runs_as_written)
 {
-	char dir[] = "/tmp/bulkreg-readme-XXXXXX";
-	cr_assert_not_null(mkdtemp(dir));
-	char path[256];
+	char dir[128], path[256];
+	snprintf(dir, sizeof(dir), "/tmp/bulkreg-readme-%ld-%lld", (long)getpid(), t_now_ms());
+	cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/.local", dir);
 	cr_assert_eq(mkdir(path, 0755), 0);
 	snprintf(path, sizeof(path), "%s/.local/env", dir);
