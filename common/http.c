@@ -574,7 +574,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	/* A kept-alive connection now waits for its next request's head. */
 	hc_request_done(s->conns, req->track);
 	if (req->linger && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		hc_linger(s->conns, req->track);
+		hc_linger(req->track);
 	if (req->status) {
 		char labels[160];
 		snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%u\"", req->route,
@@ -677,6 +677,9 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, h
 	int io = o->io_threads ? o->io_threads : HTTP_IO_THREADS;
 	if (io > o->threads)
 		io = o->threads;
+	if (!http_layer_json())
+		LOG_WARN("libmicrohttpd's own refusals (414, 431, 505, malformed requests) will not be "
+		         "JSON: its MHD_queue_response is not interposed");
 	br_status st = hc_new(&lim, &s->conns);
 	if (st == BR_OK)
 		st = hp_new(o->threads, mhd_limit, run_request, s, &s->pool);

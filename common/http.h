@@ -139,6 +139,13 @@ br_status http_metrics_init(void) BR_MUST_USE;
  */
 void http_metrics_zero(const char *route, unsigned code);
 
+/*
+ * Whether libmicrohttpd's own refusals of requests it cannot parse (414,
+ * 431, 505, a malformed header or body framing) reach the client as JSON:API
+ * documents (http_layer.c). http_start warns when they would not.
+ */
+bool http_layer_json(void);
+
 /* Starts listening. BR_IO when the address cannot be bound. */
 br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx,
                      http_server **out) BR_MUST_USE;

@@ -45,6 +45,7 @@ enum hc_state {
 
 struct hc_conn {
 	struct hc_conn *prev, *next;
+	hc_table *table; /* the table it belongs to */
 	int fd;
 	enum hc_state state;
 	long long since_ns;    /* when it entered state */
@@ -116,6 +117,7 @@ hc_conn *hc_open(hc_table *t, int fd, const struct sockaddr *addr)
 	hc_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
+	c->table = t;
 	c->fd = fd;
 	addr_key(c, addr);
 	long long now = mono_ns(), min_age = (long long)HC_EVICT_AGE_MS * 1000000LL;
@@ -230,10 +232,11 @@ void hc_request_done(hc_table *t, hc_conn *c)
 	(void)enter(t, c, HC_HEAD, t->lim.header_timeout_ns);
 }
 
-void hc_linger(hc_table *t, hc_conn *c)
+void hc_linger(hc_conn *c)
 {
 	if (!c)
 		return;
+	hc_table *t = c->table;
 	long long span = t->lim.body_timeout_ns;
 	if (span > (long long)HC_LINGER_MAX_MS * 1000000LL)
 		span = (long long)HC_LINGER_MAX_MS * 1000000LL;

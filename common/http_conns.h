@@ -92,7 +92,7 @@ void hc_request_done(hc_table *t, hc_conn *c);
  * with a reset that would destroy the response already sent. Call it after
  * the response was written, before MHD closes the connection.
  */
-void hc_linger(hc_table *t, hc_conn *c);
+void hc_linger(hc_conn *c);
 
 /*
  * Reserves n body bytes from the budget. A body over HC_SMALL_BODY may use

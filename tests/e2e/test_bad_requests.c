@@ -10,10 +10,15 @@
  * endpoint or event, and no session but the fixture one; and the API must
  * not have logged a single database error.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -783,5 +788,168 @@ Test(bad_requests, oversized_queries_are_answered)
 	t_http(&r, "GET", url, NULL, NULL, NULL);
 	cr_expect_eq(r.status, 401, "100 parameters: %ld %s", r.status, r.body);
 	t_resp_free(&r);
+	cr_expect(t_proc_stop(&api, SIGTERM, 20000) == 0, "the API did not exit cleanly");
+}
+
+/*
+ * Sends req (len bytes, then extra filler bytes of a body, as a client that
+ * writes everything before reading) on a new connection to 127.0.0.1:port
+ * and reads until the server closes it; the answer into out.
+ */
+static size_t raw_exchange(int port, const char *req, size_t len, size_t extra, char *out,
+                           size_t cap)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert(fd >= 0);
+	struct timeval tv = {.tv_sec = 10};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	cr_assert(send(fd, req, len, MSG_NOSIGNAL) == (ssize_t)len);
+	static char filler[64 * 1024];
+	memset(filler, 'f', sizeof(filler));
+	for (size_t sent = 0; sent < extra;) {
+		ssize_t n = send(fd, filler, sizeof(filler), MSG_NOSIGNAL);
+		if (n <= 0)
+			break; /* the server may close first: what it answered must be readable */
+		sent += (size_t)n;
+	}
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = recv(fd, out + got, cap - 1 - got, 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
+	close(fd);
+	return got;
+}
+
+/*
+ * out is one HTTP answer with status and a JSON:API error document whose
+ * first error has code; its Content-Length is its body's length.
+ */
+static void expect_json_refusal(const char *what, const char *out, int status, const char *code)
+{
+	int got = 0;
+	cr_expect(sscanf(out, "HTTP/1.1 %d ", &got) == 1 && got == status, "%s: status %d: %.300s",
+	          what, got, out);
+	const char *end = strstr(out, "\r\n\r\n");
+	cr_assert_not_null(end, "%s: no end of head: %.300s", what, out);
+	const char *body = end + 4;
+	const char *ctype = strstr(out, "Content-Type: application/vnd.api+json");
+	cr_expect(ctype && ctype < end, "%s: not a JSON:API document: %.300s", what, out);
+	const char *clen = strstr(out, "Content-Length: ");
+	cr_expect(clen && clen < end && strtoul(clen + 16, NULL, 10) == strlen(body),
+	          "%s: Content-Length is not the body's length: %.400s", what, out);
+	json_error_t jerr;
+	json_t *doc = json_loads(body, 0, &jerr);
+	cr_assert_not_null(doc, "%s: body is not JSON (%s): %.300s", what, jerr.text, body);
+	json_t *e = json_array_get(json_object_get(doc, "errors"), 0);
+	char want[8];
+	snprintf(want, sizeof(want), "%d", status);
+	const char *st = json_string_value(json_object_get(e, "status"));
+	const char *c = json_string_value(json_object_get(e, "code"));
+	cr_expect(st && strcmp(st, want) == 0, "%s: errors[0].status %s", what, st ? st : "-");
+	cr_expect(c && strcmp(c, code) == 0, "%s: errors[0].code %s, not %s", what, c ? c : "-",
+	          code);
+	json_decref(doc);
+}
+
+/*
+ * What the HTTP library refuses before (or while) reading a request is
+ * answered as a JSON:API document too, once, and reaches a client that
+ * sends all it has before reading (docs/openapi.yaml, Errors): a request
+ * line or header block over the connection's memory, a malformed
+ * Content-Length or chunk, an HTTP/2 preface, on the API and on a worker's
+ * metrics port, on a new connection and on a kept-alive one.
+ */
+Test(bad_requests, http_layer_refusals_are_json_documents)
+{
+	struct t_proc api, worker;
+	t_api_start(&api, NULL);
+	t_worker_start(&worker, NULL);
+	static char req[256 * 1024], out[256 * 1024];
+	struct {
+		const char *what;
+		int status;
+		const char *code;
+		size_t extra;
+	} cases[] = {
+	    {"request line of 70 KiB", 414, "uri_too_long", 0},
+	    {"header of 70 KiB", 431, "header_fields_too_large", 0},
+	    {"Content-Length: abc", 400, "malformed_request", 0},
+	    {"Content-Length past 2^64", 413, "payload_too_large", 0},
+	    {"HTTP/2 preface", 505, "http_version_not_supported", 0},
+	    {"malformed chunk, then 1 MiB more", 400, "malformed_request", 1 << 20},
+	    {"Content-Length: 1x after a kept-alive request", 400, "malformed_request", 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int len = 0;
+		switch (i) {
+		case 0:
+			len = snprintf(req, sizeof(req),
+			               "GET /v1/jobs?q=%070000d HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+			break;
+		case 1:
+			len = snprintf(
+			    req, sizeof(req),
+			    "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Big: %070000d\r\n\r\n", 0);
+			break;
+		case 2:
+			len = snprintf(req, sizeof(req),
+			               "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
+			               "Content-Length: abc\r\n\r\n");
+			break;
+		case 3:
+			len = snprintf(req, sizeof(req),
+			               "POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
+			               "Content-Length: 99999999999999999999999\r\n\r\n");
+			break;
+		case 4:
+			len = snprintf(req, sizeof(req), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+			break;
+		case 5:
+			len = snprintf(
+			    req, sizeof(req),
+			    "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+			    "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+			    "ZZ\r\n");
+			break;
+		default:
+			len = snprintf(
+			    req, sizeof(req),
+			    "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+			    "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n");
+			break;
+		}
+		cr_assert(len > 0 && (size_t)len < sizeof(req));
+		for (int on = 0; on < 2; on++) {
+			int port = on ? worker.port : api.port;
+			raw_exchange(port, req, (size_t)len, cases[i].extra, out, sizeof(out));
+			char what[128];
+			snprintf(what, sizeof(what), "%s (%s)", cases[i].what,
+			         on ? "worker" : "API");
+			const char *answer = out;
+			if (i == 6) {
+				/* The first answer is the health check's; the refusal follows it.
+				 */
+				cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "%s: %.200s",
+				          what, out);
+				answer = strstr(out + 1, "HTTP/1.1 400 ");
+				cr_assert_not_null(answer, "%s: no second answer: %.400s", what,
+				                   out);
+			}
+			expect_json_refusal(what, answer, cases[i].status, cases[i].code);
+		}
+	}
+	/* Both still serve. */
+	char health[96];
+	snprintf(health, sizeof(health), "%s/healthz", api.url);
+	cr_expect_eq(t_http_status(health, 5000), 200);
+	cr_expect(t_proc_stop(&worker, SIGTERM, 20000) == 0, "the worker did not exit cleanly");
 	cr_expect(t_proc_stop(&api, SIGTERM, 20000) == 0, "the API did not exit cleanly");
 }
