@@ -94,19 +94,9 @@ static const db_stmt stmt_record = {
     " WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = $1::uuid)"
     "  AND leased_until IS NOT NULL AND NOT $9::bool",
     9};
-/*
- * 410 Gone: the endpoint is disabled (emit_event() writes no more
- * deliveries for it) and its pending deliveries fail.
- */
-static const db_stmt stmt_disable = {
-    "deliverer_disable",
-    "WITH e AS ("
-    "  UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now()),"
-    "   leased_until = NULL"
-    "  WHERE id = $1::uuid RETURNING id)"
-    " UPDATE webhook_deliveries d SET status = 'failed', locked_until = NULL, updated_at = now()"
-    " FROM e WHERE d.endpoint_id = e.id AND d.status = 'pending'",
-    1};
+/* 410 Gone: sql/functions/webhooks.sql, webhook_endpoint_disable(). */
+static const db_stmt stmt_disable = {"deliverer_disable",
+                                     "SELECT webhook_endpoint_disable($1::uuid)", 1};
 /*
  * Milliseconds until the next delivery that nobody leases becomes due, at
  * an endpoint that is not disabled, and not before the endpoint's lease ends.

@@ -23,9 +23,14 @@ DECLARE
     v_endpoints uuid[];
 BEGIN
     -- The subscribed endpoints, read once: they decide whether the event is
-    -- written and receive its deliveries.
-    SELECT array_agg(e.id) INTO v_endpoints FROM webhook_endpoints e
-    WHERE e.organization_id = p_org AND p_type = ANY (e.events) AND e.disabled_at IS NULL;
+    -- written and receive its deliveries. FOR KEY SHARE (which only FOR
+    -- UPDATE waits for) orders this against webhook_endpoint_disable(): an
+    -- endpoint it is disabling is read again once it commits, and is then
+    -- left out; one it waits for has its deliveries failed after we commit.
+    SELECT array_agg(s.id) INTO v_endpoints
+    FROM (SELECT e.id FROM webhook_endpoints e
+          WHERE e.organization_id = p_org AND p_type = ANY (e.events) AND e.disabled_at IS NULL
+          FOR KEY SHARE) s;
     IF v_endpoints IS NULL AND p_type <> 'job.ended' THEN
         RETURN NULL;
     END IF;

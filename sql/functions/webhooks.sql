@@ -27,3 +27,21 @@ BEGIN
     RETURNING *;
 END
 $$;
+
+-- 410 Gone: the endpoint is disabled (emit_event() writes no more deliveries
+-- for it) and its pending deliveries fail. The row lock first waits for the
+-- events being written with a delivery for it (they hold it FOR KEY SHARE);
+-- the deliveries are then failed by a later statement, whose snapshot sees
+-- what those transactions committed, so none stays pending behind a
+-- disabled endpoint.
+CREATE OR REPLACE FUNCTION webhook_endpoint_disable(p_id uuid)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM webhook_endpoints WHERE id = p_id FOR UPDATE;
+    UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now()), leased_until = NULL
+    WHERE id = p_id;
+    UPDATE webhook_deliveries SET status = 'failed', locked_until = NULL, updated_at = now()
+    WHERE endpoint_id = p_id AND status = 'pending';
+END
+$$;

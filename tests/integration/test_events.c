@@ -87,3 +87,98 @@ Test(events, job_created_is_written_for_its_subscribers_only)
 	PQclear(t_sql(db, "ROLLBACK", 0, NULL));
 	PQfinish(db);
 }
+
+/* A t_poll condition: the backend of the connection ctx waits for a lock. */
+static bool waits_for_lock(void *ctx)
+{
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", PQbackendPID(ctx));
+	const char *p[] = {pid};
+	PGconn *probe = t_db();
+	long n = t_sql_long(probe,
+	                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
+	                    " AND wait_event_type = 'Lock'",
+	                    1, p);
+	PQfinish(probe);
+	return n == 1;
+}
+
+/* A t_poll condition: ctx's statement waits for a lock, or has finished. */
+static bool waits_or_done(void *ctx)
+{
+	PGconn *c = ctx;
+	if (!PQconsumeInput(c) || !PQisBusy(c))
+		return true;
+	return waits_for_lock(ctx);
+}
+
+/*
+ * A 410 that disables an endpoint while an event with a delivery for it is
+ * being written (webhook_endpoint_disable(), sql/functions/webhooks.sql):
+ * whichever comes first, no delivery stays pending behind the disabled
+ * endpoint. Round 0: the event's transaction is open when the disable
+ * starts (the disable waits, then fails the delivery). Round 1: the disable
+ * holds the endpoint when the event is written (the event waits, then
+ * leaves the endpoint out).
+ */
+Test(events, a_disabled_endpoint_keeps_no_pending_delivery)
+{
+	for (int round = 0; round < 2; round++) {
+		PGconn *db = t_db(), *writer = t_db(), *disabler = t_db();
+		PQclear(t_sql(db, "SET statement_timeout = '20s'", 0, NULL));
+		struct t_org o;
+		t_org_new(&o);
+		const char *org = o.id;
+		char ep[37], sid[37], job[37];
+		PGresult *res;
+		/* The job first: its creation must not write the event itself. */
+		t_session_sql(db, org, "disable", sid);
+		t_job_sql(db, org, sid, 1, job);
+		const char *p[] = {org, job};
+		res = t_sql(db,
+		            "INSERT INTO webhook_endpoints (organization_id, url, events, secret)"
+		            " VALUES ($1, 'https://hooks.example.com/x', '{job.created}',"
+		            " 'whsec_test') RETURNING id",
+		            1, p);
+		snprintf(ep, sizeof(ep), "%s", PQgetvalue(res, 0, 0));
+		PQclear(res);
+		const char *e[] = {ep};
+		static const char emit[] =
+		    "SELECT emit_event($1, 'job.created', $2, 0, '{}'::json, NULL)";
+
+		PGconn *first = round == 0 ? writer : disabler;
+		PGconn *second = round == 0 ? disabler : writer;
+		PQclear(t_sql(first, "BEGIN", 0, NULL));
+		if (round == 0)
+			PQclear(t_sql(writer, emit, 2, p));
+		else
+			PQclear(t_sql(disabler, "SELECT webhook_endpoint_disable($1)", 1, e));
+		cr_assert(round == 0
+		              ? PQsendQueryParams(disabler, "SELECT webhook_endpoint_disable($1)",
+		                                  1, NULL, e, NULL, NULL, 0)
+		              : PQsendQueryParams(writer, emit, 2, NULL, p, NULL, NULL, 0),
+		          "%s", PQerrorMessage(second));
+		cr_assert(t_poll(waits_or_done, second, 10000),
+		          "round %d: the second statement hangs", round);
+		PQclear(t_sql(first, "COMMIT", 0, NULL));
+		while ((res = PQgetResult(second)) != NULL) {
+			cr_expect_eq(PQresultStatus(res), PGRES_TUPLES_OK, "round %d: %s", round,
+			             PQresultErrorMessage(res));
+			PQclear(res);
+		}
+		cr_expect_eq(t_sql_long(db,
+		                        "SELECT count(*) FROM webhook_deliveries"
+		                        " WHERE endpoint_id = $1 AND status = 'pending'",
+		                        1, e),
+		             0, "round %d: a delivery stays pending behind the disabled endpoint",
+		             round);
+		cr_expect_eq(t_sql_long(db,
+		                        "SELECT count(*) FROM webhook_endpoints"
+		                        " WHERE id = $1 AND disabled_at IS NOT NULL",
+		                        1, e),
+		             1, "round %d: the endpoint is not disabled", round);
+		PQfinish(disabler);
+		PQfinish(writer);
+		PQfinish(db);
+	}
+}
