@@ -678,8 +678,9 @@ br_status http_start(const struct http_opts *o, http_handler_fn fn, void *ctx, h
 	if (io > o->threads)
 		io = o->threads;
 	if (!http_layer_json())
-		LOG_WARN("libmicrohttpd's own refusals (414, 431, 505, malformed requests) will not be "
-		         "JSON: its MHD_queue_response is not interposed");
+		LOG_WARN(
+		    "libmicrohttpd's own refusals (414, 431, 505, malformed requests) will not be "
+		    "JSON: its MHD_queue_response is not interposed");
 	br_status st = hc_new(&lim, &s->conns);
 	if (st == BR_OK)
 		st = hp_new(o->threads, mhd_limit, run_request, s, &s->pool);

@@ -24,10 +24,12 @@
  * own server) goes to the library's function unchanged.
  */
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,9 +46,28 @@
 
 typedef enum MHD_Result (*queue_fn)(struct MHD_Connection *, unsigned int, struct MHD_Response *);
 
-static queue_fn library_queue;   /* libmicrohttpd's MHD_queue_response */
-static const void *library_base; /* where libmicrohttpd is loaded */
+static queue_fn library_queue;           /* libmicrohttpd's MHD_queue_response */
+static uintptr_t library_lo, library_hi; /* its loaded segments span [lo, hi) */
 static pthread_once_t resolve_once = PTHREAD_ONCE_INIT;
+
+/* dl_iterate_phdr callback: the span of the object loaded at *base. */
+static int find_span(struct dl_phdr_info *info, size_t size, void *base)
+{
+	(void)size;
+	if ((const void *)info->dlpi_addr != *(const void **)base)
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD)
+			continue;
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+		if (!library_lo || lo < library_lo)
+			library_lo = lo;
+		if (hi > library_hi)
+			library_hi = hi;
+	}
+	return 1;
+}
 
 static void resolve(void)
 {
@@ -54,7 +75,7 @@ static void resolve(void)
 	void *sym = dlsym(RTLD_NEXT, "MHD_queue_response");
 	memcpy(&library_queue, &sym, sizeof(library_queue));
 	if (sym && dladdr(sym, &info))
-		library_base = info.dli_fbase;
+		dl_iterate_phdr(find_span, &info.dli_fbase);
 }
 
 bool http_layer_json(void)
@@ -63,14 +84,13 @@ bool http_layer_json(void)
 	/* The library reaches this definition only if the executable exports it. */
 	void *seen = dlsym(RTLD_DEFAULT, "MHD_queue_response");
 	queue_fn ours = MHD_queue_response;
-	return library_base && memcmp(&seen, &ours, sizeof(seen)) == 0;
+	return library_hi && memcmp(&seen, &ours, sizeof(seen)) == 0;
 }
 
-/* Whether code at addr belongs to libmicrohttpd. */
+/* Whether code at addr belongs to libmicrohttpd (two comparisons: every response passes here). */
 static bool from_library(const void *addr)
 {
-	Dl_info info;
-	return library_base && dladdr(addr, &info) && info.dli_fbase == library_base;
+	return (uintptr_t)addr >= library_lo && (uintptr_t)addr < library_hi;
 }
 
 struct refusal {
