@@ -125,5 +125,6 @@ void route_webhooks_create(struct api_req *r);
 void route_webhooks_list(struct api_req *r);
 void route_webhooks_delete(struct api_req *r);
 void route_webhooks_deliveries(struct api_req *r);
+void route_webhooks_delivery_retry(struct api_req *r);
 
 #endif
