@@ -227,8 +227,7 @@ int main(int argc, char **argv)
 	bool is_op_create = is_operator && argc >= 3 && strcmp(argv[2], "create") == 0 &&
 	                    (argc == 3 || (argc == 5 && strcmp(argv[3], "--name") == 0));
 	bool is_op_revoke = is_operator && argc == 4 && strcmp(argv[2], "revoke") == 0;
-	if (!is_migrate && !is_create && !is_revoke && !is_status && !is_op_create &&
-	    !is_op_revoke)
+	if (!is_migrate && !is_create && !is_revoke && !is_status && !is_op_create && !is_op_revoke)
 		return usage();
 
 	/* Migrations may wait for locks and run long: only the statement is bounded. */

@@ -48,11 +48,10 @@ static const db_stmt stmt_operator = {
     "SELECT name, prefix FROM operator_tokens WHERE token_hash = $1::bytea AND revoked_at IS NULL",
     1};
 /* The API's own functions, for the organization the job or delivery belongs to. */
-static const db_stmt stmt_retry = {
-    "console_retry",
-    "SELECT outcome, task_ids FROM retry_failed("
-    " (SELECT organization_id FROM jobs WHERE id = $1), $1, NULL)",
-    1};
+static const db_stmt stmt_retry = {"console_retry",
+                                   "SELECT outcome, task_ids FROM retry_failed("
+                                   " (SELECT organization_id FROM jobs WHERE id = $1), $1, NULL)",
+                                   1};
 static const db_stmt stmt_cancel = {
     "console_cancel",
     "SELECT outcome FROM cancel_job((SELECT organization_id FROM jobs WHERE id = $1), $1)", 1};
@@ -69,7 +68,8 @@ static bool bind_is_loopback(const char *bind)
 	unsigned char a[16];
 	if (inet_pton(AF_INET, bind, a) == 1)
 		return a[0] == 127;
-	return inet_pton(AF_INET6, bind, a) == 1 && memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0;
+	return inet_pton(AF_INET6, bind, a) == 1 &&
+	       memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0;
 }
 
 /* BULKREG_CONSOLE, docs/console.md: false means /console is an ordinary 404. */
@@ -102,7 +102,8 @@ static const char *presented_token(struct api_req *r, size_t *len, bool *bearer)
 	for (const char *c = http_req_header(r->http, "Cookie"); c && *c;) {
 		c += strspn(c, " ;");
 		size_t n = strcspn(c, ";");
-		if (n > sizeof(CONSOLE_COOKIE) && strncmp(c, CONSOLE_COOKIE "=", sizeof(CONSOLE_COOKIE)) == 0) {
+		if (n > sizeof(CONSOLE_COOKIE) &&
+		    strncmp(c, CONSOLE_COOKIE "=", sizeof(CONSOLE_COOKIE)) == 0) {
 			*len = n - sizeof(CONSOLE_COOKIE);
 			return c + sizeof(CONSOLE_COOKIE);
 		}
@@ -187,8 +188,9 @@ static void set_cookie(struct api_req *r, const char *token, size_t len, long ma
 static void audit(const struct console_req *c, const char *action, const char *target,
                   const char *outcome)
 {
-	const char *fields[] = {"operator", c->prefix, "operator_name", c->operator, "action", action,
-	                        "target",   target,    "outcome",       outcome,     NULL};
+	const char *fields[] = {"operator", c->prefix, "operator_name", c->operator, "action",
+	                        action,     "target",  target,          "outcome",
+	                        outcome,    NULL};
 	log_fields(CFG_LOG_INFO, "console action", fields);
 }
 
@@ -199,17 +201,18 @@ static void login_page(struct api_req *r, unsigned status, const char *error)
 	html_page_start(&h, "Log in", HTML_NAV_NONE, NULL, NULL);
 	if (error)
 		html_f(&h, "<p class=\"error\" role=\"alert\">{}</p>", error);
-	html_f(&h, "<form method=\"post\" action=\"/console/login\" class=\"login\">"
-	           "<label for=\"token\">Operator token</label>"
-	           "<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" required>"
-	           "<button type=\"submit\">Log in</button></form>"
-	           "<p>Create a token with <code>bulkreg-admin operator-token create</code>. "
-	           "Organization tokens do not open the console.</p>");
+	html_f(&h,
+	       "<form method=\"post\" action=\"/console/login\" class=\"login\">"
+	       "<label for=\"token\">Operator token</label>"
+	       "<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" required>"
+	       "<button type=\"submit\">Log in</button></form>"
+	       "<p>Create a token with <code>bulkreg-admin operator-token create</code>. "
+	       "Organization tokens do not open the console.</p>");
 	html_page_end(&h);
 	html_send(&h, r->resp, status);
 	html_free(&h);
-	if (status == 401 &&
-	    http_resp_header(r->resp, "WWW-Authenticate", "Bearer realm=\"bulkreg console\"") != BR_OK)
+	if (status == 401 && http_resp_header(r->resp, "WWW-Authenticate",
+	                                      "Bearer realm=\"bulkreg console\"") != BR_OK)
 		LOG_WARN("console: WWW-Authenticate header lost");
 }
 
@@ -231,20 +234,21 @@ static void login(struct api_req *r)
 }
 
 /* Runs an action's statement on target; the outcome is its first column. */
-static void act(struct console_req *c, const db_stmt *stmt, const char *action,
-                const char *target, const char *back)
+static void act(struct console_req *c, const db_stmt *stmt, const char *action, const char *target,
+                const char *back)
 {
 	const char *params[] = {target};
 	PGresult *res = NULL;
 	br_status st = db_run(c->r->db, stmt, params, &res);
-	const char *outcome = st != BR_OK ? "database_unavailable"
+	const char *outcome = st != BR_OK           ? "database_unavailable"
 	                      : PQntuples(res) == 0 ? "not_found"
 	                                            : PQgetvalue(res, 0, 0);
 	audit(c, action, target, outcome);
 	char location[160];
 	snprintf(location, sizeof(location), "%s?done=%s", back, outcome);
 	if (st != BR_OK)
-		console_message(c, 503, "Database unavailable", "The action was not taken; try again.");
+		console_message(c, 503, "Database unavailable",
+		                "The action was not taken; try again.");
 	else if (strcmp(outcome, "not_found") == 0)
 		console_message(c, 404, "Not found", "No such job or delivery.");
 	else
@@ -255,12 +259,12 @@ static void act(struct console_req *c, const db_stmt *stmt, const char *action,
 }
 
 /* The id in path = prefix + id + suffix, into id; false when path is not of that shape. */
-static bool path_id(const char *path, const char *prefix, const char *suffix,
-                    char id[UUID_LEN + 1])
+static bool path_id(const char *path, const char *prefix, const char *suffix, char id[UUID_LEN + 1])
 {
 	size_t n = strlen(prefix);
 	if (strncmp(path, prefix, n) != 0 || strlen(path) != n + UUID_LEN + strlen(suffix) ||
-	    strcmp(path + n + UUID_LEN, suffix) != 0 || !uuid_valid(path + n, UUID_LEN, UUID_ANY_CASE))
+	    strcmp(path + n + UUID_LEN, suffix) != 0 ||
+	    !uuid_valid(path + n, UUID_LEN, UUID_ANY_CASE))
 		return false;
 	memcpy(id, path + n, UUID_LEN);
 	id[UUID_LEN] = '\0';
@@ -273,8 +277,9 @@ static void post(struct console_req *c)
 	char id[UUID_LEN + 1], back[64];
 	if (!csrf_ok(c)) {
 		audit(c, "refused", path, "csrf");
-		console_message(c, 403, "Refused",
-		                "The form did not come from this console page; reload it and try again.");
+		console_message(
+		    c, 403, "Refused",
+		    "The form did not come from this console page; reload it and try again.");
 	} else if (strcmp(path, "/console/logout") == 0) {
 		set_cookie(c->r, "", 0, 0);
 		redirect(c->r, "/console/login");
@@ -319,7 +324,8 @@ static void asset(struct api_req *r, const char *type, const char *body)
 	r->resp->content_type = type;
 	sb_reset(&r->resp->body);
 	if (sb_appends(&r->resp->body, body) != BR_OK)
-		http_resp_error(r->resp, 503, "unavailable", "Service unavailable", "Out of memory.");
+		http_resp_error(r->resp, 503, "unavailable", "Service unavailable",
+		                "Out of memory.");
 }
 
 /* After the console is known to be on, with r->db borrowed. */

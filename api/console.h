@@ -23,9 +23,9 @@
 
 /* A console request of an authenticated operator. */
 struct console_req {
-	struct api_req *r;        /* r->db is borrowed for the request */
-	char operator[64];        /* the operator token's name */
-	char prefix[16];          /* its first 12 characters, in the log */
+	struct api_req *r; /* r->db is borrowed for the request */
+	char operator[64]; /* the operator token's name */
+	char prefix[16];   /* its first 12 characters, in the log */
 	char csrf[CONSOLE_CSRF_LEN + 1];
 };
 
@@ -48,7 +48,6 @@ void console_webhooks(struct console_req *c);
 PGresult *console_query(struct console_req *c, const db_stmt *stmt, const char *const *params);
 
 /* A page that says why: 404 for an unknown id, 503 when the database failed, and so on. */
-void console_message(struct console_req *c, unsigned status, const char *title,
-                     const char *text);
+void console_message(struct console_req *c, unsigned status, const char *title, const char *text);
 
 #endif

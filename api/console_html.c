@@ -74,7 +74,7 @@ void html_f(struct html *h, const char *fmt, ...)
 }
 
 void html_page_start(struct html *h, const char *title, enum html_nav nav, const char *operator,
-                     const char *csrf)
+                     const char * csrf)
 {
 	static const struct {
 		enum html_nav nav;
@@ -95,8 +95,10 @@ void html_page_start(struct html *h, const char *title, enum html_nav nav, const
 	if (operator) {
 		html_f(h, "<nav aria-label=\"Console\"><ul>");
 		for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
-			html_f(h, links[i].nav == nav ? "<li><a href=\"{}\" aria-current=\"page\">{}</a></li>"
-			                              : "<li><a href=\"{}\">{}</a></li>",
+			html_f(h,
+			       links[i].nav == nav
+			           ? "<li><a href=\"{}\" aria-current=\"page\">{}</a></li>"
+			           : "<li><a href=\"{}\">{}</a></li>",
 			       links[i].href, links[i].label);
 		html_f(h, "</ul></nav><div class=\"who\">Operator <strong>{}</strong>", operator);
 		html_action(h, "/console/logout", csrf, "Log out");

@@ -49,7 +49,7 @@ enum html_nav {
  * log-out form, which carries csrf.
  */
 void html_page_start(struct html *h, const char *title, enum html_nav nav, const char *operator,
-                     const char *csrf);
+                     const char * csrf);
 /* Closes <main> and the document. */
 void html_page_end(struct html *h);
 

@@ -40,7 +40,8 @@ static json_t *last_hour(const json_t *series)
 	for (int k = 0; k < 2; k++) {
 		size_t i;
 		json_t *v;
-		json_array_foreach(json_object_get(series, keys[k]), i, v) sum[k] += json_integer_value(v);
+		json_array_foreach(json_object_get(series, keys[k]), i, v) sum[k] +=
+		    json_integer_value(v);
 	}
 	return json_pack("{s:I,s:I}", "succeeded", sum[0], "failed", sum[1]);
 }
@@ -75,7 +76,8 @@ void console_overview_json(struct console_req *c)
 	char *text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!text) {
-		http_resp_error(c->r->resp, 503, "unavailable", "Service unavailable", "Out of memory.");
+		http_resp_error(c->r->resp, 503, "unavailable", "Service unavailable",
+		                "Out of memory.");
 		return;
 	}
 	html_security_headers(c->r->resp);
@@ -118,8 +120,9 @@ static void endpoint_rows(struct html *h, const json_t *list)
 	json_array_foreach(list, i, e)
 	{
 		char failed[32], retrying[32];
-		html_f(h, "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td>"
-		          "<td class=\"n\">{}</td></tr>",
+		html_f(h,
+		       "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td>"
+		       "<td class=\"n\">{}</td></tr>",
 		       json_string_value(json_object_get(e, "organization")),
 		       json_string_value(json_object_get(e, "url")),
 		       json_is_true(json_object_get(e, "disabled")) ? "disabled" : "enabled",
@@ -132,10 +135,11 @@ static void endpoint_rows(struct html *h, const json_t *list)
 static void process_rows(struct html *h, const json_t *o)
 {
 	char db[32], mq[32];
-	html_f(h, "<tr><td>bulkreg-api (this process)</td><td>{}</td><td>database {}, broker {}</td>"
-	          "<td>now</td></tr>",
+	html_f(h,
+	       "<tr><td>bulkreg-api (this process)</td><td>{}</td><td>database {}, broker {}</td>"
+	       "<td>now</td></tr>",
 	       json_is_true(json_object_get(json_object_get(o, "api"), "ready")) ? "ready"
-	                                                                          : "not ready",
+	                                                                         : "not ready",
 	       text_at(o, "api.database", db), text_at(o, "api.broker", mq));
 	size_t i;
 	json_t *w;
@@ -145,10 +149,12 @@ static void process_rows(struct html *h, const json_t *o)
 		                    : json_is_true(json_object_get(w, "ready")) ? "ready"
 		                                                                : "not ready";
 		char pid[32], port[32];
-		html_f(h, "<tr><td>bulkreg-worker {} pid {}</td><td>{}</td><td>metrics port {}</td>"
-		          "<td>{}</td></tr>",
+		html_f(h,
+		       "<tr><td>bulkreg-worker {} pid {}</td><td>{}</td><td>metrics port {}</td>"
+		       "<td>{}</td></tr>",
 		       json_string_value(json_object_get(w, "host")), text_at(w, "pid", pid), state,
-		       text_at(w, "metrics_port", port), json_string_value(json_object_get(w, "seen_at")));
+		       text_at(w, "metrics_port", port),
+		       json_string_value(json_object_get(w, "seen_at")));
 	}
 }
 
@@ -171,17 +177,19 @@ static void sections(struct html *h, const json_t *o)
 	          "<dl class=\"figures\">");
 	figure(h, o, "last_hour.succeeded", "Succeeded");
 	figure(h, o, "last_hour.failed", "Failed");
-	html_f(h, "</dl><div class=\"charts\">"
-	          "<figure><svg id=\"chart-rate\" class=\"chart\" role=\"img\" viewBox=\"0 0 600 160\" "
-	          "aria-label=\"Tasks per second, per minute of the last hour\"></svg>"
-	          "<figcaption>Tasks per second (each minute's average)</figcaption></figure>"
-	          "<figure><svg id=\"chart-failed\" class=\"chart\" role=\"img\" "
-	          "viewBox=\"0 0 600 160\" aria-label=\"Failed tasks per minute of the last hour\">"
-	          "</svg><figcaption>Failed tasks per minute</figcaption></figure></div>"
-	          "<noscript><p>The charts need JavaScript; the totals above are the same "
-	          "figures.</p></noscript></section>"
-	          "<section aria-labelledby=\"h-hooks\"><h2 id=\"h-hooks\">Webhooks</h2>"
-	          "<dl class=\"figures\">");
+	html_f(
+	    h,
+	    "</dl><div class=\"charts\">"
+	    "<figure><svg id=\"chart-rate\" class=\"chart\" role=\"img\" viewBox=\"0 0 600 160\" "
+	    "aria-label=\"Tasks per second, per minute of the last hour\"></svg>"
+	    "<figcaption>Tasks per second (each minute's average)</figcaption></figure>"
+	    "<figure><svg id=\"chart-failed\" class=\"chart\" role=\"img\" "
+	    "viewBox=\"0 0 600 160\" aria-label=\"Failed tasks per minute of the last hour\">"
+	    "</svg><figcaption>Failed tasks per minute</figcaption></figure></div>"
+	    "<noscript><p>The charts need JavaScript; the totals above are the same "
+	    "figures.</p></noscript></section>"
+	    "<section aria-labelledby=\"h-hooks\"><h2 id=\"h-hooks\">Webhooks</h2>"
+	    "<dl class=\"figures\">");
 	figure(h, o, "webhook_backlog", "Deliveries pending");
 	figure(h, o, "webhook_failed_day", "Deliveries failed, last 24 h");
 	html_f(h, "</dl><table><caption>Failing endpoints</caption><thead><tr>"
@@ -208,8 +216,9 @@ void console_overview(struct console_req *c)
 	html_init(&h);
 	html_page_start(&h, "Overview", HTML_NAV_OVERVIEW, c->operator, c->csrf);
 	char now[32];
-	html_f(&h, "<p class=\"updated\">Figures as of <time data-k=\"now\">{}</time>; "
-	           "they refresh every 5 seconds.</p>",
+	html_f(&h,
+	       "<p class=\"updated\">Figures as of <time data-k=\"now\">{}</time>; "
+	       "they refresh every 5 seconds.</p>",
 	       text_at(o, "now", now));
 	sections(&h, o);
 	html_page_end(&h);

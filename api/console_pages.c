@@ -15,8 +15,8 @@
 #include "log.h"
 #include "uuid.h"
 
-#define CONSOLE_PAGE_ROWS  50
-#define CONSOLE_PAGE_MAX   10000
+#define CONSOLE_PAGE_ROWS 50
+#define CONSOLE_PAGE_MAX  10000
 
 static const db_stmt stmt_jobs = {
     "console_jobs",
@@ -123,8 +123,8 @@ static void url_encode(const char *s, char *out, size_t cap)
 	size_t o = 0;
 	for (; *s && o + 4 <= cap; s++) {
 		unsigned char ch = (unsigned char)*s;
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '_' || ch == '.') {
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.') {
 			out[o++] = (char)ch;
 		} else {
 			out[o++] = '%';
@@ -164,9 +164,10 @@ static const char *one_of(struct console_req *c, const char *key, const char *co
 static void options(struct html *h, const char *const *values, const char *chosen)
 {
 	for (size_t i = 0; values[i]; i++)
-		html_f(h, chosen && strcmp(values[i], chosen) == 0
-		              ? "<option value=\"{}\" selected>{}</option>"
-		              : "<option value=\"{}\">{}</option>",
+		html_f(h,
+		       chosen && strcmp(values[i], chosen) == 0
+		           ? "<option value=\"{}\" selected>{}</option>"
+		           : "<option value=\"{}\">{}</option>",
 		       values[i], values[i][0] ? values[i] : "any");
 }
 
@@ -228,17 +229,21 @@ void console_jobs(struct console_req *c)
 	struct html h;
 	html_init(&h);
 	html_page_start(&h, "Jobs", HTML_NAV_JOBS, c->operator, c->csrf);
-	html_f(&h, "<form method=\"get\" action=\"/console/jobs\" class=\"filters\" role=\"search\">"
-	           "<label for=\"q\">Job id</label><input id=\"q\" name=\"q\" value=\"{}\" size=\"38\">"
-	           "<label for=\"status\">Status</label><select id=\"status\" name=\"status\">",
+	html_f(&h,
+	       "<form method=\"get\" action=\"/console/jobs\" class=\"filters\" role=\"search\">"
+	       "<label for=\"q\">Job id</label><input id=\"q\" name=\"q\" value=\"{}\" size=\"38\">"
+	       "<label for=\"status\">Status</label><select id=\"status\" name=\"status\">",
 	       q && *q ? q : NULL);
 	options(&h, job_statuses, status ? status : "");
-	html_f(&h, "</select><label for=\"organization\">Organization</label>"
-	           "<input id=\"organization\" name=\"organization\" value=\"{}\">"
-	           "<button type=\"submit\">Filter</button></form>",
+	html_f(&h,
+	       "</select><label for=\"organization\">Organization</label>"
+	       "<input id=\"organization\" name=\"organization\" value=\"{}\">"
+	       "<button type=\"submit\">Filter</button></form>",
 	       org);
 	if (q && *q)
-		html_f(&h, "<p class=\"error\" role=\"alert\">Search takes a whole job id (a UUID): {}</p>",
+		html_f(&h,
+		       "<p class=\"error\" role=\"alert\">Search takes a whole job id (a UUID): "
+		       "{}</p>",
 		       q);
 	int n = PQntuples(res);
 	html_f(&h, "<table><caption>Jobs of every organization, newest first</caption><thead><tr>"
@@ -255,8 +260,8 @@ void console_jobs(struct console_req *c)
 	html_f(&h, "</tbody></table>");
 	char org_q[3 * 256 + 1], base[1024];
 	url_encode(org ? org : "", org_q, sizeof(org_q));
-	snprintf(base, sizeof(base), "/console/jobs?status=%s&organization=%s&", status ? status : "",
-	         org_q);
+	snprintf(base, sizeof(base), "/console/jobs?status=%s&organization=%s&",
+	         status ? status : "", org_q);
 	pager(&h, base, page, n > CONSOLE_PAGE_ROWS);
 	html_page_end(&h);
 	html_send(&h, c->r->resp, 200);
@@ -270,18 +275,20 @@ static const char *const task_statuses[] = {"", "queued", "succeeded", "failed",
 static void job_summary(struct html *h, struct console_req *c, const PGresult *job)
 {
 	const char *id = val(job, 0, 0), *status = val(job, 0, 3);
-	html_f(h,
-	       "<dl class=\"figures\"><div><dt>Organization</dt><dd>{}</dd></div>"
-	       "<div><dt>Session</dt><dd>{} <code>{}</code></dd></div>"
-	       "<div><dt>Action</dt><dd>{}</dd></div>"
-	       "<div><dt>Status</dt><dd><span class=\"st st-{}\" id=\"job-status\">{}</span></dd></div>"
-	       "<div><dt>Tasks</dt><dd>{}</dd></div><div><dt>Succeeded</dt><dd>{}</dd></div>"
-	       "<div><dt>Failed</dt><dd id=\"job-failed\">{}</dd></div>"
-	       "<div><dt>Cancelled</dt><dd>{}</dd></div><div><dt>Retries</dt><dd>{}</dd></div>"
-	       "<div><dt>Created</dt><dd>{}</dd></div><div><dt>Completed</dt><dd>{}</dd></div></dl>",
-	       val(job, 0, 1), val(job, 0, 12), val(job, 0, 11), val(job, 0, 2), status, status,
-	       val(job, 0, 4), val(job, 0, 5), val(job, 0, 6), val(job, 0, 7), val(job, 0, 8),
-	       val(job, 0, 9), val(job, 0, 10) ? val(job, 0, 10) : "—");
+	html_f(
+	    h,
+	    "<dl class=\"figures\"><div><dt>Organization</dt><dd>{}</dd></div>"
+	    "<div><dt>Session</dt><dd>{} <code>{}</code></dd></div>"
+	    "<div><dt>Action</dt><dd>{}</dd></div>"
+	    "<div><dt>Status</dt><dd><span class=\"st st-{}\" "
+	    "id=\"job-status\">{}</span></dd></div>"
+	    "<div><dt>Tasks</dt><dd>{}</dd></div><div><dt>Succeeded</dt><dd>{}</dd></div>"
+	    "<div><dt>Failed</dt><dd id=\"job-failed\">{}</dd></div>"
+	    "<div><dt>Cancelled</dt><dd>{}</dd></div><div><dt>Retries</dt><dd>{}</dd></div>"
+	    "<div><dt>Created</dt><dd>{}</dd></div><div><dt>Completed</dt><dd>{}</dd></div></dl>",
+	    val(job, 0, 1), val(job, 0, 12), val(job, 0, 11), val(job, 0, 2), status, status,
+	    val(job, 0, 4), val(job, 0, 5), val(job, 0, 6), val(job, 0, 7), val(job, 0, 8),
+	    val(job, 0, 9), val(job, 0, 10) ? val(job, 0, 10) : "—");
 	char action[96];
 	html_f(h, "<section aria-labelledby=\"actions\"><h2 id=\"actions\">Actions</h2>");
 	bool any = false;
@@ -304,11 +311,12 @@ static void task_rows(struct html *h, const PGresult *res)
 {
 	int n = PQntuples(res);
 	for (int i = 0; i < n && i < CONSOLE_PAGE_ROWS; i++)
-		html_f(h,
-		       "<tr><td class=\"n\">{}</td><td><span class=\"st st-{}\">{}</span></td>"
-		       "<td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
-		       val(res, i, 0), val(res, i, 1), val(res, i, 1), val(res, i, 2), val(res, i, 3),
-		       val(res, i, 4), val(res, i, 5), val(res, i, 6));
+		html_f(
+		    h,
+		    "<tr><td class=\"n\">{}</td><td><span class=\"st st-{}\">{}</span></td>"
+		    "<td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
+		    val(res, i, 0), val(res, i, 1), val(res, i, 1), val(res, i, 2), val(res, i, 3),
+		    val(res, i, 4), val(res, i, 5), val(res, i, 6));
 	if (n == 0)
 		html_f(h, "<tr><td colspan=\"7\">No tasks match.</td></tr>");
 }
@@ -374,21 +382,22 @@ void console_dead(struct console_req *c)
 	struct html h;
 	html_init(&h);
 	html_page_start(&h, "Dead letters", HTML_NAV_DEAD, c->operator, c->csrf);
-	html_f(&h, "<p>Tasks the broker gave up on after its delivery limit: each was dead-lettered "
-	           "to <code>bulkreg.tasks.dead</code> and failed with <code>internal_error</code>. "
-	           "Retry them from their job's page.</p>"
-	           "<table><caption>Dead-lettered tasks, latest first</caption><thead><tr>"
-	           "<th scope=\"col\">Job</th><th scope=\"col\">Organization</th>"
-	           "<th scope=\"col\">Index</th><th scope=\"col\">Person</th>"
-	           "<th scope=\"col\">Message</th><th scope=\"col\">Failed at</th>"
-	           "</tr></thead><tbody>\n");
+	html_f(&h,
+	       "<p>Tasks the broker gave up on after its delivery limit: each was dead-lettered "
+	       "to <code>bulkreg.tasks.dead</code> and failed with <code>internal_error</code>. "
+	       "Retry them from their job's page.</p>"
+	       "<table><caption>Dead-lettered tasks, latest first</caption><thead><tr>"
+	       "<th scope=\"col\">Job</th><th scope=\"col\">Organization</th>"
+	       "<th scope=\"col\">Index</th><th scope=\"col\">Person</th>"
+	       "<th scope=\"col\">Message</th><th scope=\"col\">Failed at</th>"
+	       "</tr></thead><tbody>\n");
 	int n = PQntuples(res);
 	for (int i = 0; i < n && i < CONSOLE_PAGE_ROWS; i++)
 		html_f(&h,
 		       "<tr><td><a href=\"/console/jobs/{}?status=failed\"><code>{}</code></a></td>"
 		       "<td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-		       val(res, i, 0), val(res, i, 0), val(res, i, 1), val(res, i, 2), val(res, i, 3),
-		       val(res, i, 4), val(res, i, 5));
+		       val(res, i, 0), val(res, i, 0), val(res, i, 1), val(res, i, 2),
+		       val(res, i, 3), val(res, i, 4), val(res, i, 5));
 	if (n == 0)
 		html_f(&h, "<tr><td colspan=\"6\">No dead-lettered tasks.</td></tr>");
 	html_f(&h, "</tbody></table>");
@@ -410,9 +419,11 @@ static void attempts(struct html *h, const char *json)
 	json_t *list = json_loads(json ? json : "[]", 0, NULL);
 	size_t i;
 	json_t *a;
-	html_f(h, "<details><summary>Attempts</summary><table><thead><tr>"
-	          "<th scope=\"col\">At</th><th scope=\"col\">HTTP status</th>"
-	          "<th scope=\"col\">Duration (ms)</th><th scope=\"col\">Error</th></tr></thead><tbody>");
+	html_f(
+	    h,
+	    "<details><summary>Attempts</summary><table><thead><tr>"
+	    "<th scope=\"col\">At</th><th scope=\"col\">HTTP status</th>"
+	    "<th scope=\"col\">Duration (ms)</th><th scope=\"col\">Error</th></tr></thead><tbody>");
 	json_array_foreach(list, i, a)
 	{
 		char code[24] = "—", ms[24] = "";

@@ -85,8 +85,7 @@ static const struct route routes[] = {
     {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0, NULL},
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0, NULL},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0, NULL},
-    {"/v1/webhooks/:id/deliveries/:id/retry", "POST", route_webhooks_delivery_retry, NULL, 0,
-     NULL},
+    {"/v1/webhooks/:id/deliveries/:id/retry", "POST", route_webhooks_delivery_retry, NULL, 0, NULL},
     /* Compatible APIs (api/compat/, docs/compat/). */
     {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0, NULL},
     {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT, NULL},

@@ -14,8 +14,8 @@
 #include "crypto.h"
 #include "status.h"
 
-#define TOKEN_LEN        36
-#define TOKEN_PREFIX_LEN 12
+#define TOKEN_LEN           36
+#define TOKEN_PREFIX_LEN    12
 
 #define TOKEN_KIND_API      "brk_"
 #define TOKEN_KIND_OPERATOR "bro_"

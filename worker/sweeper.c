@@ -44,8 +44,8 @@ struct sweeper {
 	db_conn *db;
 	mq_conn *mq;
 	char host[256];
-	char id[300];      /* host:pid, the heartbeat's key */
-	char started[32];  /* unix seconds */
+	char id[300];     /* host:pid, the heartbeat's key */
+	char started[32]; /* unix seconds */
 };
 
 /* The heartbeat, and the rows of processes silent for a day. */
@@ -192,7 +192,8 @@ static void heartbeat(struct sweeper *s)
 	snprintf(port, sizeof(port), "%d", cfg->worker_metrics_port);
 	snprintf(interval, sizeof(interval), "%d", cfg->sweep_interval_ms);
 	const char *params[] = {
-	    s->id, s->host, pid, port, consumers_ready(s->w) ? "true" : "false", interval, s->started};
+	    s->id,    s->host,   pid, port, consumers_ready(s->w) ? "true" : "false",
+	    interval, s->started};
 	if (db_ensure(s->db) == BR_OK && db_run(s->db, &stmt_heartbeat, params, NULL) != BR_OK)
 		LOG_WARN("sweeper: heartbeat not written: %s", db_errmsg(s->db));
 }

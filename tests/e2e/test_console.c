@@ -1,0 +1,271 @@
+/*
+ * test_console.c - the operator console (docs/console.md) in a real
+ * browser: this file sets up a running API and worker with real data (two
+ * organizations, a job that ended, one that failed, one still processing,
+ * one whose tasks were dead-lettered, a webhook endpoint whose receiver
+ * fails), then runs tests/browser/console.test.mjs, which drives Debian's
+ * headless Chromium through puppeteer-core against it. Then it checks the
+ * audit lines the browser's actions wrote. BULKREG_CONSOLE's modes are
+ * checked over plain HTTP.
+ *
+ * With BULKREG_CONSOLE_SCREENSHOTS=DIR the browser test also saves a
+ * screenshot of each page into DIR (docs/console/ holds the committed ones).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "support.h"
+
+TestSuite(console, .timeout = 300);
+
+static const char *const env[] = {"BULKREG_WEBHOOK_RETRY_SCHEDULE=200ms",
+                                  "BULKREG_WEBHOOK_TIMEOUT_MS=2000", NULL};
+
+/* POSTs a bulk job of the emails (a JSON array of strings) to session sid; returns its id. */
+static void post_job(const char *base, const char *token, const char *sid, const char *emails,
+                     char job[37])
+{
+	char url[256], body[2048];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/sessions/%s/people/bulk", base, sid);
+	json_t *list = json_loads(emails, 0, NULL), *tasks = json_array();
+	size_t i;
+	json_t *e;
+	json_array_foreach(list, i, e) json_array_append_new(
+	    tasks, json_pack("{s:{s:O,s:s}}", "attributes", "email", e, "first_name", "Ada"));
+	char *t = json_dumps(tasks, JSON_COMPACT);
+	snprintf(body, sizeof(body), "{\"data\":{\"type\":\"jobs\",\"attributes\":{\"tasks\":%s}}}",
+	         t);
+	free(t);
+	json_decref(tasks);
+	json_decref(list);
+	t_http(&r, "POST", url, token, body, NULL);
+	cr_assert_eq(r.status, 202, "bulk: %ld %s", r.status, r.body);
+	snprintf(job, 37, "%s",
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	t_resp_free(&r);
+}
+
+struct job_wait {
+	PGconn *db;
+	const char *job;
+	const char *status;
+};
+
+static bool job_is(void *ctx)
+{
+	const struct job_wait *w = ctx;
+	const char *p[] = {w->job, w->status};
+	return t_sql_long(w->db, "SELECT count(*) FROM jobs WHERE id = $1 AND status = $2", 2, p) ==
+	       1;
+}
+
+static void wait_job(PGconn *db, const char *job, const char *status)
+{
+	struct job_wait w = {db, job, status};
+	cr_assert(t_poll(job_is, &w, 30000), "job %s did not become %s", job, status);
+}
+
+struct hook_wait {
+	PGconn *db;
+	const char *hook;
+};
+
+static bool hook_failed(void *ctx)
+{
+	const struct hook_wait *w = ctx;
+	const char *p[] = {w->hook};
+	return t_sql_long(w->db,
+	                  "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1"
+	                  " AND status = 'failed'",
+	                  1, p) >= 2;
+}
+
+/* The organization's webhook endpoint at url for job.ended; its id into id. */
+static void make_endpoint(const char *base, const char *token, const char *url, char id[37])
+{
+	char u[256], body[512];
+	struct t_resp r;
+	snprintf(u, sizeof(u), "%s/v1/webhooks", base);
+	snprintf(body, sizeof(body),
+	         "{\"data\":{\"type\":\"webhooks\",\"attributes\":{\"url\":\"%s\","
+	         "\"events\":[\"job.ended\"]}}}",
+	         url);
+	t_http(&r, "POST", u, token, body, NULL);
+	cr_assert_eq(r.status, 201, "webhook: %ld %s", r.status, r.body);
+	snprintf(id, 37, "%s",
+	         json_string_value(json_object_get(json_object_get(r.json, "data"), "id")));
+	t_resp_free(&r);
+}
+
+/* A job whose tasks were all dead-lettered: fail_task(), what the dead-letter consumer runs. */
+static void dead_lettered_job(PGconn *db, const char *org_id, const char *sid, char job[37])
+{
+	t_job_sql(db, org_id, sid, 2, job);
+	const char *p[] = {job};
+	t_sql_long(db,
+	           "SELECT count(*) FROM (SELECT fail_task(id, 'internal_error') FROM tasks"
+	           " WHERE job_id = $1) x",
+	           1, p);
+}
+
+/* A job left processing: its tasks are queued and marked published, so no worker takes them. */
+static void processing_job(PGconn *db, const char *org_id, const char *sid, char job[37])
+{
+	t_job_sql(db, org_id, sid, 3, job);
+	const char *p[] = {job};
+	t_sql_long(db,
+	           "WITH u AS (UPDATE jobs SET published_at = now() WHERE id = $1 RETURNING 1)"
+	           " SELECT count(*) FROM u",
+	           1, p);
+}
+
+static char *org_id_of(PGconn *db, const struct t_org *org)
+{
+	const char *p[] = {org->name};
+	return t_sql_text(db, "SELECT id FROM organizations WHERE name = $1", 1, p);
+}
+
+/* Counts the lines of path that contain every needle. */
+static int log_lines_with(const char *path, const char *const *needles)
+{
+	FILE *f = fopen(path, "r");
+	cr_assert(f, "cannot read %s", path);
+	char line[8192];
+	int n = 0;
+	while (fgets(line, sizeof(line), f)) {
+		bool all = true;
+		for (const char *const *s = needles; *s && all; s++)
+			all = strstr(line, *s) != NULL;
+		n += all;
+	}
+	fclose(f);
+	return n;
+}
+
+Test(console, pages_figures_and_actions_in_a_real_browser)
+{
+	PGconn *db = t_db();
+	struct t_org a, b;
+	t_org_new(&a);
+	t_org_new(&b);
+	t_receiver *rc = t_receiver_start();
+	static const int fail[] = {500, 500, 500, 500, 500, 500};
+	t_receiver_script(rc, fail, 6, 0);
+	struct t_proc api, worker;
+	t_api_start(&api, env);
+	t_worker_start(&worker, env);
+	char base[64], sid[37], hook[37], ended[37], failed[37], processing[37], dead[37];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
+	make_endpoint(base, a.token, t_receiver_url(rc), hook);
+	t_session_new(base, a.token, "{\"title\":\"Console\"}", sid);
+	post_job(base, a.token, sid, "[\"ana@example.com\",\"bo@example.com\",\"cy@example.com\"]",
+	         ended);
+	wait_job(db, ended, "ended");
+	post_job(base, a.token, sid, "[\"ana@example.com\",\"bo@example.com\",\"di@example.com\"]",
+	         failed);
+	wait_job(db, failed, "failed");
+	struct hook_wait hw = {db, hook};
+	cr_assert(t_poll(hook_failed, &hw, 20000), "the two job.ended deliveries did not fail");
+
+	char *b_id = org_id_of(db, &b), bsid[37];
+	t_session_sql(db, b_id, "Console B", bsid);
+	processing_job(db, b_id, bsid, processing);
+	dead_lettered_job(db, b_id, bsid, dead);
+	wait_job(db, dead, "failed");
+
+	char out[4096], operator[128] = "";
+	const char *args[] = {"operator-token", "create", "--name", "browser-test", NULL};
+	cr_assert_eq(t_admin(out, sizeof(out), args), 0, "operator-token create: %s", out);
+	char *last = strrchr(out, '\n');
+	while (last && last > out && last[1] == '\0') {
+		*last = '\0';
+		last = strrchr(out, '\n');
+	}
+	snprintf(operator, sizeof(operator), "%s", last ? last + 1 : out);
+	cr_assert(strncmp(operator, "bro_", 4) == 0, "not an operator token: %s", operator);
+
+	char script[512], kv[10][256];
+	snprintf(script, sizeof(script), "%s/tests/browser/console.test.mjs", BULKREG_SOURCE_DIR);
+	snprintf(kv[0], sizeof(kv[0]), "CONSOLE_API_URL=%s", base);
+	snprintf(kv[1], sizeof(kv[1]), "CONSOLE_OPERATOR_TOKEN=%s", operator);
+	snprintf(kv[2], sizeof(kv[2]), "CONSOLE_ORG_TOKEN=%s", a.token);
+	snprintf(kv[3], sizeof(kv[3]), "CONSOLE_JOB_FAILED=%s", failed);
+	snprintf(kv[4], sizeof(kv[4]), "CONSOLE_JOB_PROCESSING=%s", processing);
+	snprintf(kv[5], sizeof(kv[5]), "CONSOLE_JOB_DEAD=%s", dead);
+	snprintf(kv[6], sizeof(kv[6]), "CONSOLE_HOOK_ID=%s", hook);
+	snprintf(kv[7], sizeof(kv[7]), "CONSOLE_HOOK_URL=%s", t_receiver_url(rc));
+	snprintf(kv[8], sizeof(kv[8]), "CONSOLE_DATABASE_URL=%s", t_database_url());
+	const char *node_env[] = {kv[0], kv[1], kv[2], kv[3], kv[4],
+	                          kv[5], kv[6], kv[7], kv[8], NULL};
+	const char *node_args[] = {"--test", "--test-reporter=spec", script, NULL};
+	int rc_node = t_run("/usr/bin/node", node_args, node_env, NULL, 0, NULL, 0, 240000);
+	cr_assert_eq(rc_node, 0, "the browser test failed (exit %d): its output is above", rc_node);
+
+	/* Every action the browser took wrote its audit line, naming the operator. */
+	char prefix[16];
+	snprintf(prefix, sizeof(prefix), "\"operator\":\"%.12s\"", operator);
+	const char *retry[] = {"\"msg\":\"console action\"",      prefix,
+	                       "\"action\":\"job.retry_failed\"", failed,
+	                       "\"outcome\":\"retried\"",         NULL};
+	const char *cancel[] = {"\"msg\":\"console action\"", prefix,
+	                        "\"action\":\"job.cancel\"",  processing,
+	                        "\"outcome\":\"cancelled\"",  NULL};
+	const char *resend[] = {"\"msg\":\"console action\"", prefix,
+	                        "\"action\":\"webhook_delivery.retry\"", "\"outcome\":\"retried\"",
+	                        NULL};
+	const char *refused[] = {"\"msg\":\"console action\"", prefix, "\"action\":\"refused\"",
+	                         "\"outcome\":\"csrf\"", NULL};
+	cr_expect_eq(log_lines_with(api.log_path, retry), 1, "retry audit line");
+	cr_expect_eq(log_lines_with(api.log_path, cancel), 1, "cancel audit line");
+	cr_expect_eq(log_lines_with(api.log_path, resend), 1, "resend audit line");
+	cr_expect_geq(log_lines_with(api.log_path, refused), 1, "refused audit line");
+
+	free(b_id);
+	t_check_invariants(db);
+	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 30000), 0);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	t_receiver_stop(rc);
+	PQfinish(db);
+}
+
+/* BULKREG_CONSOLE=off: /console is the API's 404; an organization's token never opens it. */
+Test(console, off_is_a_404_and_org_tokens_never_open_it)
+{
+	struct t_org org;
+	t_org_new(&org);
+	static const char *const off[] = {"BULKREG_CONSOLE=off", NULL};
+	struct t_proc api;
+	t_api_start(&api, off);
+	char url[128];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/console/login", api.url);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_eq(r.status, 404, "off: %ld %s", r.status, r.body);
+	cr_assert_str_eq(json_string_value(json_object_get(
+	                     json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+	                 "not_found");
+	t_resp_free(&r);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+
+	static const char *const on[] = {"BULKREG_CONSOLE=on", "BULKREG_API_BIND=0.0.0.0", NULL};
+	t_api_start(&api, on);
+	snprintf(url, sizeof(url), "%s/console/overview.json", api.url);
+	t_http(&r, "GET", url, org.token, NULL, NULL);
+	cr_assert_eq(r.status, 401, "an organization's token: %ld", r.status);
+	cr_assert(t_resp_header(&r, "WWW-Authenticate"));
+	t_resp_free(&r);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_eq(r.status, 401, "no token: %ld", r.status);
+	t_resp_free(&r);
+	snprintf(url, sizeof(url), "%s/console/login", api.url);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_eq(r.status, 200, "on: the login page: %ld", r.status);
+	cr_assert(strstr(r.body, "Operator token"));
+	t_resp_free(&r);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+}
