@@ -186,7 +186,7 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 		*last = '\0';
 		last = strrchr(out, '\n');
 	}
-	snprintf(operator, sizeof(operator), "%s", last ? last + 1 : out);
+	snprintf(operator, sizeof(operator), "%.127s", last ? last + 1 : out);
 	cr_assert(strncmp(operator, "bro_", 4) == 0, "not an operator token: %s", operator);
 
 	char script[512], kv[10][256];
@@ -207,7 +207,7 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 	cr_assert_eq(rc_node, 0, "the browser test failed (exit %d): its output is above", rc_node);
 
 	/* Every action the browser took wrote its audit line, naming the operator. */
-	char prefix[16];
+	char prefix[40];
 	snprintf(prefix, sizeof(prefix), "\"operator\":\"%.12s\"", operator);
 	const char *retry[] = {"\"msg\":\"console action\"",      prefix,
 	                       "\"action\":\"job.retry_failed\"", failed,
