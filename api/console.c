@@ -141,7 +141,11 @@ static br_status authenticate(struct console_req *c, const char *token, size_t l
 	return st;
 }
 
-/* A POST's Origin and Sec-Fetch-Site, when the browser sent them, name this origin. */
+/*
+ * A POST's Origin and Sec-Fetch-Site, when the browser sent them, name this
+ * origin ("null", an opaque origin, does not). The pages' Referrer-Policy
+ * (same-origin) lets the browser send the real Origin.
+ */
 static bool same_origin(struct api_req *r)
 {
 	const char *site = http_req_header(r->http, "Sec-Fetch-Site");

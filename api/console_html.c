@@ -130,7 +130,7 @@ void html_security_headers(struct http_resp *resp)
 	if (st == BR_OK)
 		st = http_resp_header(resp, "X-Content-Type-Options", "nosniff");
 	if (st == BR_OK)
-		st = http_resp_header(resp, "Referrer-Policy", "no-referrer");
+		st = http_resp_header(resp, "Referrer-Policy", "same-origin");
 	if (st == BR_OK)
 		st = http_resp_header(resp, "Cache-Control", "no-store");
 	if (st != BR_OK)

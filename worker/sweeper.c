@@ -12,7 +12,8 @@
  *
  * Every worker's sweeper, lock or not, first writes the process's heartbeat
  * (process_heartbeats: whether its consumers are connected), which the
- * operator console shows as the worker's readiness (docs/console.md).
+ * operator console shows as the worker's readiness (docs/console.md), and
+ * removes it when the worker stops.
  *
  * One thread with its own PostgreSQL and AMQP connections; only `stop`
  * (atomic) is shared.
@@ -184,6 +185,9 @@ out:
 	PQclear(res);
 }
 
+static const db_stmt stmt_heartbeat_end = {"sweep_heartbeat_end",
+                                           "DELETE FROM process_heartbeats WHERE id = $1", 1};
+
 static void heartbeat(struct sweeper *s)
 {
 	const struct br_config *cfg = s->w->cfg;
@@ -257,6 +261,10 @@ void sweeper_stop(struct worker *w)
 	if (!s)
 		return;
 	pthread_join(s->thread, NULL);
+	/* A worker that stops says so; one that dies goes silent (docs/console.md). */
+	const char *params[] = {s->id};
+	if (db_ensure(s->db) == BR_OK && db_run(s->db, &stmt_heartbeat_end, params, NULL) != BR_OK)
+		LOG_WARN("sweeper: heartbeat not removed: %s", db_errmsg(s->db));
 	mq_close(s->mq);
 	db_close(s->db);
 	free(s);

@@ -4,9 +4,10 @@
 //   CONSOLE_API_URL, CONSOLE_OPERATOR_TOKEN, CONSOLE_ORG_TOKEN (the
 //   organization of the failed job and the webhook), CONSOLE_JOB_FAILED,
 //   CONSOLE_JOB_PROCESSING, CONSOLE_JOB_DEAD, CONSOLE_HOOK_ID,
-//   CONSOLE_HOOK_URL, CONSOLE_DATABASE_URL (expected figures are read with
-//   psql, by queries of their own).
-// BULKREG_CONSOLE_SCREENSHOTS=DIR saves a screenshot of each page there.
+//   CONSOLE_HOOK_URL, CONSOLE_WORKER_METRICS_PORT (of the test's worker),
+//   CONSOLE_DATABASE_URL (expected figures are read with psql, by queries
+//   of their own).
+// BULKREG_TEST_CONSOLE_SCREENSHOTS=DIR saves a screenshot of each page there.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -19,11 +20,11 @@ const OPERATOR = E.CONSOLE_OPERATOR_TOKEN;
 const ORG = E.CONSOLE_ORG_TOKEN;
 const FAILED = E.CONSOLE_JOB_FAILED;
 const PROCESSING = E.CONSOLE_JOB_PROCESSING;
-const SHOTS = E.BULKREG_CONSOLE_SCREENSHOTS;
+const SHOTS = E.BULKREG_TEST_CONSOLE_SCREENSHOTS;
 
 for (const k of ['CONSOLE_API_URL', 'CONSOLE_OPERATOR_TOKEN', 'CONSOLE_ORG_TOKEN',
   'CONSOLE_JOB_FAILED', 'CONSOLE_JOB_PROCESSING', 'CONSOLE_HOOK_ID', 'CONSOLE_HOOK_URL',
-  'CONSOLE_DATABASE_URL']) {
+  'CONSOLE_DATABASE_URL', 'CONSOLE_WORKER_METRICS_PORT']) {
   assert.ok(E[k], `${k} is not set: run this through tests/e2e/test_console.c`);
 }
 
@@ -152,9 +153,13 @@ test('the overview shows the figures of the database and the broker, and refresh
 
   const endpoints = await page.$eval('#endpoints', (e) => e.textContent);
   assert.ok(endpoints.includes(E.CONSOLE_HOOK_URL), `failing endpoints: ${endpoints}`);
-  const procs = await page.$$eval('#processes tr', (rs) => rs.map((r) => r.textContent));
-  assert.ok(procs.some((r) => r.startsWith('bulkreg-api') && r.includes('ready')), procs.join());
-  assert.ok(procs.some((r) => r.startsWith('bulkreg-worker') && /\bready/.test(r)), procs.join());
+  const procs = await page.$$eval('#processes tr', (rs) => rs.map((r) =>
+    [...r.querySelectorAll('td')].map((t) => t.textContent)));
+  const seen = JSON.stringify(procs);
+  assert.ok(procs.some((r) => r[0].startsWith('bulkreg-api') && r[1] === 'ready'), seen);
+  // The test's worker, by its metrics port, is ready.
+  assert.ok(procs.some((r) => r[0].startsWith('bulkreg-worker') && r[1] === 'ready'
+    && r[2] === `metrics port ${E.CONSOLE_WORKER_METRICS_PORT}`), seen);
   await shot('overview');
 });
 

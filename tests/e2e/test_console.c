@@ -8,7 +8,7 @@
  * audit lines the browser's actions wrote. BULKREG_CONSOLE's modes are
  * checked over plain HTTP.
  *
- * With BULKREG_CONSOLE_SCREENSHOTS=DIR the browser test also saves a
+ * With BULKREG_TEST_CONSOLE_SCREENSHOTS=DIR the browser test also saves a
  * screenshot of each page into DIR (docs/console/ holds the committed ones).
  */
 #include <signal.h>
@@ -189,7 +189,7 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 	snprintf(operator, sizeof(operator), "%.127s", last ? last + 1 : out);
 	cr_assert(strncmp(operator, "bro_", 4) == 0, "not an operator token: %s", operator);
 
-	char script[512], kv[10][256];
+	char script[512], kv[11][256];
 	snprintf(script, sizeof(script), "%s/tests/browser/console.test.mjs", BULKREG_SOURCE_DIR);
 	snprintf(kv[0], sizeof(kv[0]), "CONSOLE_API_URL=%s", base);
 	snprintf(kv[1], sizeof(kv[1]), "CONSOLE_OPERATOR_TOKEN=%s", operator);
@@ -200,8 +200,9 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 	snprintf(kv[6], sizeof(kv[6]), "CONSOLE_HOOK_ID=%s", hook);
 	snprintf(kv[7], sizeof(kv[7]), "CONSOLE_HOOK_URL=%s", t_receiver_url(rc));
 	snprintf(kv[8], sizeof(kv[8]), "CONSOLE_DATABASE_URL=%s", t_database_url());
-	const char *node_env[] = {kv[0], kv[1], kv[2], kv[3], kv[4],
-	                          kv[5], kv[6], kv[7], kv[8], NULL};
+	snprintf(kv[9], sizeof(kv[9]), "CONSOLE_WORKER_METRICS_PORT=%d", worker.port);
+	const char *node_env[] = {kv[0], kv[1], kv[2], kv[3], kv[4], kv[5],
+	                          kv[6], kv[7], kv[8], kv[9], NULL};
 	const char *node_args[] = {"--test", "--test-reporter=spec", script, NULL};
 	int rc_node = t_run("/usr/bin/node", node_args, node_env, NULL, 0, NULL, 0, 240000);
 	cr_assert_eq(rc_node, 0, "the browser test failed (exit %d): its output is above", rc_node);
