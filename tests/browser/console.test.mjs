@@ -94,6 +94,7 @@ test('without an operator token the console is refused', async () => {
     const act = await fetch(`${API}/console/jobs/${FAILED}/retry`, { method: 'POST', headers });
     assert.equal(act.status, 401, 'an action without the operator token');
   }
+  assert.equal((await api('/v1/jobs', OPERATOR)).status, 401, 'an operator token opened /v1');
   const job = await api(`/v1/jobs/${FAILED}`);
   assert.equal(job.body.data.attributes.retry_count, 0, 'a refused action changed the job');
   await shot('login');
