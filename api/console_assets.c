@@ -40,7 +40,7 @@ const char console_css[] =
     ".st{padding:0 .35rem;border-radius:3px;border:1px solid currentColor}\n"
     ".st-failed,.st-cancelled{color:var(--bad)}.st-ended,.st-succeeded{color:var(--good)}\n"
     ".st-processing,.st-pending,.st-queued{color:var(--warn)}\n"
-    "form.action{display:inline-block;margin:0 .25rem .25rem 0}\n"
+    "form.action{display:inline-block;margin:0 .25rem .25rem 0}button{white-space:nowrap}\n"
     "button{font:inherit;padding:.3rem .75rem;border:1px solid var(--accent);border-radius:4px;"
     "background:var(--accent);color:#fff;cursor:pointer}\n"
     ".who button{background:#fff;color:var(--accent)}\n"

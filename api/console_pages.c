@@ -21,7 +21,7 @@
 static const db_stmt stmt_jobs = {
     "console_jobs",
     "SELECT j.id, o.name, j.action, j.status, j.total_items, j.total_success, j.total_fail,"
-    " j.total_cancelled, j.retry_count, rfc3339(j.created_at), rfc3339(j.completed_at)"
+    " j.total_cancelled, j.retry_count, console_time(j.created_at), console_time(j.completed_at)"
     " FROM jobs j JOIN organizations o ON o.id = j.organization_id"
     " WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR o.name = $2)"
     " ORDER BY j.created_at DESC, j.id DESC OFFSET $3::bigint LIMIT $4::int",
@@ -29,7 +29,7 @@ static const db_stmt stmt_jobs = {
 static const db_stmt stmt_job = {
     "console_job",
     "SELECT j.id, o.name, j.action, j.status, j.total_items, j.total_success, j.total_fail,"
-    " j.total_cancelled, j.retry_count, rfc3339(j.created_at), rfc3339(j.completed_at),"
+    " j.total_cancelled, j.retry_count, console_time(j.created_at), console_time(j.completed_at),"
     " j.session_id, s.title"
     " FROM jobs j JOIN organizations o ON o.id = j.organization_id"
     " LEFT JOIN sessions s ON s.id = j.session_id WHERE j.id = $1",
@@ -37,14 +37,14 @@ static const db_stmt stmt_job = {
 static const db_stmt stmt_tasks = {
     "console_tasks",
     "SELECT t.idx, t.status, coalesce(t.input->>'email', t.input->>'external_id'), t.reference,"
-    " t.error_code, t.error_message, rfc3339(t.completed_at)"
+    " t.error_code, t.error_message, console_time(t.completed_at)"
     " FROM tasks t WHERE t.job_id = $1 AND ($2::text IS NULL OR t.status = $2)"
     " ORDER BY t.idx OFFSET $3::bigint LIMIT $4::int",
     4};
 static const db_stmt stmt_dead = {
     "console_dead",
     "SELECT j.id, o.name, t.idx, coalesce(t.input->>'email', t.input->>'external_id'),"
-    " t.error_message, rfc3339(t.completed_at)"
+    " t.error_message, console_time(t.completed_at)"
     " FROM jobs j JOIN organizations o ON o.id = j.organization_id"
     " JOIN tasks t ON t.job_id = j.id"
     " WHERE j.total_fail > 0 AND t.status = 'failed' AND t.error_code = 'internal_error'"
@@ -54,9 +54,9 @@ static const db_stmt stmt_dead = {
 static const db_stmt stmt_deliveries = {
     "console_deliveries",
     "SELECT d.id, o.name, e.url, ev.type, d.status, d.attempts,"
-    " CASE WHEN d.status = 'pending' THEN rfc3339(d.next_attempt_at) END,"
-    " rfc3339(d.created_at), e.disabled_at IS NOT NULL,"
-    " (SELECT coalesce(json_agg(json_build_object('at', rfc3339(a.attempted_at),"
+    " CASE WHEN d.status = 'pending' THEN console_time(d.next_attempt_at) END,"
+    " console_time(d.created_at), e.disabled_at IS NOT NULL,"
+    " (SELECT coalesce(json_agg(json_build_object('at', console_time(a.attempted_at),"
     "   'http_status', a.http_status, 'duration_ms', a.duration_ms, 'error', a.error)"
     "   ORDER BY a.attempted_at DESC), '[]'::json)"
     "  FROM (SELECT * FROM webhook_attempts x WHERE x.delivery_id = d.id"

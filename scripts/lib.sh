@@ -57,6 +57,7 @@ DEPS=(build-essential cmake pkg-config clang clang-format git
       postgresql-15 postgresql-contrib rabbitmq-server
       curl jq python3 wrk procps iproute2 util-linux passwd shellcheck)
 # What scripts/test adds for the console's browser test (tests/browser/).
+# shellcheck disable=SC2034 # read by scripts/test
 DEPS_TEST=(chromium nodejs npm)
 
 # Configuration variables (README.md) (not URLs or ports: those belong to the stack).

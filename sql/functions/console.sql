@@ -4,6 +4,12 @@
 -- text changes; see docs/architecture.md, "SQL layout". PL/pgSQL, whose
 -- bodies are checked when first run: rfc3339() comes in a later file.
 
+-- A time as the console shows it: UTC to the second, "2026-03-28 16:00:05 UTC".
+CREATE OR REPLACE FUNCTION console_time(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+$$;
+
 -- Tasks finished in each of the last 60 minutes, the current one last:
 -- {"start": first minute, "succeeded": [60 counts], "failed": [60 counts]}.
 -- Read from the tasks' completed_at through the jobs updated in that hour
@@ -64,7 +70,7 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
     SELECT json_build_object(
-        'now', rfc3339(now()),
+        'now', console_time(now()),
         'jobs_in_flight', (SELECT count(*) FROM jobs WHERE status = 'processing'),
         'tasks_queued', (SELECT coalesce(sum(total_items - total_processed_items), 0)
                          FROM jobs WHERE status = 'processing'),
@@ -79,7 +85,7 @@ BEGIN
                         'id', h.id, 'host', h.host, 'pid', h.pid,
                         'metrics_port', h.metrics_port, 'ready', h.ready,
                         'silent', h.seen_at < now() - 3 * h.interval_ms * interval '1 millisecond',
-                        'seen_at', rfc3339(h.seen_at)) ORDER BY h.id), '[]'::json)
+                        'seen_at', console_time(h.seen_at)) ORDER BY h.id), '[]'::json)
                     FROM process_heartbeats h),
         'series', console_task_series())
     );
