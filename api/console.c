@@ -232,6 +232,7 @@ static void login(struct api_req *r)
 		audit(&c, "login", "console", "ok");
 	} else if (st == BR_NOTFOUND) {
 		login_page(r, 401, "That is not an active operator token.");
+		audit(&c, "login", "console", "refused");
 	} else {
 		login_page(r, 503, "The database is unavailable; try again shortly.");
 	}

@@ -298,6 +298,9 @@ void api_metrics_zero(void)
 			http_metrics_zero(routes[i].pattern, codes[c]);
 	}
 	http_metrics_zero("unmatched", 404);
+	static const unsigned console_codes[] = {200, 303, 401, 403, 404};
+	for (size_t c = 0; c < sizeof(console_codes) / sizeof(console_codes[0]); c++)
+		http_metrics_zero("/console", console_codes[c]);
 	http_metrics_zero("body_limit", 413);
 }
 
