@@ -228,10 +228,72 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 
 	free(b_id);
 	t_check_invariants(db);
+	/* A worker that stops removes its heartbeat: the console does not list it. */
+	char pid[24];
+	snprintf(pid, sizeof(pid), "%ld", (long)worker.pid);
+	const char *pp[] = {pid};
+	static const char beats[] = "SELECT count(*) FROM process_heartbeats WHERE pid = $1::int";
+	cr_assert_eq(t_sql_long(db, beats, 1, pp), 1);
 	cr_assert_eq(t_proc_stop(&worker, SIGTERM, 30000), 0);
+	cr_assert_eq(t_sql_long(db, beats, 1, pp), 0);
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 	t_receiver_stop(rc);
 	PQfinish(db);
+}
+
+/* The status of GET path on the API at base. */
+static long status_of(const char *base, const char *path)
+{
+	char url[256];
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	return t_http_status(url, 5000);
+}
+
+static bool healthy(void *ctx)
+{
+	const struct t_proc *p = ctx;
+	return status_of(p->url, "/healthz") == 200;
+}
+
+/*
+ * Starts the API with BULKREG_API_BIND=0.0.0.0 and the extra setting kv, on
+ * a quiet port (a free one of the ephemeral range may be a client's on
+ * another address, which 0.0.0.0 cannot take); waits for /healthz.
+ */
+static void start_on_every_address(struct t_proc *p, const char *kv)
+{
+	char port[32];
+	int n = t_quiet_port();
+	snprintf(port, sizeof(port), "BULKREG_API_PORT=%d", n);
+	const char *env_all[] = {"BULKREG_API_BIND=0.0.0.0", port, kv, NULL};
+	t_proc_spawn(p, "bulkreg-api", NULL, env_all);
+	p->port = n;
+	snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", n);
+	cr_assert(t_poll(healthy, p, 20000), "bulkreg-api did not start (log %s)", p->log_path);
+}
+
+/*
+ * BULKREG_CONSOLE=auto on an address others reach: /console is a 404 until
+ * an operator token exists (a database of its own, which has none).
+ */
+Test(console, auto_off_loopback_waits_for_an_operator_token)
+{
+	char url[512], db_kv[600];
+	t_scratch_create(url, sizeof(url));
+	t_migrate(url);
+	snprintf(db_kv, sizeof(db_kv), "DATABASE_URL=%s", url);
+	struct t_proc api;
+	start_on_every_address(&api, db_kv);
+	cr_assert_eq(status_of(api.url, "/console/login"), 404);
+	const char *args[] = {"operator-token", "create", NULL};
+	const char *admin_env[] = {db_kv, NULL};
+	char out[2048];
+	cr_assert_eq(t_run("bulkreg-admin", args, admin_env, out, sizeof(out), NULL, 0, 30000), 0,
+	             "%s", out);
+	cr_assert_eq(status_of(api.url, "/console/login"), 200);
+	cr_assert_eq(status_of(api.url, "/console"), 303, "no token: to the login page");
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+	t_scratch_drop_all();
 }
 
 /* BULKREG_CONSOLE=off: /console is the API's 404; an organization's token never opens it. */
@@ -253,8 +315,7 @@ Test(console, off_is_a_404_and_org_tokens_never_open_it)
 	t_resp_free(&r);
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 
-	static const char *const on[] = {"BULKREG_CONSOLE=on", "BULKREG_API_BIND=0.0.0.0", NULL};
-	t_api_start(&api, on);
+	start_on_every_address(&api, "BULKREG_CONSOLE=on");
 	snprintf(url, sizeof(url), "%s/console/overview.json", api.url);
 	t_http(&r, "GET", url, org.token, NULL, NULL);
 	cr_assert_eq(r.status, 401, "an organization's token: %ld", r.status);
