@@ -147,6 +147,20 @@ static int log_lines_with(const char *path, const char *const *needles)
 	return n;
 }
 
+/* bulkreg-admin operator-token create --name name: the token, from the last line of its output. */
+static void operator_token(const char *name, char token[128])
+{
+	char out[4096];
+	const char *args[] = {"operator-token", "create", "--name", name, NULL};
+	cr_assert_eq(t_admin(out, sizeof(out), args), 0, "operator-token create: %s", out);
+	size_t n = strlen(out);
+	while (n && out[n - 1] == '\n')
+		out[--n] = '\0';
+	const char *last = strrchr(out, '\n');
+	snprintf(token, 128, "%.127s", last ? last + 1 : out);
+	cr_assert(strncmp(token, "bro_", 4) == 0, "not an operator token: %s", token);
+}
+
 Test(console, pages_figures_and_actions_in_a_real_browser)
 {
 	PGconn *db = t_db();
@@ -178,16 +192,8 @@ Test(console, pages_figures_and_actions_in_a_real_browser)
 	dead_lettered_job(db, b_id, bsid, dead);
 	wait_job(db, dead, "failed");
 
-	char out[4096], operator[128] = "";
-	const char *args[] = {"operator-token", "create", "--name", "browser-test", NULL};
-	cr_assert_eq(t_admin(out, sizeof(out), args), 0, "operator-token create: %s", out);
-	char *last = strrchr(out, '\n');
-	while (last && last > out && last[1] == '\0') {
-		*last = '\0';
-		last = strrchr(out, '\n');
-	}
-	snprintf(operator, sizeof(operator), "%.127s", last ? last + 1 : out);
-	cr_assert(strncmp(operator, "bro_", 4) == 0, "not an operator token: %s", operator);
+	char operator[128];
+	operator_token("browser-test", operator);
 
 	char script[512], kv[11][256];
 	snprintf(script, sizeof(script), "%s/tests/browser/console.test.mjs", BULKREG_SOURCE_DIR);
@@ -329,5 +335,52 @@ Test(console, off_is_a_404_and_org_tokens_never_open_it)
 	cr_assert_eq(r.status, 200, "on: the login page: %ld", r.status);
 	cr_assert(strstr(r.body, "Operator token"));
 	t_resp_free(&r);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
+}
+
+struct silent_wait {
+	const char *url;
+	const char *token;
+	long pid;
+	const char *state; /* "ready" or "silent" */
+};
+
+/* The overview lists the worker of pid w->pid, ready and heard from, or silent. */
+static bool worker_is(void *ctx)
+{
+	const struct silent_wait *w = ctx;
+	struct t_resp r;
+	t_http(&r, "GET", w->url, w->token, NULL, NULL);
+	cr_assert_eq(r.status, 200, "overview.json: %ld %s", r.status, r.body);
+	bool found = false;
+	size_t i;
+	json_t *p;
+	json_array_foreach(json_object_get(r.json, "workers"), i, p)
+	{
+		if (json_integer_value(json_object_get(p, "pid")) != w->pid)
+			continue;
+		bool silent = json_is_true(json_object_get(p, "silent"));
+		bool ready = json_is_true(json_object_get(p, "ready"));
+		found = strcmp(w->state, "silent") == 0 ? silent : ready && !silent;
+	}
+	t_resp_free(&r);
+	return found;
+}
+
+/* A worker killed outright stops sending heartbeats: within three sweep intervals it is silent. */
+Test(console, a_killed_worker_goes_silent)
+{
+	static const char *const fast[] = {"BULKREG_SWEEP_INTERVAL_MS=200", NULL};
+	struct t_proc api, worker;
+	t_api_start(&api, NULL);
+	t_worker_start(&worker, fast);
+	char token[128], url[128];
+	operator_token("silence-test", token);
+	snprintf(url, sizeof(url), "%s/console/overview.json", api.url);
+	struct silent_wait w = {url, token, (long)worker.pid, "ready"};
+	cr_assert(t_poll(worker_is, &w, 10000), "the worker is not listed as ready");
+	t_proc_stop(&worker, SIGKILL, 10000);
+	w.state = "silent";
+	cr_assert(t_poll(worker_is, &w, 5000), "the killed worker is not listed as silent");
 	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 }
