@@ -2,7 +2,7 @@
  * test_console.c - the operator console (docs/console.md) in a real
  * browser: this file sets up a running API and worker with real data (two
  * organizations, a job that ended, one that failed, one still processing,
- * one whose tasks were dead-lettered, a webhook endpoint whose receiver
+ * one with a task the broker dead-lettered, a webhook endpoint whose receiver
  * fails), then runs tests/browser/console.test.mjs, which drives Debian's
  * headless Chromium through puppeteer-core against it. Then it checks the
  * audit lines the browser's actions wrote. BULKREG_CONSOLE's modes are
@@ -102,15 +102,24 @@ static void make_endpoint(const char *base, const char *token, const char *url, 
 	t_resp_free(&r);
 }
 
-/* A job whose tasks were all dead-lettered: fail_task(), what the dead-letter consumer runs. */
+/*
+ * A job of two tasks, the first of which cannot be processed (a first_name
+ * over the people CHECK, as tests/e2e/test_fault_poison.c makes one): the
+ * broker redelivers it up to its delivery limit, dead-letters it, and it
+ * fails with internal_error. Published here, as the API would have.
+ */
 static void dead_lettered_job(PGconn *db, const char *org_id, const char *sid, char job[37])
 {
 	t_job_sql(db, org_id, sid, 2, job);
 	const char *p[] = {job};
-	t_sql_long(db,
-	           "SELECT count(*) FROM (SELECT fail_task(id, 'internal_error') FROM tasks"
-	           " WHERE job_id = $1) x",
-	           1, p);
+	cr_assert_eq(
+	    t_sql_long(db,
+	               "WITH u AS (UPDATE tasks SET input = jsonb_set(input, '{first_name}',"
+	               "  to_jsonb(repeat('x', 300))) WHERE job_id = $1 AND idx = 0"
+	               "  RETURNING 1) SELECT count(*) FROM u",
+	               1, p),
+	    1);
+	t_republish_job(db, job);
 }
 
 /* A job left processing: its tasks are queued and marked published, so no worker takes them. */
