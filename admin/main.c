@@ -3,6 +3,10 @@
  *   migrate                     apply pending sql/ migrations and function files
  *   token create --org NAME     create the organization if new and a token
  *   token revoke TOKEN_PREFIX   revoke the token(s) with that prefix
+ *   operator-token create [--name NAME]
+ *                               a token that opens the operator console
+ *                               (docs/console.md), of no organization
+ *   operator-token revoke TOKEN_PREFIX
  *   status                      queue depth, consumers, jobs in flight
  *
  * Exit status: 0 success, 1 failure, 2 usage or configuration error.
@@ -37,6 +41,16 @@ static const db_stmt stmt_token_revoke = {
     "   AND (length($1) <= 12 OR token_hash = sha256(convert_to($1, 'UTF8')))"
     " RETURNING prefix",
     1};
+static const db_stmt stmt_operator_insert = {
+    "admin_operator_insert",
+    "INSERT INTO operator_tokens (name, prefix, token_hash) VALUES ($1, $2, $3::bytea)", 3};
+static const db_stmt stmt_operator_revoke = {
+    "admin_operator_revoke",
+    "UPDATE operator_tokens SET revoked_at = now()"
+    " WHERE prefix = left($1, 12) AND revoked_at IS NULL"
+    "   AND (length($1) <= 12 OR token_hash = sha256(convert_to($1, 'UTF8')))"
+    " RETURNING prefix",
+    1};
 static const db_stmt stmt_in_flight = {"admin_in_flight",
                                        "SELECT count(*) FROM jobs WHERE status = 'processing'", 0};
 
@@ -45,6 +59,8 @@ static int usage(void)
 	fputs("usage: bulkreg-admin migrate\n"
 	      "       bulkreg-admin token create --org NAME\n"
 	      "       bulkreg-admin token revoke TOKEN_PREFIX\n"
+	      "       bulkreg-admin operator-token create [--name NAME]\n"
+	      "       bulkreg-admin operator-token revoke TOKEN_PREFIX\n"
 	      "       bulkreg-admin status\n",
 	      stderr);
 	return 2;
@@ -78,7 +94,7 @@ static int cmd_token_create(db_conn *db, const char *org)
 		fputs("bulkreg-admin: --org needs a name of 1 to 255 characters\n", stderr);
 		return 2;
 	}
-	if (token_generate(token) != BR_OK) {
+	if (token_generate(TOKEN_KIND_API, token) != BR_OK) {
 		fputs("bulkreg-admin: no random bytes available\n", stderr);
 		return 1;
 	}
@@ -106,7 +122,7 @@ out:
 	return rc;
 }
 
-static int cmd_token_revoke(db_conn *db, const char *prefix)
+static int cmd_token_revoke(db_conn *db, const db_stmt *stmt, const char *prefix)
 {
 	PGresult *res = NULL;
 	if (strlen(prefix) < 8) {
@@ -114,7 +130,7 @@ static int cmd_token_revoke(db_conn *db, const char *prefix)
 		return 2;
 	}
 	const char *params[] = {prefix};
-	if (db_run(db, &stmt_token_revoke, params, &res) != BR_OK) {
+	if (db_run(db, stmt, params, &res) != BR_OK) {
 		fprintf(stderr, "bulkreg-admin: token revoke failed: %s\n", db_errmsg(db));
 		return 1;
 	}
@@ -125,6 +141,34 @@ static int cmd_token_revoke(db_conn *db, const char *prefix)
 		return 1;
 	}
 	printf("revoked %d token(s) with prefix %.12s\n", n, prefix);
+	return 0;
+}
+
+/* An operator token: opens /console, belongs to no organization. */
+static int cmd_operator_create(db_conn *db, const char *name)
+{
+	char token[TOKEN_LEN + 1], prefix[TOKEN_PREFIX_LEN + 1];
+	char digest[2 + 2 * CR_SHA256_LEN + 1];
+	if (strlen(name) == 0 || strlen(name) > 255) {
+		fputs("bulkreg-admin: --name needs 1 to 255 characters\n", stderr);
+		return 2;
+	}
+	if (token_generate(TOKEN_KIND_OPERATOR, token) != BR_OK) {
+		fputs("bulkreg-admin: no random bytes available\n", stderr);
+		return 1;
+	}
+	memcpy(prefix, token, TOKEN_PREFIX_LEN);
+	prefix[TOKEN_PREFIX_LEN] = '\0';
+	token_digest_param(token, strlen(token), digest);
+	const char *params[] = {name, prefix, digest};
+	if (db_run(db, &stmt_operator_insert, params, NULL) != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: operator-token create failed: %s\n", db_errmsg(db));
+		return 1;
+	}
+	printf("operator: %s\n", name);
+	printf("token prefix: %s (revoke with: bulkreg-admin operator-token revoke %s)\n", prefix,
+	       prefix);
+	printf("%s\n", token);
 	return 0;
 }
 
@@ -179,7 +223,11 @@ int main(int argc, char **argv)
 	bool is_revoke =
 	    argc == 4 && strcmp(argv[1], "token") == 0 && strcmp(argv[2], "revoke") == 0;
 	bool is_status = argc == 2 && strcmp(argv[1], "status") == 0;
-	if (!is_migrate && !is_create && !is_revoke && !is_status)
+	bool is_operator = strcmp(argv[1], "operator-token") == 0;
+	bool is_op_create = is_operator && argc >= 3 && strcmp(argv[2], "create") == 0 &&
+	                    (argc == 3 || (argc == 5 && strcmp(argv[3], "--name") == 0));
+	bool is_op_revoke = is_operator && argc == 4 && strcmp(argv[2], "revoke") == 0;
+	if (!is_migrate && !is_create && !is_revoke && !is_status && !is_op_create && !is_op_revoke)
 		return usage();
 
 	/* Migrations may wait for locks and run long: only the statement is bounded. */
@@ -193,7 +241,11 @@ int main(int argc, char **argv)
 	else if (is_create)
 		rc = cmd_token_create(db, argv[4]);
 	else if (is_revoke)
-		rc = cmd_token_revoke(db, argv[3]);
+		rc = cmd_token_revoke(db, &stmt_token_revoke, argv[3]);
+	else if (is_op_create)
+		rc = cmd_operator_create(db, argc == 5 ? argv[4] : "operator");
+	else if (is_op_revoke)
+		rc = cmd_token_revoke(db, &stmt_operator_revoke, argv[3]);
 	else
 		rc = cmd_status(db, &cfg);
 	db_close(db);

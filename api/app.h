@@ -68,7 +68,8 @@ struct api_req {
 /*
  * Creates bulkreg_http_requests_total's series of the API's routes at 0
  * (every pattern of the route table with 200, 400, 401, 404, 429 and 503;
- * "unmatched" with 404; "body_limit" with 413), so they exist before their
+ * "unmatched" with 404; "body_limit" with 413; "/console", the operator
+ * console, with 200, 303, 401, 403 and 404), so they exist before their
  * first request (docs/operations.md, Metrics). After ops_init.
  */
 void api_metrics_zero(void);
@@ -125,5 +126,6 @@ void route_webhooks_create(struct api_req *r);
 void route_webhooks_list(struct api_req *r);
 void route_webhooks_delete(struct api_req *r);
 void route_webhooks_deliveries(struct api_req *r);
+void route_webhooks_delivery_retry(struct api_req *r);
 
 #endif

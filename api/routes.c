@@ -30,6 +30,7 @@
 #include "compat/bulk_registrations.h"
 #include "compat/workshops.h"
 #include "compat/zoom.h"
+#include "console.h"
 #include "dialect.h"
 #include "idempotency.h"
 #include "jobs.h"
@@ -84,6 +85,7 @@ static const struct route routes[] = {
     {"/v1/webhooks", "POST", route_webhooks_create, NULL, 0, NULL},
     {"/v1/webhooks/:id", "DELETE", route_webhooks_delete, NULL, 0, NULL},
     {"/v1/webhooks/:id/deliveries", "GET", route_webhooks_deliveries, NULL, 0, NULL},
+    {"/v1/webhooks/:id/deliveries/:id/retry", "POST", route_webhooks_delivery_retry, NULL, 0, NULL},
     /* Compatible APIs (api/compat/, docs/compat/). */
     {"/api/v1/bulk-registrations", "GET", brs_list, NULL, 0, NULL},
     {"/api/v1/bulk-registrations", "POST", brs_create, NULL, ROUTE_IDEMPOTENT, NULL},
@@ -296,6 +298,9 @@ void api_metrics_zero(void)
 			http_metrics_zero(routes[i].pattern, codes[c]);
 	}
 	http_metrics_zero("unmatched", 404);
+	static const unsigned console_codes[] = {200, 303, 401, 403, 404};
+	for (size_t c = 0; c < sizeof(console_codes) / sizeof(console_codes[0]); c++)
+		http_metrics_zero("/console", console_codes[c]);
 	http_metrics_zero("body_limit", 413);
 }
 
@@ -327,6 +332,8 @@ void api_handle(void *ctx, struct http_req *req, struct http_resp *resp)
 		return;
 	struct api_req r = {
 	    .app = app, .http = req, .resp = resp, .dialect = dialect_of(req->path)};
+	if (console_handle(&r))
+		return;
 	bool known = r.dialect || strncmp(req->path, "/v1/", 4) == 0;
 	if (!known) {
 		ja_fail(&r, 404, "not_found", "Not found", "No such resource.");

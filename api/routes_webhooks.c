@@ -1,7 +1,8 @@
 /*
  * routes_webhooks.c - webhook endpoints of an organization (docs/openapi.yaml
  * Webhooks): POST /v1/webhooks, GET /v1/webhooks, DELETE /v1/webhooks/:id
- * and GET /v1/webhooks/:id/deliveries (one entry per delivery attempt).
+ * GET /v1/webhooks/:id/deliveries (one entry per delivery attempt) and
+ * POST /v1/webhooks/:id/deliveries/:delivery_id/retry (send it again now).
  *
  * An endpoint's secret is generated here and shown only in the response to
  * its creation. The target policy (http(s), public addresses unless
@@ -74,6 +75,10 @@ static const db_stmt stmt_attempts = {
     "   WHERE d.endpoint_id = $1"
     "   ORDER BY a.attempted_at DESC, a.id DESC LIMIT $3::int OFFSET $4::bigint) x)",
     4};
+
+static const db_stmt stmt_retry = {
+    "webhooks_delivery_retry", "SELECT outcome, delivery FROM webhook_delivery_retry($1, $2, $3)",
+    3};
 
 static const char *const wh_event_types[] = {"job.created", "job.ended", "person.updated"};
 #define WH_NEVENT_TYPES (sizeof(wh_event_types) / sizeof(wh_event_types[0]))
@@ -284,5 +289,24 @@ void route_webhooks_deliveries(struct api_req *r)
 		if (ja_page_check(r, &page, count))
 			ja_send_page(r, 200, PQgetvalue(res, 0, 2), &page, count);
 	}
+	PQclear(res);
+}
+
+void route_webhooks_delivery_retry(struct api_req *r)
+{
+	const char *params[] = {r->org_id, r->id, r->sub};
+	PGresult *res = NULL;
+	res = ja_query(r, &stmt_retry, params);
+	if (!res)
+		return;
+	const char *outcome = PQgetvalue(res, 0, 0);
+	if (strcmp(outcome, "not_found") == 0)
+		ja_fail(r, 404, "not_found", "Not found", "No such delivery of this webhook.");
+	else if (strcmp(outcome, "disabled") == 0)
+		ja_fail(r, 409, "invalid_transition", "Webhook disabled",
+		        "The webhook was disabled after its receiver answered 410 Gone; "
+		        "create a new one.");
+	else
+		ja_send_data(r, 202, PQgetvalue(res, 0, 1));
 	PQclear(res);
 }

@@ -205,6 +205,19 @@ static const char *set_rate_limit(struct br_config *cfg, const char *v)
 	return parse_rate(v, cfg) ? "expected 0 (off) or RATE/s[,BURST] such as 50/s,100" : NULL;
 }
 
+static const char *set_console(struct br_config *cfg, const char *v)
+{
+	if (strcmp(v, "auto") == 0)
+		cfg->console = CFG_CONSOLE_AUTO;
+	else if (strcmp(v, "on") == 0)
+		cfg->console = CFG_CONSOLE_ON;
+	else if (strcmp(v, "off") == 0)
+		cfg->console = CFG_CONSOLE_OFF;
+	else
+		return "expected auto, on or off";
+	return NULL;
+}
+
 static const char *set_log_format(struct br_config *cfg, const char *v)
 {
 	if (strcmp(v, "json") == 0)
@@ -316,6 +329,7 @@ static const struct cfg_var vars[] = {
             "expected milliseconds from 1000 to 3600000"),
     CFG_NUM("BULKREG_HTTP_BODY_BUDGET_BYTES", "67108864", http_body_budget_bytes, 1L << 20,
             1L << 40, "expected an integer from 1048576 to 1099511627776"),
+    CFG_SET("BULKREG_CONSOLE", "auto", set_console),
     CFG_SET("BULKREG_LOG_FORMAT", "json", set_log_format),
     CFG_SET("BULKREG_LOG_LEVEL", "info", set_log_level),
 };

@@ -29,6 +29,13 @@ enum cfg_log_level {
 	CFG_LOG_ERROR
 };
 
+/* BULKREG_CONSOLE: when the API serves the operator console (docs/console.md). */
+enum cfg_console {
+	CFG_CONSOLE_AUTO, /* on a loopback bind address, or once an operator token exists */
+	CFG_CONSOLE_ON,
+	CFG_CONSOLE_OFF
+};
+
 struct br_config {
 	char database_url[CFG_URL_MAX];
 	char amqp_url[CFG_URL_MAX];
@@ -57,6 +64,7 @@ struct br_config {
 	unsigned http_body_timeout_ms;
 	unsigned http_idle_timeout_ms;
 	size_t http_body_budget_bytes;
+	enum cfg_console console;
 	enum cfg_log_format log_format;
 	enum cfg_log_level log_level;
 };

@@ -78,14 +78,9 @@ static br_status append_field(strbuf *sb, const char *key, const char *val)
 	return st;
 }
 
-void log_write(enum cfg_log_level level, const char *fmt, ...)
+/* Builds and writes one line: msg, the context ids, then fields (log_fields). */
+static void emit(enum cfg_log_level level, const char *msg, const char *const *fields)
 {
-	char msg[LOG_LINE_MAX / 2];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-
 	struct timespec ts;
 	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -114,15 +109,36 @@ void log_write(enum cfg_log_level level, const char *fmt, ...)
 		st = append_field(&sb, "job_id", ctx_job);
 	if (st == BR_OK)
 		st = append_field(&sb, "task_id", ctx_task);
+	for (size_t i = 0; fields && fields[i] && st == BR_OK; i += 2) {
+		if (fields[i + 1])
+			st = append_field(&sb, fields[i], fields[i + 1]);
+	}
 	if (st == BR_OK)
 		st = sb_appends(&sb, log_format == CFG_LOG_TEXT ? "\n" : "}\n");
 	if (st != BR_OK) {
 		static const char oom[] = "{\"level\":\"error\",\"msg\":\"log line lost\"}\n";
 		ssize_t w = write(STDERR_FILENO, oom, sizeof(oom) - 1);
 		(void)w;
+		sb_free(&sb);
 		return;
 	}
 	ssize_t w = write(STDERR_FILENO, sb_str(&sb), sb.len);
 	(void)w;
 	sb_free(&sb);
+}
+
+void log_write(enum cfg_log_level level, const char *fmt, ...)
+{
+	char msg[LOG_LINE_MAX / 2];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	emit(level, msg, NULL);
+}
+
+void log_fields(enum cfg_log_level level, const char *msg, const char *const *fields)
+{
+	if (log_enabled(level))
+		emit(level, msg, fields);
 }

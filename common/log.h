@@ -24,6 +24,14 @@ void log_write(enum cfg_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
+ * Writes one line at level with msg and, after the context ids, the fields
+ * (name, value, name, value, ..., NULL; a NULL value leaves its field out):
+ * for a record whose parts a reader filters on, such as the console's
+ * audit line (docs/console.md). Nothing is written below the threshold.
+ */
+void log_fields(enum cfg_log_level level, const char *msg, const char *const *fields);
+
+/*
  * The calling thread's context ids; NULL or "" clears one. The strings are
  * copied (up to 63 bytes each).
  */

@@ -292,7 +292,8 @@ static void *ops_prober(void *arg)
 	return NULL;
 }
 
-static void ops_readyz(ops *o, struct http_resp *resp)
+/* Asks the probe for a fresh check and waits for it up to the deadline. */
+static void ops_check(ops *o, bool *db_ok, bool *mq_ok, bool *blocked, bool *proc_ok)
 {
 	struct timespec deadline = proc_deadline(OPS_READY_DEADLINE_MS);
 	pthread_mutex_lock(&o->pr_mu);
@@ -302,11 +303,34 @@ static void ops_readyz(ops *o, struct http_resp *resp)
 	while (o->done < want && !late)
 		late = pthread_cond_timedwait(&o->pr_cv, &o->pr_mu, &deadline) == ETIMEDOUT;
 	/* A check still running past the deadline is a service not answering. */
-	bool db_ok = o->db_ok && !(late && o->phase == OPS_DB);
-	bool mq_ok = o->mq_ok && !(late && o->phase == OPS_MQ);
+	*db_ok = o->db_ok && !(late && o->phase == OPS_DB);
+	*mq_ok = o->mq_ok && !(late && o->phase == OPS_MQ);
 	pthread_mutex_unlock(&o->pr_mu);
-	bool blocked = mq_ok && o->blocked && o->blocked(o->blocked_ctx);
-	bool proc_ok = !o->ready || o->ready(o->ready_ctx);
+	*blocked = *mq_ok && o->blocked && o->blocked(o->blocked_ctx);
+	*proc_ok = !o->ready || o->ready(o->ready_ctx);
+}
+
+bool ops_readiness(ops *o, bool *db_ok, bool *mq_ok, bool *proc_ok)
+{
+	bool blocked;
+	ops_check(o, db_ok, mq_ok, &blocked, proc_ok);
+	*mq_ok = *mq_ok && !blocked;
+	return *db_ok && *mq_ok && *proc_ok;
+}
+
+bool ops_queues(ops *o, uint32_t stats[2][2])
+{
+	uint32_t s[2][2];
+	if (!ops_queue_stats(o, s))
+		return false;
+	memcpy(stats, s, sizeof(s));
+	return true;
+}
+
+static void ops_readyz(ops *o, struct http_resp *resp)
+{
+	bool db_ok, mq_ok, blocked, proc_ok;
+	ops_check(o, &db_ok, &mq_ok, &blocked, &proc_ok);
 	bool ok = db_ok && mq_ok && !blocked && proc_ok;
 	char body[128];
 	snprintf(body, sizeof(body),

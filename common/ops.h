@@ -11,6 +11,7 @@
 #define BULKREG_OPS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "db.h"
 #include "http.h"
@@ -57,6 +58,20 @@ void ops_free(ops *o);
  * serving; blocked must be quick and thread-safe.
  */
 void ops_set_blocked(ops *o, ops_ready_fn blocked, void *ctx);
+
+/*
+ * Messages and consumers of bulkreg.tasks (stats[0]) and
+ * bulkreg.tasks.dead (stats[1]) as the broker reports them now; false when
+ * it cannot be asked (stats untouched). For the console (docs/console.md).
+ */
+bool ops_queues(ops *o, uint32_t stats[2][2]);
+
+/*
+ * This process's readiness as /readyz reports it, within
+ * OPS_READY_DEADLINE_MS: *db_ok, *mq_ok (false also while the broker
+ * blocks the process) and *proc_ok. Returns true when all three are.
+ */
+bool ops_readiness(ops *o, bool *db_ok, bool *mq_ok, bool *proc_ok);
 
 /* Serves req when its path is an ops endpoint; returns false otherwise. */
 bool ops_handle(ops *o, struct http_req *req, struct http_resp *resp);

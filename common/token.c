@@ -7,13 +7,13 @@
 
 #define TOKEN_RANDOM_BYTES 24
 
-br_status token_generate(char out[TOKEN_LEN + 1])
+br_status token_generate(const char *kind, char out[TOKEN_LEN + 1])
 {
 	unsigned char raw[TOKEN_RANDOM_BYTES];
 	br_status st = cr_random(raw, sizeof(raw));
 	if (st != BR_OK)
 		return st;
-	memcpy(out, "brk_", 4);
+	memcpy(out, kind, 4);
 	cr_base64(raw, sizeof(raw), true, out + 4, TOKEN_LEN + 1 - 4);
 	return BR_OK;
 }

@@ -56,13 +56,19 @@ DEPS=(build-essential cmake pkg-config clang clang-format git
       libcurl4-openssl-dev libidn2-dev libssl-dev libcriterion-dev
       postgresql-15 postgresql-contrib rabbitmq-server
       curl jq python3 wrk procps iproute2 util-linux passwd shellcheck)
+# What scripts/test adds for the console's browser test (tests/browser/): npm
+# too unless a Node.js that brings its own (NodeSource's, which conflicts with
+# Debian's npm package) already provides the command.
+# shellcheck disable=SC2034 # read by scripts/test
+DEPS_TEST=(chromium nodejs)
+command -v npm >/dev/null || DEPS_TEST+=(npm)
 
 # Configuration variables (README.md) (not URLs or ports: those belong to the stack).
 TUNABLES=(BULKREG_API_BIND BULKREG_MAX_TASKS BULKREG_MAX_BODY_BYTES
           BULKREG_WORKER_CONCURRENCY BULKREG_WORKER_PREFETCH
           BULKREG_WEBHOOK_TIMEOUT_MS BULKREG_WEBHOOK_RETRY_SCHEDULE
           BULKREG_WEBHOOK_ALLOW_PRIVATE BULKREG_RATE_LIMIT BULKREG_JOIN_URL_BASE
-          BULKREG_SWEEP_INTERVAL_MS BULKREG_LOG_FORMAT BULKREG_LOG_LEVEL)
+          BULKREG_SWEEP_INTERVAL_MS BULKREG_CONSOLE BULKREG_LOG_FORMAT BULKREG_LOG_LEVEL)
 
 SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0")}
 

@@ -10,6 +10,11 @@
  * last (a purged queue, a lost message). Republishing is harmless:
  * processing skips tasks already terminal.
  *
+ * Every worker's sweeper, lock or not, first writes the process's heartbeat
+ * (process_heartbeats: whether its consumers are connected), which the
+ * operator console shows as the worker's readiness (docs/console.md), and
+ * removes it when the worker stops.
+ *
  * One thread with its own PostgreSQL and AMQP connections; only `stop`
  * (atomic) is shared.
  */
@@ -18,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "log.h"
@@ -37,7 +44,22 @@ struct sweeper {
 	pthread_t thread;
 	db_conn *db;
 	mq_conn *mq;
+	char host[256];
+	char id[300];     /* host:pid, the heartbeat's key */
+	char started[32]; /* unix seconds */
 };
+
+/* The heartbeat, and the rows of processes silent for a day. */
+static const db_stmt stmt_heartbeat = {
+    "sweep_heartbeat",
+    "WITH gone AS (DELETE FROM process_heartbeats WHERE seen_at < now() - interval '1 day')"
+    " INSERT INTO process_heartbeats"
+    "  (id, kind, host, pid, metrics_port, ready, interval_ms, started_at, seen_at)"
+    " VALUES ($1, 'worker', $2, $3::int, $4::int, $5::boolean, $6::int,"
+    "  to_timestamp($7::bigint), now())"
+    " ON CONFLICT (id) DO UPDATE SET ready = EXCLUDED.ready, metrics_port = EXCLUDED.metrics_port,"
+    "  interval_ms = EXCLUDED.interval_ms, started_at = EXCLUDED.started_at, seen_at = now()",
+    7};
 
 static const db_stmt stmt_lock = {"sweep_lock", "SELECT pg_try_advisory_lock(" SWEEP_LOCK_KEY ")",
                                   0};
@@ -163,6 +185,23 @@ out:
 	PQclear(res);
 }
 
+static const db_stmt stmt_heartbeat_end = {"sweep_heartbeat_end",
+                                           "DELETE FROM process_heartbeats WHERE id = $1", 1};
+
+static void heartbeat(struct sweeper *s)
+{
+	const struct br_config *cfg = s->w->cfg;
+	char pid[24], port[24], interval[24];
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	snprintf(port, sizeof(port), "%d", cfg->worker_metrics_port);
+	snprintf(interval, sizeof(interval), "%d", cfg->sweep_interval_ms);
+	const char *params[] = {
+	    s->id,    s->host,   pid, port, consumers_ready(s->w) ? "true" : "false",
+	    interval, s->started};
+	if (db_ensure(s->db) == BR_OK && db_run(s->db, &stmt_heartbeat, params, NULL) != BR_OK)
+		LOG_WARN("sweeper: heartbeat not written: %s", db_errmsg(s->db));
+}
+
 static void sweep_once(struct sweeper *s)
 {
 	PGresult *res = NULL;
@@ -183,6 +222,7 @@ static void *sweeper_main(void *arg)
 	struct sweeper *s = arg;
 	const struct br_config *cfg = s->w->cfg;
 	while (!__atomic_load_n(&s->w->stop, __ATOMIC_SEQ_CST)) {
+		heartbeat(s);
 		sweep_once(s);
 		proc_sleep_ms(cfg->sweep_interval_ms, &s->w->stop);
 	}
@@ -195,6 +235,10 @@ br_status sweeper_start(struct worker *w)
 	if (!s)
 		return BR_NOMEM;
 	s->w = w;
+	if (gethostname(s->host, sizeof(s->host) - 1) != 0 || !s->host[0])
+		snprintf(s->host, sizeof(s->host), "unknown");
+	snprintf(s->id, sizeof(s->id), "%s:%ld", s->host, (long)getpid());
+	snprintf(s->started, sizeof(s->started), "%lld", (long long)time(NULL));
 	static const struct db_opts opts = WORKER_DB_OPTS;
 	br_status st = db_open(w->cfg->database_url, &opts, true, &s->db);
 	if (st == BR_OK)
@@ -217,6 +261,10 @@ void sweeper_stop(struct worker *w)
 	if (!s)
 		return;
 	pthread_join(s->thread, NULL);
+	/* A worker that stops says so; one that dies goes silent (docs/console.md). */
+	const char *params[] = {s->id};
+	if (db_ensure(s->db) == BR_OK && db_run(s->db, &stmt_heartbeat_end, params, NULL) != BR_OK)
+		LOG_WARN("sweeper: heartbeat not removed: %s", db_errmsg(s->db));
 	mq_close(s->mq);
 	db_close(s->db);
 	free(s);

@@ -146,13 +146,13 @@ BEGIN
 END
 $$;
 
--- DELETE /v1/jobs/:id. While processing: under the job's lock (waiting for
--- a batch that holds it to commit), every task not committed is queued and
--- becomes cancelled with job_cancelled; the job ends cancelled with one
--- job.ended. When finished: the job and its tasks are deleted (people
--- stay). outcome: 'cancelled', 'deleted' or 'not_found'.
-CREATE OR REPLACE FUNCTION cancel_or_delete_job(p_org uuid, p_job uuid,
-                                                OUT outcome text, OUT job json)
+-- Cancels a processing job: under the job's lock (waiting for a batch that
+-- holds it to commit), every task not committed is queued and becomes
+-- cancelled with job_cancelled; the job ends cancelled with one job.ended.
+-- outcome: 'cancelled', 'finished' (the job is not processing: nothing
+-- changed) or 'not_found'; job is the job resource after it. DELETE
+-- /v1/jobs/:id and the console's cancel action (docs/console.md) run it.
+CREATE OR REPLACE FUNCTION cancel_job(p_org uuid, p_job uuid, OUT outcome text, OUT job json)
 LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
@@ -163,8 +163,7 @@ BEGIN
         outcome := 'not_found'; RETURN;
     END IF;
     IF j.status <> 'processing' THEN
-        DELETE FROM jobs WHERE id = p_job;
-        outcome := 'deleted'; RETURN;
+        outcome := 'finished'; job := job_resource(j); RETURN;
     END IF;
     WITH c AS (
         UPDATE tasks SET status = 'cancelled', error_code = 'job_cancelled',
@@ -182,6 +181,27 @@ BEGIN
     END IF;
     SELECT job_resource(x) INTO job FROM jobs x WHERE x.id = p_job;
     outcome := 'cancelled';
+END
+$$;
+
+-- DELETE /v1/jobs/:id. While processing: cancel_job(). When finished: the
+-- job and its tasks are deleted (people stay). outcome: 'cancelled',
+-- 'deleted' or 'not_found'.
+CREATE OR REPLACE FUNCTION cancel_or_delete_job(p_org uuid, p_job uuid,
+                                                OUT outcome text, OUT job json)
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    IF j.status <> 'processing' THEN
+        DELETE FROM jobs WHERE id = p_job;
+        outcome := 'deleted'; RETURN;
+    END IF;
+    SELECT c.outcome, c.job INTO outcome, job FROM cancel_job(p_org, p_job) c;
 END
 $$;
 

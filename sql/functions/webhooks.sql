@@ -45,3 +45,57 @@ BEGIN
     WHERE endpoint_id = p_id AND status = 'pending';
 END
 $$;
+
+-- The resource of delivery d (an attempt's parent): its event, endpoint,
+-- status, attempts so far and when the next one is due.
+CREATE OR REPLACE FUNCTION webhook_delivery_resource(d webhook_deliveries) RETURNS json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('type', 'webhook_deliveries', 'id', d.id,
+        'attributes', json_build_object(
+            'event_id', d.event_id, 'event_type', ev.type, 'webhook_id', d.endpoint_id,
+            'status', d.status, 'attempts', d.attempts,
+            'next_attempt_at', CASE WHEN d.status = 'pending' THEN rfc3339(d.next_attempt_at) END,
+            'created_at', rfc3339(d.created_at), 'updated_at', rfc3339(d.updated_at)),
+        'links', json_build_object('webhook', '/v1/webhooks/' || d.endpoint_id,
+                                   'attempts', '/v1/webhooks/' || d.endpoint_id || '/deliveries'))
+    FROM webhook_events ev WHERE ev.id = d.event_id
+$$;
+
+-- POST /v1/webhooks/:id/deliveries/:delivery_id/retry, and the console's
+-- re-send (docs/console.md): the delivery becomes pending and due now, and
+-- the deliverers are woken (emit_event's channel), so it is sent again at
+-- once with its event's webhook-id, whatever its status. Should that
+-- attempt fail, the retry schedule goes on from the delivery's attempts so
+-- far: a failed delivery, whose schedule is spent, is failed again. An
+-- endpoint disabled by a 410 Gone takes no delivery.
+-- outcome: 'retried', 'disabled' or 'not_found' (no such delivery of that
+-- endpoint of p_org); delivery is its resource after the change.
+CREATE OR REPLACE FUNCTION webhook_delivery_retry(p_org uuid, p_endpoint uuid, p_delivery uuid,
+                                                  OUT outcome text, OUT delivery json)
+LANGUAGE plpgsql AS $$
+DECLARE
+    e webhook_endpoints;
+    d webhook_deliveries;
+BEGIN
+    -- FOR KEY SHARE, as emit_event(): a 410 disabling the endpoint now either
+    -- is seen here or fails the delivery after this commits.
+    SELECT * INTO e FROM webhook_endpoints WHERE id = p_endpoint AND organization_id = p_org
+    FOR KEY SHARE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    SELECT * INTO d FROM webhook_deliveries WHERE id = p_delivery AND endpoint_id = p_endpoint
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found'; RETURN;
+    END IF;
+    IF e.disabled_at IS NOT NULL THEN
+        outcome := 'disabled'; delivery := webhook_delivery_resource(d); RETURN;
+    END IF;
+    UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    WHERE id = p_delivery RETURNING * INTO d;
+    PERFORM pg_notify('bulkreg_webhooks', '');
+    outcome := 'retried';
+    delivery := webhook_delivery_resource(d);
+END
+$$;

@@ -24,9 +24,6 @@
 #define TASKS      50
 #define DOWN_TRIES 2
 #define WAIT_MS    120000
-/* Below Linux's ephemeral range (32768+), and below the scripts' fixed ports (28080+). */
-#define QUIET_PORT_MIN 20000
-#define QUIET_PORT_MAX 28000
 
 TestSuite(fault_webhook, .timeout = 600);
 
@@ -56,30 +53,6 @@ static bool attempts_reached(void *ctx)
 	return failed_attempts(a->f) >= a->n;
 }
 
-/* A port that is free now and that no outgoing connection will be given. */
-static int quiet_port(void)
-{
-	unsigned seed = (unsigned)t_now_ms() ^ (unsigned)getpid();
-	for (int i = 0; i < 200; i++) {
-		int port = QUIET_PORT_MIN + rand_r(&seed) % (QUIET_PORT_MAX - QUIET_PORT_MIN);
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		cr_assert(fd >= 0, "socket");
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		struct sockaddr_in a;
-		memset(&a, 0, sizeof(a));
-		a.sin_family = AF_INET;
-		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		a.sin_port = htons((uint16_t)port);
-		bool free_now = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-		close(fd);
-		if (free_now)
-			return port;
-	}
-	cr_assert_fail("no free port in %d-%d", QUIET_PORT_MIN, QUIET_PORT_MAX);
-	return 0;
-}
-
 Test(fault_webhook, receiver_down_then_up)
 {
 	struct t_fleet f;
@@ -88,7 +61,7 @@ Test(fault_webhook, receiver_down_then_up)
 	 * The endpoint names a port outside the kernel's ephemeral range, so
 	 * no outgoing connection of any process takes it while it is closed.
 	 */
-	int port = quiet_port();
+	int port = t_quiet_port();
 	t_receiver_stop(f.rc);
 	f.rc = t_receiver_start_on(port);
 	t_fleet_endpoint(&f);

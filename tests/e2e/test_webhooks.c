@@ -256,3 +256,106 @@ Test(webhooks, each_endpoint_gets_the_events_it_subscribed_to)
 	t_receiver_stop(created);
 	t_receiver_stop(ended);
 }
+
+struct delivery_wait {
+	PGconn *db;
+	const char *hook_id;
+	const char *status;
+};
+
+/* The endpoint's one delivery has the status w->status. */
+static bool delivery_is(void *ctx)
+{
+	const struct delivery_wait *w = ctx;
+	const char *p[] = {w->hook_id, w->status};
+	return t_sql_long(w->db,
+	                  "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1"
+	                  " AND status = $2",
+	                  2, p) == 1;
+}
+
+/*
+ * POST /v1/webhooks/:id/deliveries/:delivery_id/retry (docs/openapi.yaml):
+ * a delivery failed after its whole schedule is sent again at once with the
+ * same webhook-id, and succeeds; another organization's token, an unknown
+ * delivery and a disabled endpoint are refused.
+ */
+Test(webhooks, a_failed_delivery_is_sent_again_on_request)
+{
+	PGconn *db = t_db();
+	struct t_org org, other;
+	t_org_new(&org);
+	t_org_new(&other);
+	t_receiver *rc = t_receiver_start();
+	static const int script[] = {500, 500, 500, 500};
+	t_receiver_script(rc, script, 4, 0);
+	struct t_proc api, worker;
+	t_api_start(&api, env);
+	t_worker_start(&worker, env);
+	char base[64], secret[128], hook_id[37];
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", api.port);
+	make_endpoint(base, &org, t_receiver_url(rc), ENDED, secret, hook_id);
+	post_small_job(base, &org);
+
+	/* The first attempt and the schedule's three retries all fail. */
+	struct delivery_wait failed = {db, hook_id, "failed"};
+	cr_assert(t_poll(delivery_is, &failed, 20000), "the delivery did not fail");
+	cr_assert_eq(t_receiver_count(rc), 4);
+	const char *p[] = {hook_id};
+	char *delivery =
+	    t_sql_text(db, "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1", 1, p);
+
+	char url[256];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/v1/webhooks/%s/deliveries/%s/retry", base, hook_id,
+	         delivery);
+	t_http(&r, "POST", url, other.token, NULL, NULL);
+	cr_assert_eq(r.status, 404, "another organization's token: %ld %s", r.status, r.body);
+	t_resp_free(&r);
+
+	long long asked = t_now_ms();
+	t_http(&r, "POST", url, org.token, NULL, NULL);
+	cr_assert_eq(r.status, 202, "retry: %ld %s", r.status, r.body);
+	json_t *attrs = json_object_get(json_object_get(r.json, "data"), "attributes");
+	cr_assert_str_eq(json_string_value(json_object_get(attrs, "status")), "pending");
+	cr_assert_eq(json_integer_value(json_object_get(attrs, "attempts")), 4);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "data"), "id")),
+	                 delivery);
+	t_resp_free(&r);
+
+	/* Sent at once (the deliverers are woken, not left to their poll), same webhook-id. */
+	cr_assert(t_receiver_wait(rc, 5, 10000), "the delivery was not sent again");
+	struct t_hook first, again;
+	cr_assert(t_receiver_get(rc, 0, &first));
+	cr_assert(t_receiver_get(rc, 4, &again));
+	cr_assert_str_eq(again.id, first.id, "the webhook-id changed");
+	cr_assert_str_eq(again.body, first.body);
+	cr_assert(t_hook_verify(&again, secret));
+	cr_assert_lt(again.at_ms - asked, 3000, "sent again after %lld ms", again.at_ms - asked);
+	free(first.body);
+	free(again.body);
+	struct delivery_wait ok = {db, hook_id, "succeeded"};
+	cr_assert(t_poll(delivery_is, &ok, 10000), "the delivery did not succeed");
+
+	/* An unknown delivery of the endpoint; a disabled endpoint (a 410 Gone). */
+	char unknown[37], bad[256];
+	t_uuid(unknown);
+	snprintf(bad, sizeof(bad), "%s/v1/webhooks/%s/deliveries/%s/retry", base, hook_id, unknown);
+	t_http(&r, "POST", bad, org.token, NULL, NULL);
+	cr_assert_eq(r.status, 404, "unknown delivery: %ld %s", r.status, r.body);
+	t_resp_free(&r);
+	t_sql_long(db,
+	           "WITH u AS (UPDATE webhook_endpoints SET disabled_at = now() WHERE id = $1"
+	           " RETURNING 1) SELECT count(*) FROM u",
+	           1, p);
+	t_http(&r, "POST", url, org.token, NULL, NULL);
+	cr_assert_eq(r.status, 409, "disabled endpoint: %ld %s", r.status, r.body);
+	cr_assert_str_eq(json_string_value(json_object_get(
+	                     json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+	                 "invalid_transition");
+	t_resp_free(&r);
+	cr_assert_eq(t_receiver_count(rc), 5);
+	free(delivery);
+	finish(db, &api, &worker);
+	t_receiver_stop(rc);
+}

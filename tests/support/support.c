@@ -405,6 +405,33 @@ int t_free_port(void)
 	return ntohs(a.sin_port);
 }
 
+/* Below Linux's ephemeral range (32768+), and below the scripts' fixed ports (28080+). */
+#define QUIET_PORT_MIN 20000
+#define QUIET_PORT_MAX 28000
+
+int t_quiet_port(void)
+{
+	unsigned seed = (unsigned)t_now_ms() ^ (unsigned)getpid();
+	for (int i = 0; i < 200; i++) {
+		int port = QUIET_PORT_MIN + rand_r(&seed) % (QUIET_PORT_MAX - QUIET_PORT_MIN);
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert(fd >= 0, "socket");
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		struct sockaddr_in a;
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a.sin_port = htons((uint16_t)port);
+		bool free_now = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (free_now)
+			return port;
+	}
+	cr_assert_fail("no free port in %d-%d", QUIET_PORT_MIN, QUIET_PORT_MAX);
+	return 0;
+}
+
 long long t_now_ms(void)
 {
 	struct timespec ts;

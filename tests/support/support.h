@@ -87,6 +87,14 @@ bool t_poll(bool (*cond)(void *ctx), void *ctx, int timeout_ms);
 /* A free TCP port on 127.0.0.1. */
 int t_free_port(void);
 
+/*
+ * A port free now, below the kernel's ephemeral range (so no outgoing
+ * connection is given it) and the scripts' fixed ports: for a listener on
+ * an address other than loopback, or one that must come back on the same
+ * port.
+ */
+int t_quiet_port(void);
+
 /* Monotonic milliseconds. */
 long long t_now_ms(void);
 

@@ -55,6 +55,7 @@ static const char *const all_vars[] = {
     "BULKREG_HTTP_BODY_TIMEOUT_MS",
     "BULKREG_HTTP_IDLE_TIMEOUT_MS",
     "BULKREG_HTTP_BODY_BUDGET_BYTES",
+    "BULKREG_CONSOLE",
     "BULKREG_LOG_FORMAT",
     "BULKREG_LOG_LEVEL",
 };
@@ -91,6 +92,7 @@ static void assert_defaults(const struct br_config *c)
 	cr_assert_eq(c->http_body_timeout_ms, 60000);
 	cr_assert_eq(c->http_idle_timeout_ms, 15000);
 	cr_assert_eq(c->http_body_budget_bytes, (size_t)64 << 20);
+	cr_assert_eq(c->console, CFG_CONSOLE_AUTO);
 	cr_assert_eq(c->log_format, CFG_LOG_JSON);
 	cr_assert_eq(c->log_level, CFG_LOG_INFO);
 }
@@ -149,6 +151,7 @@ Test(config, good_non_default_values)
 	    {"BULKREG_HTTP_BODY_TIMEOUT_MS", "3600000"},
 	    {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "1000"},
 	    {"BULKREG_HTTP_BODY_BUDGET_BYTES", "1048576"},
+	    {"BULKREG_CONSOLE", "off"},
 	    {"BULKREG_LOG_FORMAT", "text"},
 	    {"BULKREG_LOG_LEVEL", "debug"},
 	    {NULL, NULL},
@@ -181,6 +184,7 @@ Test(config, good_non_default_values)
 	cr_assert_eq(c.http_body_timeout_ms, 3600000);
 	cr_assert_eq(c.http_idle_timeout_ms, 1000);
 	cr_assert_eq(c.http_body_budget_bytes, 1048576);
+	cr_assert_eq(c.console, CFG_CONSOLE_OFF);
 	cr_assert_eq(c.log_format, CFG_LOG_TEXT);
 	cr_assert_eq(c.log_level, CFG_LOG_DEBUG);
 }
@@ -198,6 +202,7 @@ Test(config, other_good_values)
 	    {"BULKREG_LOG_LEVEL", "error"},
 	    {"BULKREG_LOG_LEVEL", "info"},
 	    {"BULKREG_LOG_FORMAT", "json"},
+	    {"BULKREG_CONSOLE", "on"},
 	    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0"},
 	    {"BULKREG_SWEEP_INTERVAL_MS", "3600000"},
 	    {"DATABASE_URL", "postgresql:///bulkreg?host=/var/run/postgresql"},
@@ -305,6 +310,7 @@ static const struct {
     {"BULKREG_HTTP_IDLE_TIMEOUT_MS", "999"},
     {"BULKREG_HTTP_BODY_BUDGET_BYTES", "1048575"},
     {"BULKREG_HTTP_BODY_BUDGET_BYTES", "64M"},
+    {"BULKREG_CONSOLE", "yes"},
     {"BULKREG_LOG_FORMAT", "xml"},
     {"BULKREG_LOG_LEVEL", "verbose"},
     {"BULKREG_LOG_LEVEL", "trace"},
