@@ -177,11 +177,17 @@ Test(failover_database, primary_killed_standby_promoted_mid_run)
 	t_fleet_init(&f, "PostgreSQL failover", NULL, slow_workers);
 	cr_assert_eq(server_port(f.db), strtol(strrchr(primary_url, ':') + 1, NULL, 10),
 	             "the multi-host URL did not reach the primary first");
-	t_fleet_worker_start(&f, 0, NULL);
-	t_fleet_worker_start(&f, 1, NULL);
+	/*
+	 * A backlog first, then the workers: the primary dies as soon as they
+	 * have committed something, so batches are in flight (transactions
+	 * open, commits unanswered) and tasks queued when it goes.
+	 */
 	struct t_load load;
 	t_load_start(&load, &f, "fo", JOBS, TASKS, 100);
 	cr_assert(t_load_wait_accepted(&load, 10, WAIT_MS), "the load did not start");
+	t_fleet_worker_start(&f, 0, NULL);
+	t_fleet_worker_start(&f, 1, NULL);
+	cr_assert(t_fleet_wait_processed(&f, 1, WAIT_MS), "the workers processed nothing");
 	long depth = t_fleet_queue_depth();
 	long done = t_fleet_processed(&f);
 
