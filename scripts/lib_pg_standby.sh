@@ -155,6 +155,26 @@ pg_standby_drop() {
     fi
 }
 
+# pg_standby_adopt: after a failover, the promoted standby becomes the
+# stack's PostgreSQL (its data moved to PG_DATA, served on PG_PORT by
+# pg_start) and the old primary's data, which may hold commits nobody was
+# told about, is discarded: the stack goes on from what clients saw.
+pg_standby_adopt() {
+    pg_standby_running || die "no PostgreSQL standby runs in this stack"
+    [[ $(pg_standby_psql -tAc 'select pg_is_in_recovery()') == f ]] ||
+        die "the standby was not promoted: nothing to adopt (scripts/standby drop removes it)"
+    pg_stop   # the old primary, if it was started again
+    log "stopping the promoted standby to move it in place of the old primary"
+    pg_run "$PG_BIN/pg_ctl" -D "$STANDBY_DATA" -m fast -w -t "$START_TIMEOUT" stop >/dev/null ||
+        { log_tail "$STANDBY_LOG"; die "the promoted standby did not stop"; }
+    rm -rf -- "$PG_DATA"
+    mv -- "$STANDBY_DATA" "$PG_DATA"
+    rm -rf -- "$STANDBY_BASE"
+    # It follows nobody any more (standby.signal went with the promotion).
+    sed -i '/^primary_conninfo/d' "$PG_DATA/postgresql.auto.conf"
+    pg_start
+}
+
 # pg_primary_kill: SIGKILL the primary's postmaster and every process it
 # started, as a lost host would end them: no shutdown, no last WAL flush.
 # Its data stays; scripts/ctl start postgres recovers it.
