@@ -53,10 +53,10 @@ static void standby_up(void)
 	t_fleet_services_up();
 	snprintf(primary_url, sizeof(primary_url), "%s", t_database_url());
 	cr_assert_eq(t_standby("start", NULL, 0), 0, "scripts/standby start failed");
-	char out[1024] = "";
-	cr_assert_eq(t_standby("url", out, sizeof(out)), 0, "scripts/standby url failed");
-	out[strcspn(out, "\n")] = '\0';
-	snprintf(multi_url, sizeof(multi_url), "%s", out);
+	multi_url[0] = '\0';
+	cr_assert_eq(t_standby("url", multi_url, sizeof(multi_url)), 0,
+	             "scripts/standby url failed");
+	multi_url[strcspn(multi_url, "\n")] = '\0';
 	/* postgresql://bulkreg@127.0.0.1:P1,127.0.0.1:P2/bulkreg?... */
 	const char *comma = strchr(multi_url, ',');
 	const char *slash = comma ? strchr(comma, '/') : NULL;
