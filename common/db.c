@@ -19,6 +19,7 @@
 #include "strbuf.h"
 
 #define DB_MAX_PREPARED 128
+#define DB_READ_ONLY    "25006" /* read_only_sql_transaction: a standby refused a write */
 
 struct db_conn {
 	PGconn *pg;
@@ -193,9 +194,15 @@ static br_status db_classify(db_conn *c, const PGresult *res)
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg);
 	db_set_error(c, state, msg);
+	/*
+	 * Connection trouble or an administrator shutdown: start over. So too
+	 * for a write refused as read-only (25006): this connection reached a
+	 * standby (a DATABASE_URL without target_session_attrs=read-write, or
+	 * a server that stopped being the primary), and only a new connection,
+	 * which libpq steers to the writable host, can succeed; nothing ran.
+	 */
 	if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
-	    strncmp(state, "57P", 3) == 0) {
-		/* Connection trouble or an administrator shutdown: start over. */
+	    strncmp(state, "57P", 3) == 0 || strcmp(state, DB_READ_ONLY) == 0) {
 		db_reset(c);
 		return BR_DB_CONN;
 	}
@@ -287,17 +294,19 @@ static br_status db_run_once(db_conn *c, const db_stmt *stmt, bool read_only,
 	/*
 	 * Sent, and the connection died: the statement may have run, and in
 	 * autocommit even committed (its CommandComplete lost with the
-	 * backend). Two cases are certain. A read-only statement may run
-	 * twice. And 57P01 (admin_shutdown: a fast shutdown or restart, or
+	 * backend). Three cases are certain. A read-only statement may run
+	 * twice. 57P01 (admin_shutdown: a fast shutdown or restart, or
 	 * pg_terminate_backend) with no completion before it: the backend
 	 * raised it itself, before Execute finished (commit interrupts are
 	 * held off, and the backend's output is one ordered stream, so a
 	 * completed statement's CommandComplete would have come first), so the
-	 * implicit transaction rolled back. A closed socket without 57P01 (a
+	 * implicit transaction rolled back. A write refused by a standby
+	 * (25006) ran nothing either. A closed socket without 57P01 (a
 	 * crashed or killed backend, a network failure) proves nothing.
 	 */
-	*harmless =
-	    st == BR_DB_CONN && !completed && (read_only || strcmp(c->sqlstate, "57P01") == 0);
+	*harmless = st == BR_DB_CONN && !completed &&
+	            (read_only || strcmp(c->sqlstate, "57P01") == 0 ||
+	             strcmp(c->sqlstate, DB_READ_ONLY) == 0);
 	return st;
 }
 

@@ -7,7 +7,8 @@
  * and lazily prepared named statements:
  * a db_stmt is prepared on a connection the first time it runs there, and
  * again after a reconnect. Failures are classified so callers can decide:
- * BR_DB_CONN (the connection is gone: reconnect and retry the transaction),
+ * BR_DB_CONN (the connection is gone, or reached a server that refuses
+ * writes (25006, a standby): reconnect and retry the transaction),
  * BR_DB_RETRY (serialization failure, deadlock or lock_timeout: retry the
  * transaction), BR_DB (anything else; db_sqlstate() tells which, and
  * db_failed_busy() whether it was a wait cut short).

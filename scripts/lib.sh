@@ -932,6 +932,7 @@ stack_stop() {
     workers_stop
     api_stop
     mq_stop
+    pg_standby_drop
     pg_stop
 }
 
@@ -966,3 +967,6 @@ pretty_path() {
         *) printf '%s\n' "$1" ;;
     esac
 }
+
+# shellcheck source=scripts/lib_pg_standby.sh
+source "$ROOT/scripts/lib_pg_standby.sh"

@@ -438,25 +438,35 @@ int t_admin(char *out, size_t outcap, const char *const *args)
 	return t_run("bulkreg-admin", args, NULL, out, outcap, NULL, 0, T_ADMIN_TIMEOUT_MS);
 }
 
-/* scripts/ctl of the repository; fatal unless a test stack is named. */
-static void ctl_path(char *out, size_t cap)
+/* scripts/<script> of the repository; fatal unless a test stack is named. */
+static void script_path(const char *script, char *out, size_t cap)
 {
 	const char *local = getenv("BULKREG_LOCAL_DIR");
 	cr_assert(local && *local,
-	          "BULKREG_LOCAL_DIR is not set: refusing to run scripts/ctl against the "
-	          "developer's stack (run the tests through scripts/test)");
+	          "BULKREG_LOCAL_DIR is not set: refusing to run scripts/%s against the "
+	          "developer's stack (run the tests through scripts/test)",
+	          script);
 	const char *root = getenv("BULKREG_ROOT");
 	if (!root || !*root)
 		root = BULKREG_SOURCE_DIR;
-	int n = snprintf(out, cap, "%s/scripts/ctl", root);
+	int n = snprintf(out, cap, "%s/scripts/%s", root, script);
 	cr_assert(n > 0 && (size_t)n < cap, "path too long");
 }
 
 int t_ctl_capture(const char *const *args, char *out, size_t outcap)
 {
 	char path[512];
-	ctl_path(path, sizeof(path));
+	script_path("ctl", path, sizeof(path));
 	/* No PDEATHSIG: ctl must not die half-way through starting a service. */
+	return run_capture(path, args, NULL, out, outcap, NULL, 0, T_CTL_TIMEOUT_MS, false);
+}
+
+int t_standby(const char *action, char *out, size_t outcap)
+{
+	char path[512];
+	script_path("standby", path, sizeof(path));
+	const char *args[] = {action, NULL};
+	/* No PDEATHSIG either: a standby half made or half promoted helps nobody. */
 	return run_capture(path, args, NULL, out, outcap, NULL, 0, T_CTL_TIMEOUT_MS, false);
 }
 

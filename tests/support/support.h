@@ -173,6 +173,13 @@ int t_ctl(const char *action, const char *what);
 /* As t_ctl with any arguments (e.g. "rabbitmqctl", "list_queues", NULL), stdout into out. */
 int t_ctl_capture(const char *const *args, char *out, size_t outcap);
 
+/*
+ * Runs scripts/standby ACTION (start, url, kill-primary, promote, drop)
+ * against the test stack, stdout into out (may be NULL); returns the exit
+ * status. Fatal when BULKREG_LOCAL_DIR is unset, as t_ctl.
+ */
+int t_standby(const char *action, char *out, size_t outcap);
+
 /* Runs build/bin/bulkreg-admin with args (NULL terminated); captures stdout into out
  * (may be NULL) and returns the exit status. */
 int t_admin(char *out, size_t outcap, const char *const *args);

@@ -206,6 +206,10 @@ Test(config, other_good_values)
 	    {"BULKREG_WEBHOOK_ALLOW_PRIVATE", "0"},
 	    {"BULKREG_SWEEP_INTERVAL_MS", "3600000"},
 	    {"DATABASE_URL", "postgresql:///bulkreg?host=/var/run/postgresql"},
+	    /* A primary and its standby (docs/operations.md, "Running with a PostgreSQL standby").
+	     */
+	    {"DATABASE_URL", "postgresql://bulkreg:pw@db-1:5432,db-2:5432/bulkreg"
+	                     "?target_session_attrs=read-write&connect_timeout=5"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct kv env[] = {{cases[i].name, cases[i].value}, {NULL, NULL}};
