@@ -103,7 +103,7 @@ static int queue_declare(struct raw *r, const char *name, bool passive, bool dur
 static mq_conn *declared(void)
 {
 	mq_conn *c = NULL;
-	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &c), BR_OK, "cannot connect to %s",
+	cr_assert_eq(mq_open(t_amqp_url(), &(struct mq_opts){0}, &c), BR_OK, "cannot connect to %s",
 	             t_amqp_url());
 	br_status st = mq_declare_topology(c);
 	cr_assert_eq(st, BR_OK, "mq_declare_topology: %s (%s)", br_strerror(st), mq_errmsg(c));
