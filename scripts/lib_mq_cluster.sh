@@ -6,7 +6,8 @@
 # Sourced by lib.sh; reached through `scripts/ctl cluster ...`.
 #
 # Everything lives under STACK_DIR/mq-cluster: cookie (one Erlang cookie for
-# all nodes), nodeN/ (each node's MQ_DIR: home/, mnesia/, config, logs/).
+# all nodes), nodeN/ (each node's MQ_DIR: home/, mnesia/, config); the
+# nodes' logs go to STACK_DIR/logs/mq-cluster/nodeN.
 # The nodes share one epmd of their own. Ports derive from the stack's AMQP
 # port, so stacks with different ports never share one (test: 57672 gives
 # 57700-57760):
@@ -16,9 +17,13 @@
 #                   dist    B + 20(N-1) + 10   Erlang distribution, CLI +1..+9
 #   epmd            B + 60
 #
-# Each node's rabbitmq.conf adds cluster_partition_handling = pause_minority:
-# a node cut off from the others (or frozen past net_ticktime) pauses
-# instead of running on as a second cluster, and rejoins once it sees them.
+# Each node's rabbitmq.conf adds cluster_partition_handling = autoheal: a
+# node frozen past net_ticktime (10 s here) is declared down by the others;
+# when it thaws, the cluster finds itself partitioned, and autoheal restarts
+# the losing side (the thawed node) so that it rejoins. pause_minority does
+# not heal that case: a frozen node cannot pause itself, and once it thaws
+# every node sees a majority, so the partition stays recorded (and mnesia
+# inconsistent) until someone restarts a node (seen with 3.10.8).
 # The queue gets a member on every node only if it is declared after the
 # nodes joined: run `bulkreg-admin migrate` after `mqc_start`.
 
@@ -34,6 +39,7 @@ mqc_init() {
 
 # mqc_node N: make this (sub)shell's RabbitMQ variables those of node N, so
 # that lib.sh's mq_start, mq_stop, mq_ctl and mq_pid act on it.
+# shellcheck disable=SC2034 # the variables are lib.sh's, read by its mq_* functions
 mqc_node() {
     local n=$1 first
     ((n >= 1 && n <= MQC_NODES)) || die "no cluster node $n (1..$MQC_NODES)"
@@ -44,8 +50,14 @@ mqc_node() {
     MQ_DIST_PORT=$((first + 10))
     EPMD_PORT=$MQC_EPMD_PORT
     MQ_DIR=$MQC_DIR/node$n
-    LOG_DIR=$MQ_DIR/logs
-    MQ_CONF_EXTRA='cluster_partition_handling = pause_minority'
+    LOG_DIR=$STACK_DIR/logs/mq-cluster/node$n   # kept with the stack's logs
+    # net_ticktime: a node that stops answering (frozen, its host hung) is
+    # declared down by the others after 10-15 s instead of 60-75 s; until
+    # then a queue whose leader it is has no leader. Connections show in the
+    # management API within a second (the test finds each process's node).
+    MQ_CONF_EXTRA='cluster_partition_handling = autoheal
+net_ticktime = 10
+collect_statistics_interval = 1000'
 }
 
 # mqc_node_prepare N: mqc_node N, and the node's name and the cluster's cookie in place.
@@ -109,7 +121,7 @@ mqc_start() {
         pids+=($!)
     done
     for n in "${pids[@]}"; do wait "$n" || rc=1; done
-    ((rc == 0)) || die "a cluster node did not start (logs: $MQC_DIR/node*/logs)"
+    ((rc == 0)) || die "a cluster node did not start (logs: $STACK_DIR/logs/mq-cluster)"
     local first
     first=$(mqc_nodename 1)
     for ((n = 2; n <= MQC_NODES; n++)); do
