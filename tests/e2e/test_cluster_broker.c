@@ -17,11 +17,17 @@
  * The cluster is the test's own: .init starts it, .fini stops it, and it
  * does not touch the test stack's single broker.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -58,6 +64,18 @@ static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
+}
+
+/* True while something accepts TCP connections on 127.0.0.1:port. */
+static bool port_open(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert(fd >= 0, "socket: %s", strerror(errno));
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bool open = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return open;
 }
 
 /* Runs scripts/ctl cluster ARGS; fatal unless it succeeds. */
@@ -286,15 +304,34 @@ static void fault_run(struct t_fleet *f, const char *sid, struct fault_run *fr, 
 	snprintf(num, sizeof(num), "%d", fr->node + 1);
 	nodes_read();
 	cr_assert_gt(nd->pid, 0, "node %d is not running", fr->node + 1);
+	struct t_proc stopper = {0};
 	long long t0 = t_now_ms();
-	if (fr->kind == FAULT_STOP)
-		cluster_ctl("stop-node", num, NULL, 0);
-	else
+	if (fr->kind == FAULT_STOP) {
+		/*
+		 * A graceful stop takes seconds (rabbitmqctl's own start-up
+		 * first): the fault begins when the node closes its listener
+		 * and its clients' connections.
+		 */
+		char ctl[512];
+		const char *root = getenv("BULKREG_ROOT");
+		snprintf(ctl, sizeof(ctl), "%s/scripts/ctl",
+		         root && *root ? root : BULKREG_SOURCE_DIR);
+		const char *args[] = {"cluster", "stop-node", num, NULL};
+		t_proc_spawn(&stopper, ctl, args, NULL);
+		while (port_open(nd->amqp_port)) {
+			cr_assert_lt(t_now_ms() - t0, RECOVER_MS, "node %s never stopped", num);
+			sleep_ms(20);
+		}
+		t0 = t_now_ms();
+	} else {
 		cr_assert_eq(kill((pid_t)nd->pid, fr->kind == FAULT_KILL ? SIGKILL : SIGSTOP), 0);
+	}
 	/* Work posted after the fault: its completion ends the stall. */
 	snprintf(prefix, sizeof(prefix), "probe%d", seq);
 	fr->readyz_ms = 0;
 	fr->stall_ms = probe_ms(f, sid, prefix, t0, &fr->readyz_ms);
+	if (fr->kind == FAULT_STOP)
+		cr_assert_eq(t_proc_stop(&stopper, 0, RECOVER_MS), 0, "stop-node %s failed", num);
 	if (fr->kind == FAULT_FREEZE) {
 		long long left = FREEZE_MS - (t_now_ms() - t0);
 		if (left > 0)
