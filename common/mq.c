@@ -1,6 +1,8 @@
 /*
- * mq.c - AMQP 0-9-1 connections, topology, confirmed publishing and
- * consuming over rabbitmq-c 0.11 (see mq.h). An mq_conn is not thread-safe.
+ * mq.c - AMQP 0-9-1 connections to one node of a cluster at a time (moving
+ * to the next node when one is lost: mq_connect), the passive topology
+ * check and its declaration (bulkreg-admin migrate only), and consuming,
+ * over rabbitmq-c 0.11 (see mq.h).
  *
  * rabbitmq-c 0.11 has no amqp_publisher_confirm_wait, so confirms are read
  * in mq_publish.c.

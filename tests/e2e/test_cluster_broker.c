@@ -353,7 +353,7 @@ static void fault_run(struct t_fleet *f, const char *sid, struct fault_run *fr, 
 	fr->back_ms = t_now_ms() - t1 - STABLE_MS;
 	fprintf(stderr,
 	        "cluster fault | %-6s node %d (%-6s) | stall %5.1f s | back in %5.1f s, a job"
-	        " then %4.1f s | slowest /readyz %lld ms\n",
+	        " then %4.2f s | slowest /readyz %lld ms\n",
 	        kind_names[fr->kind], fr->node + 1, fr->whose, (double)fr->stall_ms / 1000.0,
 	        (double)fr->back_ms / 1000.0, (double)fr->after_ms / 1000.0, fr->readyz_ms);
 }
