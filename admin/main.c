@@ -1,13 +1,14 @@
 /*
  * bulkreg-admin - operator commands (README.md, "Administration"):
- *   migrate                     apply pending sql/ migrations and function files
+ *   migrate                     apply pending sql/ migrations and function files,
+ *                               then declare the broker topology
  *   token create --org NAME     create the organization if new and a token
  *   token revoke TOKEN_PREFIX   revoke the token(s) with that prefix
  *   operator-token create [--name NAME]
  *                               a token that opens the operator console
  *                               (docs/console.md), of no organization
  *   operator-token revoke TOKEN_PREFIX
- *   status                      queue depth, consumers, jobs in flight
+ *   status                      queue depth, consumers, members, jobs in flight
  *
  * Exit status: 0 success, 1 failure, 2 usage or configuration error.
  */
@@ -20,9 +21,14 @@
 #include "log.h"
 #include "migrate.h"
 #include "mq.h"
+#include "mq_mgmt.h"
 #include "token.h"
 
 #define ADMIN_STATEMENT_TIMEOUT_MS 600000
+/* How long status waits for the management API (all nodes together). */
+#define ADMIN_MGMT_MS 5000
+
+static const struct mq_opts status_mq_opts = {.role = "status"};
 
 static const db_stmt stmt_org_upsert = {
     "admin_org_upsert",
@@ -66,7 +72,34 @@ static int usage(void)
 	return 2;
 }
 
-static int cmd_migrate(db_conn *db)
+/*
+ * Declares the exchanges, queues and bindings (docs/operations.md) on one
+ * node of AMQP_URL. On a cluster, run once every node has joined: the
+ * quorum queue gets a member on each node of the cluster as it is then.
+ */
+static int declare_topology(const struct br_config *cfg)
+{
+	mq_conn *mq = NULL;
+	char node[128];
+	const struct mq_opts opts = {.lazy = true, .declares = true, .role = "migrate"};
+	br_status st = mq_open(cfg->amqp_url, &opts, &mq);
+	if (st == BR_OK)
+		st = mq_ensure(mq);
+	if (st == BR_OK)
+		st = mq_declare_topology(mq);
+	if (st != BR_OK) {
+		fprintf(stderr, "bulkreg-admin: declaring the broker topology failed: %s\n",
+		        mq ? mq_errmsg(mq) : br_strerror(st));
+		mq_close(mq);
+		return 1;
+	}
+	mq_node_name(mq, node, sizeof(node));
+	printf("broker topology declared (on %s)\n", node);
+	mq_close(mq);
+	return 0;
+}
+
+static int cmd_migrate(db_conn *db, const struct br_config *cfg)
 {
 	struct migrate_counts n = {0};
 	char why[512];
@@ -81,7 +114,7 @@ static int cmd_migrate(db_conn *db)
 		       migrate_embedded[0].name);
 	printf("migrations applied: %d (schema has %zu)\n", n.schema, migrate_embedded_count);
 	printf("function files applied: %d (of %zu)\n", n.functions, migrate_functions_count);
-	return 0;
+	return declare_topology(cfg);
 }
 
 static int cmd_token_create(db_conn *db, const char *org)
@@ -172,6 +205,26 @@ static int cmd_operator_create(db_conn *db, const char *name)
 	return 0;
 }
 
+/*
+ * The quorum queue's members, from the management API: a queue with fewer
+ * members than the cluster has nodes lost replicas (docs/operations.md).
+ * "unknown" when the API cannot be asked: status still succeeds.
+ */
+static void print_members(const struct br_config *cfg)
+{
+	mq_mgmt *mgmt = NULL;
+	struct mq_members m;
+	char why[256] = "management API off (BULKREG_MQ_MANAGEMENT_URL)";
+	br_status st = mq_mgmt_new(cfg->mq_management_url, cfg->amqp_url, &mgmt);
+	if (st == BR_OK && mgmt)
+		st = mq_mgmt_members(mgmt, MQ_QUEUE_TASKS, ADMIN_MGMT_MS, &m, why, sizeof(why));
+	if (st == BR_OK && mgmt)
+		printf("queue %s members %d online %d\n", MQ_QUEUE_TASKS, m.members, m.online);
+	else
+		printf("queue %s members unknown (%s)\n", MQ_QUEUE_TASKS, why);
+	mq_mgmt_free(mgmt);
+}
+
 static int cmd_status(db_conn *db, const struct br_config *cfg)
 {
 	PGresult *res = NULL;
@@ -183,7 +236,7 @@ static int cmd_status(db_conn *db, const struct br_config *cfg)
 	}
 	printf("jobs_in_flight %s\n", PQgetvalue(res, 0, 0));
 	PQclear(res);
-	if (mq_open(cfg->amqp_url, 0, false, &mq) != BR_OK) {
+	if (mq_open(cfg->amqp_url, &status_mq_opts, &mq) != BR_OK) {
 		fputs("bulkreg-admin: broker unreachable\n", stderr);
 		return 1;
 	}
@@ -196,6 +249,7 @@ static int cmd_status(db_conn *db, const struct br_config *cfg)
 		}
 		printf("queue %s messages %u consumers %u\n", queues[i], msgs, consumers);
 	}
+	print_members(cfg);
 	rc = 0;
 out:
 	mq_close(mq);
@@ -237,7 +291,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (is_migrate)
-		rc = cmd_migrate(db);
+		rc = cmd_migrate(db, &cfg);
 	else if (is_create)
 		rc = cmd_token_create(db, argv[4]);
 	else if (is_revoke)

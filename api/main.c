@@ -92,7 +92,7 @@ int main(void)
 	if (cfg.rate_limit_enabled)
 		app.rl = rl_new(cfg.rate_limit_per_sec, cfg.rate_limit_burst, API_RL_MAX_KEYS);
 	if (!app.db || !ops_db || !app.pub || !app.reads || (cfg.rate_limit_enabled && !app.rl) ||
-	    ops_init(ops_db, cfg.amqp_url, NULL, NULL, &app.ops) != BR_OK) {
+	    ops_init(ops_db, cfg.amqp_url, cfg.mq_management_url, NULL, NULL, &app.ops) != BR_OK) {
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}

@@ -41,7 +41,11 @@ static br_status node_open(void *ctx, void **item)
 {
 	pub_pool *p = ctx;
 	struct pub_node *n = calloc(1, sizeof(*n));
-	br_status st = n ? mq_open(p->url, MQ_HEARTBEAT_S, true, &n->conn) : BR_NOMEM;
+	const struct mq_opts opts = {.heartbeat_s = MQ_HEARTBEAT_S,
+	                             .rpc_timeout_ms = PUB_CONFIRM_TIMEOUT_MS,
+	                             .lazy = true,
+	                             .role = "publisher"};
+	br_status st = n ? mq_open(p->url, &opts, &n->conn) : BR_NOMEM;
 	if (st != BR_OK) {
 		free(n);
 		return st;

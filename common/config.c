@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <amqp.h>
+#include "mq.h"
 
 static br_status cfg_fail(char *err, size_t errlen, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -162,13 +162,32 @@ static bool has_prefix(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* One amqp:// URI or a comma-separated list of a cluster's node URIs. */
 static bool amqp_url_ok(const char *s)
 {
-	char copy[CFG_URL_MAX];
-	struct amqp_connection_info info;
-	if (copy_str(copy, sizeof(copy), s) != BR_OK)
-		return false;
-	return amqp_parse_url(copy, &info) == AMQP_STATUS_OK;
+	struct mq_nodes nodes;
+	br_status st = mq_nodes_parse(s, &nodes);
+	mq_nodes_free(&nodes);
+	return st == BR_OK;
+}
+
+/* Empty (derived from AMQP_URL), "off", or comma-separated http(s):// URLs. */
+static bool mgmt_url_ok(const char *s)
+{
+	if (*s == '\0' || strcmp(s, "off") == 0)
+		return true;
+	for (;;) {
+		while (*s == ' ')
+			s++;
+		size_t len = strcspn(s, ",");
+		if (!has_prefix(s, "http://") && !has_prefix(s, "https://"))
+			return false;
+		if (strcspn(s, "/") + 2 >= len) /* nothing after the scheme */
+			return false;
+		if (s[len] == '\0')
+			return true;
+		s += len + 1;
+	}
 }
 
 static bool pg_url_ok(const char *s)
@@ -286,7 +305,7 @@ static const struct cfg_var vars[] = {
     CFG_STR("DATABASE_URL", "postgresql://bulkreg@127.0.0.1:5432/bulkreg", database_url, pg_url_ok,
             "expected a postgresql:// URI"),
     CFG_STR("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", amqp_url, amqp_url_ok,
-            "expected an amqp:// URI"),
+            "expected an amqp:// URI or a comma-separated list of up to 16 of them"),
     CFG_STR("BULKREG_API_BIND", "127.0.0.1", api_bind, ip_literal_ok,
             "expected a numeric IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::"),
     CFG_NUM("BULKREG_API_PORT", "8080", api_port, 1, 65535, "expected an integer from 1 to 65535"),
@@ -330,6 +349,9 @@ static const struct cfg_var vars[] = {
     CFG_NUM("BULKREG_HTTP_BODY_BUDGET_BYTES", "67108864", http_body_budget_bytes, 1L << 20,
             1L << 40, "expected an integer from 1048576 to 1099511627776"),
     CFG_SET("BULKREG_CONSOLE", "auto", set_console),
+    /* The RabbitMQ management API, read for the queue's members (docs/operations.md). */
+    CFG_STR("BULKREG_MQ_MANAGEMENT_URL", "", mq_management_url, mgmt_url_ok,
+            "expected off or http(s):// URLs separated by commas"),
     CFG_SET("BULKREG_LOG_FORMAT", "json", set_log_format),
     CFG_SET("BULKREG_LOG_LEVEL", "info", set_log_level),
 };

@@ -38,7 +38,9 @@ enum cfg_console {
 
 struct br_config {
 	char database_url[CFG_URL_MAX];
-	char amqp_url[CFG_URL_MAX];
+	char amqp_url[CFG_URL_MAX]; /* one node URI, or a comma-separated list of a cluster's */
+	/* Management API base URLs ("" = derived from amqp_url's hosts, port 15672; "off"). */
+	char mq_management_url[CFG_URL_MAX];
 	char api_bind[64];
 	int api_port;
 	int max_tasks;

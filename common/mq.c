@@ -1,6 +1,8 @@
 /*
- * mq.c - AMQP 0-9-1 connections, topology, confirmed publishing and
- * consuming over rabbitmq-c 0.11 (see mq.h). An mq_conn is not thread-safe.
+ * mq.c - AMQP 0-9-1 connections to one node of a cluster at a time (moving
+ * to the next node when one is lost: mq_connect), the passive topology
+ * check and its declaration (bulkreg-admin migrate only), and consuming,
+ * over rabbitmq-c 0.11 (see mq.h).
  *
  * rabbitmq-c 0.11 has no amqp_publisher_confirm_wait, so confirms are read
  * in mq_publish.c.
@@ -22,6 +24,7 @@
 #include "mq.h"
 #include "mq_internal.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <netinet/tcp.h>
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
@@ -58,6 +62,9 @@ static void mq_drop(mq_conn *c)
 br_status mq_fail(mq_conn *c, br_status st, const char *what, const char *detail)
 {
 	snprintf(c->err, sizeof(c->err), "%s: %s", what, detail ? detail : "");
+	/* A failure, unlike a voluntary drop, sends the next connect to the next node. */
+	if (c->st)
+		c->lost = true;
 	mq_drop(c);
 	return st;
 }
@@ -112,12 +119,59 @@ static amqp_table_entry_t entry_table(const char *key, amqp_table_entry_t *entri
 	return e;
 }
 
+static amqp_table_entry_t entry_str(const char *key, const char *val)
+{
+	amqp_table_entry_t e;
+	e.key = amqp_cstring_bytes(key);
+	e.value.kind = AMQP_FIELD_KIND_UTF8;
+	e.value.value.bytes = amqp_cstring_bytes(val);
+	return e;
+}
+
 static br_status mq_declare_locked(mq_conn *c);
 static br_status mq_ensure_locked(mq_conn *c);
 
-static br_status mq_connect(mq_conn *c)
+/*
+ * The node every connection of this process starts at: one random pick per
+ * process, so that a deployment's processes spread over the cluster and
+ * each process's connections share a node until one is lost.
+ */
+static unsigned mq_first_node;
+static pthread_once_t mq_first_once = PTHREAD_ONCE_INIT;
+
+static void mq_pick_first(void)
 {
-	char *copy = strdup(c->url);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	mq_first_node = (unsigned)ts.tv_nsec ^ (unsigned)getpid() * 2654435761u;
+}
+
+/* Checks, without declaring anything, that bulkreg-admin migrate declared the topology. */
+static br_status mq_check_topology(mq_conn *c)
+{
+	static const char *const queues[] = {MQ_QUEUE_TASKS, MQ_QUEUE_DEAD};
+	amqp_exchange_declare(c->st, MQ_CHANNEL, amqp_cstring_bytes(MQ_EXCHANGE),
+	                      amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
+	br_status st = mq_check_reply(c, amqp_get_rpc_reply(c->st), "exchange " MQ_EXCHANGE);
+	for (size_t i = 0; i < 2 && st == BR_OK; i++) {
+		amqp_queue_declare(c->st, MQ_CHANNEL, amqp_cstring_bytes(queues[i]), 1, 0, 0, 0,
+		                   amqp_empty_table);
+		st = mq_check_reply(c, amqp_get_rpc_reply(c->st), queues[i]);
+	}
+	if (st == BR_MQ) {
+		/* The channel closed with 404: the cluster has no topology yet. */
+		char why[sizeof(c->err)];
+		memcpy(why, c->err, sizeof(why));
+		snprintf(c->err, sizeof(c->err),
+		         "topology missing (run bulkreg-admin migrate): %.160s", why);
+	}
+	return st;
+}
+
+/* Connects to node k: TCP, login, channel, the passive topology check. */
+static br_status mq_connect_node(mq_conn *c, int k)
+{
+	char *copy = strdup(c->nodes.url[k]);
 	if (!copy)
 		return BR_NOMEM;
 	struct amqp_connection_info info;
@@ -140,8 +194,7 @@ static br_status mq_connect(mq_conn *c)
 		return BR_NOMEM;
 	}
 	amqp_socket_t *sock = amqp_tcp_socket_new(c->st);
-	struct timeval tv = {MQ_CONNECT_TIMEOUT_S, 0};
-	struct timeval rpc = {MQ_RPC_TIMEOUT_S, 0};
+	struct timeval tv = {c->rpc_timeout_ms / 1000, (c->rpc_timeout_ms % 1000) * 1000};
 	int rc;
 	if (!sock) {
 		st = mq_fail(c, BR_NOMEM, "socket", "out of memory");
@@ -153,10 +206,11 @@ static br_status mq_connect(mq_conn *c)
 		goto out;
 	}
 	amqp_set_handshake_timeout(c->st, &tv);
-	amqp_set_rpc_timeout(c->st, &rpc);
+	amqp_set_rpc_timeout(c->st, &tv);
 	amqp_table_entry_t cap[] = {entry_bool("connection.blocked", true)};
-	amqp_table_entry_t props[] = {entry_table("capabilities", cap, 1)};
-	amqp_table_t client_props = {1, props};
+	amqp_table_entry_t props[] = {entry_table("capabilities", cap, 1),
+	                              entry_str("connection_name", c->name)};
+	amqp_table_t client_props = {2, props};
 	c->blocked = false;
 	st = mq_check_reply(c,
 	                    amqp_login_with_properties(
@@ -171,37 +225,78 @@ static br_status mq_connect(mq_conn *c)
 		goto out;
 	c->next_tag = 1;
 	c->confirms = false;
-	/*
-	 * Every connection makes sure the topology exists: publishers never
-	 * publish into a missing queue, consumers never subscribe to one.
-	 */
-	st = mq_declare_locked(c);
+	if (!c->declares)
+		st = mq_check_topology(c);
 out:
+	if (st != BR_OK && st != BR_NOMEM && st != BR_INVAL)
+		LOG_WARN("AMQP node %s:%d (%s): %s", info.host, info.port, c->name, c->err);
 	free(copy);
 	if (st != BR_OK && st != BR_NOMEM && st != BR_INVAL)
 		st = BR_MQ_CONN;
 	return st;
 }
 
-br_status mq_open(const char *url, int heartbeat_s, bool lazy, mq_conn **out)
+/*
+ * Connects to the first node that answers, starting at the current one,
+ * or at the next one when the current one was lost; each node is tried
+ * once. BR_MQ_CONN when none answered (the next call starts where this one
+ * did).
+ */
+static br_status mq_connect(mq_conn *c)
+{
+	int n = c->nodes.n;
+	int first = (c->cur + (c->lost ? 1 : 0)) % n;
+	br_status st = BR_MQ_CONN;
+	for (int i = 0; i < n; i++) {
+		int k = (first + i) % n;
+		st = mq_connect_node(c, k);
+		if (st == BR_OK) {
+			if (c->lost || k != first)
+				LOG_INFO("AMQP %s: moved to node %d of %d", c->name, k + 1, n);
+			c->cur = k;
+			c->lost = false;
+			return BR_OK;
+		}
+		if (st == BR_NOMEM || st == BR_INVAL)
+			break;
+	}
+	c->cur = first;
+	c->lost = false;
+	return st;
+}
+
+/* "bulkreg-worker[1234] consumer 2": how operators find the connection on the broker. */
+static void mq_set_name(mq_conn *c, const char *role)
+{
+	snprintf(c->name, sizeof(c->name), "%s[%ld]%s%s", program_invocation_short_name,
+	         (long)getpid(), role ? " " : "", role ? role : "");
+}
+
+br_status mq_open(const char *urls, const struct mq_opts *opts, mq_conn **out)
 {
 	mq_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return BR_NOMEM;
-	c->url = strdup(url);
-	if (!c->url) {
+	br_status st = mq_nodes_parse(urls, &c->nodes);
+	if (st != BR_OK) {
+		mq_nodes_free(&c->nodes);
 		free(c);
-		return BR_NOMEM;
+		return st;
 	}
-	c->heartbeat_s = heartbeat_s;
+	pthread_once(&mq_first_once, mq_pick_first);
+	c->cur = (int)(mq_first_node % (unsigned)c->nodes.n);
+	c->heartbeat_s = opts->heartbeat_s;
+	c->declares = opts->declares;
+	c->rpc_timeout_ms = opts->rpc_timeout_ms > 0 ? opts->rpc_timeout_ms : MQ_RPC_TIMEOUT_MS;
+	mq_set_name(c, opts->role);
 	pthread_mutex_init(&c->mu, NULL);
-	br_status st = mq_connect(c);
+	st = mq_connect(c);
 	c->last_call_ms = mq_now_ms();
-	if (st != BR_OK && !(lazy && st == BR_MQ_CONN)) {
+	if (st != BR_OK && !(opts->lazy && st == BR_MQ_CONN)) {
 		mq_close(c);
 		return st;
 	}
-	if (heartbeat_s > 0)
+	if (c->heartbeat_s > 0)
 		mq_keep(c);
 	*out = c;
 	return BR_OK;
@@ -218,7 +313,7 @@ void mq_close(mq_conn *c)
 	}
 	mq_drop(c);
 	pthread_mutex_destroy(&c->mu);
-	free(c->url);
+	mq_nodes_free(&c->nodes);
 	free(c);
 }
 
@@ -247,8 +342,9 @@ br_status mq_ensure(mq_conn *c)
 static br_status mq_ensure_locked(mq_conn *c)
 {
 	/*
-	 * An idle connection has not serviced heartbeats, so the broker may
-	 * have given up on it: start afresh rather than discover it mid-publish.
+	 * An idle connection has not read the broker's heartbeats, so its node
+	 * may be gone or frozen unnoticed: start afresh rather than discover it
+	 * mid-publish. A voluntary drop: the same node is tried first.
 	 */
 	if (c->st && c->heartbeat_s > 0 && mq_now_ms() - c->last_io_ms > c->heartbeat_s * 1000LL)
 		mq_drop(c);
@@ -262,13 +358,17 @@ const char *mq_errmsg(const mq_conn *c)
 	return c->err;
 }
 
-static amqp_table_entry_t entry_str(const char *key, const char *val)
+void mq_node_name(mq_conn *c, char *out, size_t cap)
 {
-	amqp_table_entry_t e;
-	e.key = amqp_cstring_bytes(key);
-	e.value.kind = AMQP_FIELD_KIND_UTF8;
-	e.value.value.bytes = amqp_cstring_bytes(val);
-	return e;
+	pthread_mutex_lock(&c->mu);
+	char *copy = strdup(c->nodes.url[c->cur]);
+	struct amqp_connection_info info;
+	if (copy && amqp_parse_url(copy, &info) == AMQP_STATUS_OK)
+		snprintf(out, cap, "%s:%d", info.host, info.port);
+	else
+		snprintf(out, cap, "node %d", c->cur + 1);
+	free(copy);
+	pthread_mutex_unlock(&c->mu);
 }
 
 static amqp_table_entry_t entry_int(const char *key, int val)

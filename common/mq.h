@@ -1,6 +1,13 @@
 /*
  * mq.h - RabbitMQ access for bulkreg (docs/operations.md, broker topology) over rabbitmq-c 0.11.
  *
+ * A connection is given the node URIs of one cluster (AMQP_URL: one URI,
+ * or a comma-separated list). It starts at the process's random node and,
+ * once a connection to a node is lost, reconnects starting at the next one:
+ * a stopped, killed or frozen node costs a connection its timeouts (a few
+ * seconds), not the node's outage. A connection never writes topology: it
+ * checks passively that bulkreg-admin migrate declared it (mq_declare_topology).
+ *
  * One mq_conn is one AMQP connection with one channel (channel 1), used by
  * one thread at a time (its functions hold a per-connection mutex, so a
  * second caller waits). rabbitmq-c services heartbeats only inside library
@@ -29,7 +36,37 @@
 #define MQ_ROUTE_TASKS    "bulkreg.tasks"
 #define MQ_ROUTE_DEAD     "bulkreg.tasks.dead"
 #define MQ_DELIVERY_LIMIT 5
-#define MQ_HEARTBEAT_S    10
+#define MQ_MAX_NODES      16
+/*
+ * rabbitmq-c gives up on a connection that received nothing for two
+ * heartbeat intervals, and so does the broker: a frozen node is left after
+ * at most 8 s, a frozen process loses its deliveries after as long.
+ */
+#define MQ_HEARTBEAT_S 4
+
+/* The node URIs of an AMQP_URL, each an owned copy. */
+struct mq_nodes {
+	int n;
+	char *url[MQ_MAX_NODES];
+};
+
+/*
+ * Splits list (one amqp:// URI or up to MQ_MAX_NODES of them separated by
+ * commas; blanks around each are ignored) into out. BR_INVAL when an entry
+ * is empty or not an AMQP URI, or there are too many; BR_NOMEM. Free with
+ * mq_nodes_free (also after a failure).
+ */
+br_status mq_nodes_parse(const char *list, struct mq_nodes *out) BR_MUST_USE;
+void mq_nodes_free(struct mq_nodes *nodes);
+
+/* How mq_open connects. */
+struct mq_opts {
+	int heartbeat_s;    /* 0 = none */
+	int rpc_timeout_ms; /* each RPC, and the connect and handshake of each node; 0 = default */
+	bool lazy;          /* a failed first connect still returns a handle (for mq_ensure) */
+	bool declares;      /* skip the topology check: the caller declares it (migrate) */
+	const char *role;   /* names the connection on the broker ("consumer 2"); may be NULL */
+};
 
 typedef struct mq_conn mq_conn;
 
@@ -52,12 +89,14 @@ struct mq_delivery {
 };
 
 /*
- * Opens a connection to url with heartbeat_s heartbeats (0 = none) and
- * declares the topology on it (every reconnect does too). When
- * lazy is true a failed first attempt still returns a handle, to be
- * connected by mq_ensure. BR_MQ_CONN, BR_INVAL (bad URL) or BR_NOMEM.
+ * Opens a connection to one node of urls (an AMQP_URL) and checks,
+ * passively, that the topology exists (every reconnect does too; a missing
+ * one fails the connect, naming bulkreg-admin migrate). With opts->lazy a
+ * failed first attempt still returns a handle, to be connected by
+ * mq_ensure. BR_MQ_CONN, BR_INVAL (bad URL) or BR_NOMEM. urls and opts are
+ * copied.
  */
-br_status mq_open(const char *url, int heartbeat_s, bool lazy, mq_conn **out) BR_MUST_USE;
+br_status mq_open(const char *urls, const struct mq_opts *opts, mq_conn **out) BR_MUST_USE;
 
 /* Closes and frees; accepts NULL. */
 void mq_close(mq_conn *c);
@@ -78,7 +117,11 @@ bool mq_is_blocked(mq_conn *c);
  */
 br_status mq_poll(mq_conn *c) BR_MUST_USE;
 
-/* Declares the broker topology (docs/operations.md): exchanges, queues, bindings. */
+/*
+ * Declares the broker topology (docs/operations.md): exchanges, queues,
+ * bindings. Cluster-wide writes: only bulkreg-admin migrate calls it, once
+ * the cluster has formed, so that the queue gets a member on every node.
+ */
 br_status mq_declare_topology(mq_conn *c) BR_MUST_USE;
 
 /*
@@ -117,5 +160,8 @@ br_status mq_queue_stats(mq_conn *c, const char *queue, uint32_t *messages,
 
 /* The last error's description; borrowed. */
 const char *mq_errmsg(const mq_conn *c);
+
+/* "host:port" of the node the connection is on (or tries next), into out. */
+void mq_node_name(mq_conn *c, char *out, size_t cap);
 
 #endif

@@ -15,17 +15,25 @@
 
 #include "mq.h"
 
-#define MQ_CHANNEL           1
-#define MQ_FRAME_MAX         131072
-#define MQ_CONNECT_TIMEOUT_S 5
-#define MQ_RPC_TIMEOUT_S     10
+#define MQ_CHANNEL   1
+#define MQ_FRAME_MAX 131072
+/*
+ * A node that accepts TCP but never answers (frozen) costs each RPC this
+ * much before the connection gives it up and moves to the next node.
+ */
+#define MQ_RPC_TIMEOUT_MS 4000
 
 /* Thread-safety: see mq.c; `mu` is held by whoever uses st. */
 struct mq_conn {
 	pthread_mutex_t mu;         /* held by whoever uses st */
 	amqp_connection_state_t st; /* NULL when broken */
-	char *url;
+	struct mq_nodes nodes;
+	int cur;       /* index of the node in use, or to try first */
+	bool lost;     /* the connection to nodes.url[cur] failed: start at the next one */
+	bool declares; /* no topology check on connect (mq_opts) */
 	int heartbeat_s;
+	int rpc_timeout_ms;
+	char name[96];     /* connection_name client property */
 	bool confirms;     /* confirm.select done on this connection */
 	bool blocked;      /* the broker said connection.blocked, not yet unblocked */
 	uint64_t next_tag; /* delivery tag of the next publish */

@@ -19,9 +19,19 @@
 
 #include "log.h"
 #include "mq.h"
+#include "mq_mgmt.h"
 #include "proc.h"
 
 #define OPS_DB_WAIT_MS 3000
+/*
+ * The probe's broker connection gives a node that does not answer this
+ * long up and moves to the next: with one retry, a frozen node still
+ * leaves time to answer /readyz from another node within the deadline.
+ */
+#define OPS_MQ_RPC_MS 600
+/* How long /metrics waits for the management API (all nodes together). */
+#define OPS_MGMT_MS       1500
+#define OPS_MGMT_REUSE_MS 1000
 
 met_counter *ops_tasks_processed;
 met_histogram *ops_task_duration;
@@ -44,6 +54,11 @@ struct ops {
 	void *blocked_ctx;
 	pthread_mutex_t mq_mu;
 	mq_conn *mq; /* guarded by mq_mu */
+	pthread_mutex_t mgmt_mu;
+	mq_mgmt *mgmt;             /* NULL when BULKREG_MQ_MANAGEMENT_URL is off */
+	struct mq_members members; /* as last read, under mgmt_mu */
+	bool members_ok;
+	long long members_at_ms;
 
 	pthread_mutex_t pr_mu;
 	pthread_cond_t pr_cv;
@@ -100,6 +115,46 @@ static br_status gauge_consumers(void *ctx, strbuf *out)
 	                  "bulkreg_queue_consumers{queue=\"%s\"} %u\n"
 	                  "bulkreg_queue_consumers{queue=\"%s\"} %u\n",
 	                  MQ_QUEUE_TASKS, s[0][1], MQ_QUEUE_DEAD, s[1][1]);
+}
+
+/*
+ * Members of bulkreg.tasks from the management API, read once for both
+ * gauges of one scrape (a second read within OPS_MGMT_REUSE_MS reuses it).
+ */
+static bool ops_members(ops *o, struct mq_members *out)
+{
+	if (!o->mgmt)
+		return false;
+	pthread_mutex_lock(&o->mgmt_mu);
+	long long now = proc_now_ms();
+	if (now - o->members_at_ms > OPS_MGMT_REUSE_MS) {
+		o->members_ok = mq_mgmt_members(o->mgmt, MQ_QUEUE_TASKS, OPS_MGMT_MS, &o->members,
+		                                NULL, 0) == BR_OK;
+		o->members_at_ms = proc_now_ms();
+	}
+	bool ok = o->members_ok;
+	*out = o->members;
+	pthread_mutex_unlock(&o->mgmt_mu);
+	return ok;
+}
+
+/* Absent (no sample) while the management API cannot be asked. */
+static br_status gauge_members(void *ctx, strbuf *out)
+{
+	struct mq_members m;
+	if (!ops_members(ctx, &m))
+		return BR_OK;
+	return sb_appendf(out, "bulkreg_queue_members{queue=\"%s\"} %d\n", MQ_QUEUE_TASKS,
+	                  m.members);
+}
+
+static br_status gauge_members_online(void *ctx, strbuf *out)
+{
+	struct mq_members m;
+	if (!ops_members(ctx, &m))
+		return BR_OK;
+	return sb_appendf(out, "bulkreg_queue_members_online{queue=\"%s\"} %d\n", MQ_QUEUE_TASKS,
+	                  m.online);
 }
 
 static br_status gauge_in_flight(void *ctx, strbuf *out)
@@ -178,6 +233,17 @@ static br_status ops_metrics_init(ops *o)
 		    "Consumers of a queue, as the broker counts them." OPS_SHARED, gauge_consumers,
 		    o);
 	if (st == BR_OK)
+		st = met_gauge_register(
+		    "bulkreg_queue_members",
+		    "Nodes holding a replica of the quorum queue (management API; absent while it"
+		    " cannot be asked)." OPS_SHARED,
+		    gauge_members, o);
+	if (st == BR_OK)
+		st = met_gauge_register("bulkreg_queue_members_online",
+		                        "Replicas of the quorum queue on running nodes (management"
+		                        " API; absent while it cannot be asked)." OPS_SHARED,
+		                        gauge_members_online, o);
+	if (st == BR_OK)
 		st =
 		    met_gauge_register("bulkreg_jobs_in_flight",
 		                       "Jobs still processing, in the whole deployment." OPS_SHARED,
@@ -185,8 +251,8 @@ static br_status ops_metrics_init(ops *o)
 	return st;
 }
 
-br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
-                   ops **out)
+br_status ops_init(db_pool *db, const char *amqp_url, const char *mgmt_url, ops_ready_fn ready,
+                   void *ready_ctx, ops **out)
 {
 	ops *o = calloc(1, sizeof(*o));
 	if (!o)
@@ -195,9 +261,17 @@ br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *
 	o->ready = ready;
 	o->ready_ctx = ready_ctx;
 	pthread_mutex_init(&o->mq_mu, NULL);
+	pthread_mutex_init(&o->mgmt_mu, NULL);
+	o->members_at_ms = -OPS_MGMT_REUSE_MS - 1;
 	pthread_mutex_init(&o->pr_mu, NULL);
 	proc_cond_init(&o->pr_cv);
-	br_status st = mq_open(amqp_url, MQ_HEARTBEAT_S, true, &o->mq);
+	const struct mq_opts mo = {.heartbeat_s = MQ_HEARTBEAT_S,
+	                           .rpc_timeout_ms = OPS_MQ_RPC_MS,
+	                           .lazy = true,
+	                           .role = "probe"};
+	br_status st = mq_open(amqp_url, &mo, &o->mq);
+	if (st == BR_OK)
+		st = mq_mgmt_new(mgmt_url, amqp_url, &o->mgmt);
 	if (st == BR_OK) {
 		o->prober_started = pthread_create(&o->prober, NULL, ops_prober, o) == 0;
 		st = o->prober_started ? BR_OK : BR_NOMEM;
@@ -245,6 +319,8 @@ void ops_free(ops *o)
 		pthread_join(o->prober, NULL);
 	}
 	mq_close(o->mq);
+	mq_mgmt_free(o->mgmt);
+	pthread_mutex_destroy(&o->mgmt_mu);
 	pthread_mutex_destroy(&o->mq_mu);
 	pthread_mutex_destroy(&o->pr_mu);
 	pthread_cond_destroy(&o->pr_cv);

@@ -1,6 +1,6 @@
 /*
  * ops.h - the operational endpoints both processes serve without a token:
- * GET /healthz (alive), GET /readyz (PostgreSQL and broker reachable, else
+ * GET /healthz (alive), GET /readyz (PostgreSQL and a broker node reachable, else
  * 503) and GET /metrics (Prometheus text), plus the metrics docs/openapi.yaml
  * lists, registered once per process.
  *
@@ -46,10 +46,11 @@ typedef bool (*ops_ready_fn)(void *ctx);
 
 /*
  * Registers the metrics and prepares the endpoints. db is borrowed for
- * readiness and the jobs-in-flight gauge; amqp_url is copied.
+ * readiness and the jobs-in-flight gauge; amqp_url (AMQP_URL) and mgmt_url
+ * (BULKREG_MQ_MANAGEMENT_URL, for the queue's members) are copied.
  */
-br_status ops_init(db_pool *db, const char *amqp_url, ops_ready_fn ready, void *ready_ctx,
-                   ops **out) BR_MUST_USE;
+br_status ops_init(db_pool *db, const char *amqp_url, const char *mgmt_url, ops_ready_fn ready,
+                   void *ready_ctx, ops **out) BR_MUST_USE;
 void ops_free(ops *o);
 
 /*

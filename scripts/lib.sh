@@ -168,7 +168,7 @@ port_reserved() {
 stack_reserve_ports() {
     local n
     local -a ports=("$PG_PORT" "$AMQP_PORT" "$EPMD_PORT" "$API_PORT"
-                    "$MQ_DIST_PORT-$((MQ_DIST_PORT + 9))")
+                    "$MQ_DIST_PORT-$((MQ_DIST_PORT + 10))")
     for ((n = 1; n <= WORKER_COUNT; n++)); do ports+=("$(worker_metrics_port "$n")"); done
     ports_reserve "${ports[@]}"
 }
@@ -259,7 +259,9 @@ stack_init() {
     # AMQP + 20000, overflows for high AMQP ports). The CLI tools use the 9
     # ports above it.
     stack_pick MQ_DIST_PORT "${p}MQ_DIST_PORT" $((AMQP_PORT + 10)) MQ_DIST_PORT
-    ((MQ_DIST_PORT + 9 <= 65535)) || die "${p}MQ_DIST_PORT: $MQ_DIST_PORT leaves no room for the CLI ports above it"
+    ((MQ_DIST_PORT + 10 <= 65535)) || die "${p}MQ_DIST_PORT: $MQ_DIST_PORT leaves no room for the CLI ports above it"
+    # The management API (for the queue's members): the port after the CLI's.
+    MQ_MGMT_PORT=$((MQ_DIST_PORT + 10))
     stack_pick EPMD_PORT "${p}EPMD_PORT" "$d_epmd" EPMD_PORT
     stack_pick API_PORT "${p}API_PORT" "$d_api" API_PORT
     stack_pick WORKER_METRICS_BASE "${p}WORKER_METRICS_PORT" "$d_metrics" BULKREG_WORKER_METRICS_PORT
@@ -295,6 +297,7 @@ stack_pick() {
 stack_urls() {
     DATABASE_URL="postgresql://bulkreg@127.0.0.1:$PG_PORT/bulkreg"
     AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+    BULKREG_MQ_MANAGEMENT_URL="http://127.0.0.1:$MQ_MGMT_PORT"
     local host=${BULKREG_API_BIND:-127.0.0.1}
     case $host in 0.0.0.0|'::'|'[::]'|'') host=127.0.0.1 ;; esac
     [[ $host == *:* && $host != \[* ]] && host="[$host]"
@@ -580,7 +583,8 @@ mq_prepare() {
         (umask 077; printf '%s' "$cookie" >"$MQ_DIR/home/.erlang.cookie")
         chmod 400 -- "$MQ_DIR/home/.erlang.cookie"
     fi
-    printf '[].\n' >"$MQ_DIR/enabled_plugins"   # no plugins (no management UI)
+    # The management API tells the queue's members (bulkreg-admin status, metrics).
+    printf '[rabbitmq_management].\n' >"$MQ_DIR/enabled_plugins"
     printf '[].\n' >"$MQ_DIR/advanced.config"
     printf '# Intentionally empty: keeps /etc/rabbitmq/rabbitmq-env.conf out.\n' \
         >"$MQ_DIR/rabbitmq-env.conf"
@@ -591,6 +595,8 @@ loopback_users = none
 log.console = false
 log.file.level = info
 EOF
+    printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n%s\n' \
+        "$MQ_MGMT_PORT" "${MQ_CONF_EXTRA:-}" >>"$MQ_DIR/rabbitmq.conf"
 }
 
 # mq_wait_ready LAUNCHER_PID: wait until the node has booted (0) or the
@@ -779,7 +785,7 @@ daemon_start() {
 # The environment every API/worker process gets: the caller's, the stack's
 # URLs, and local-run defaults.
 proc_env() {
-    export DATABASE_URL AMQP_URL
+    export DATABASE_URL AMQP_URL BULKREG_MQ_MANAGEMENT_URL
     export BULKREG_WEBHOOK_ALLOW_PRIVATE=${BULKREG_WEBHOOK_ALLOW_PRIVATE:-1}
 }
 
@@ -903,6 +909,7 @@ write_env() {
             "API_URL=$API_URL" \
             "DATABASE_URL=$DATABASE_URL" \
             "AMQP_URL=$AMQP_URL" \
+            "BULKREG_MQ_MANAGEMENT_URL=$BULKREG_MQ_MANAGEMENT_URL" \
             "BULKREG_TOKEN=$token" \
             "API_PID=$api_pid" \
             "WORKER_PIDS=$worker_pids" \
@@ -931,6 +938,7 @@ stack_stop() {
     [[ -d $STACK_DIR ]] || return 0
     workers_stop
     api_stop
+    mqc_stop
     mq_stop
     pg_standby_drop
     pg_stop
@@ -951,7 +959,7 @@ stack_purge() {
     fi
     log "deleting the stack in $(pretty_path "$STACK_DIR")"
     local entry
-    for entry in env env.tmp config.env config.env.tmp demo-token logs run mq pg; do
+    for entry in env env.tmp config.env config.env.tmp demo-token logs run mq mq-cluster pg; do
         rm -rf -- "${STACK_DIR:?}/$entry"
     done
     if ! rmdir -- "$STACK_DIR" 2>/dev/null; then
@@ -970,3 +978,7 @@ pretty_path() {
 
 # shellcheck source=scripts/lib_pg_standby.sh
 source "$ROOT/scripts/lib_pg_standby.sh"
+
+# The 3-node cluster of the fault tests (scripts/ctl cluster ...).
+# shellcheck source=scripts/lib_mq_cluster.sh
+source "$ROOT/scripts/lib_mq_cluster.sh"

@@ -50,11 +50,12 @@
 /*
  * A worker that falls silent (frozen, or its host gone) holds its
  * prefetched deliveries until the broker gives up on its connection, after
- * one to two heartbeat intervals without a byte from it: 5 s means they
- * move to another worker within about 10 s. A live worker never falls
- * silent: mq.c's keeper beats for a thread that waits for PostgreSQL.
+ * one to two heartbeat intervals without a byte from it: MQ_HEARTBEAT_S (4 s)
+ * means they move to another worker within about 8 s. A live worker never
+ * falls silent: mq.c's keeper beats for a thread that waits for PostgreSQL.
+ * The same heartbeats tell a consumer that its node froze.
  */
-#define CONSUMER_HEARTBEAT_S 5
+#define CONSUMER_HEARTBEAT_S MQ_HEARTBEAT_S
 /*
  * A parked delivery (its job or session held by another transaction) is
  * offered again after a backoff from CONSUMER_PARK_MIN_MS doubling to
@@ -342,6 +343,16 @@ static void *consumer_main(void *arg)
 	return NULL;
 }
 
+/* The consumer's AMQP connection, named "consumer N" on the broker. */
+static br_status consumer_open_mq(struct consumer *c)
+{
+	char role[32];
+	snprintf(role, sizeof(role), "consumer %d", c->index);
+	const struct mq_opts opts = {
+	    .heartbeat_s = CONSUMER_HEARTBEAT_S, .lazy = true, .role = role};
+	return mq_open(c->w->cfg->amqp_url, &opts, &c->mq);
+}
+
 br_status consumers_start(struct worker *w)
 {
 	int n = w->cfg->worker_concurrency;
@@ -359,7 +370,7 @@ br_status consumers_start(struct worker *w)
 		opts.join_url_base = w->cfg->join_url_base;
 		br_status st = db_open(w->cfg->database_url, &opts, true, &w->dbs[i]);
 		if (st == BR_OK)
-			st = mq_open(w->cfg->amqp_url, CONSUMER_HEARTBEAT_S, true, &c->mq);
+			st = consumer_open_mq(c);
 		if (st != BR_OK)
 			return st;
 		c->run = (struct batch_runner){

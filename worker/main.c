@@ -42,7 +42,8 @@ int main(void)
 	http_server *srv = NULL;
 	int rc = 1;
 	db_pool *ops_db = db_pool_new(cfg.database_url, &ops_db_opts, 2);
-	if (!ops_db || ops_init(ops_db, cfg.amqp_url, consumers_ready, &w, &worker_ops) != BR_OK) {
+	if (!ops_db || ops_init(ops_db, cfg.amqp_url, cfg.mq_management_url, consumers_ready, &w,
+	                        &worker_ops) != BR_OK) {
 		LOG_ERROR("out of memory at start-up");
 		goto out;
 	}

@@ -36,8 +36,16 @@
 /* "bulkreg sweeper" as a lock key. */
 #define SWEEP_LOCK_KEY "7263611021"
 /* The API marks a job published within milliseconds; give it this long. */
-#define SWEEP_GRACE_MIN_MS       2000
-#define SWEEP_CONFIRM_TIMEOUT_MS 30000
+#define SWEEP_GRACE_MIN_MS 2000
+/*
+ * Confirms of a sweep's batch normally take milliseconds; a node that
+ * stopped answering costs one sweep this much, after which the connection
+ * moves to the next node and the next sweep publishes the batch again.
+ */
+#define SWEEP_CONFIRM_TIMEOUT_MS 5000
+
+static const struct mq_opts sweeper_mq_opts = {
+    .heartbeat_s = MQ_HEARTBEAT_S, .lazy = true, .role = "sweeper"};
 
 struct sweeper {
 	struct worker *w;
@@ -242,7 +250,7 @@ br_status sweeper_start(struct worker *w)
 	static const struct db_opts opts = WORKER_DB_OPTS;
 	br_status st = db_open(w->cfg->database_url, &opts, true, &s->db);
 	if (st == BR_OK)
-		st = mq_open(w->cfg->amqp_url, MQ_HEARTBEAT_S, true, &s->mq);
+		st = mq_open(w->cfg->amqp_url, &sweeper_mq_opts, &s->mq);
 	if (st == BR_OK && pthread_create(&s->thread, NULL, sweeper_main, s) != 0)
 		st = BR_NOMEM;
 	if (st != BR_OK) {

@@ -36,6 +36,12 @@ static void check_metrics(const char *base, const char *who)
 	}
 	cr_assert_not_null(strstr(r.body, "bulkreg_queue_messages{queue=\"bulkreg.tasks\"}"),
 	                   "%s /metrics has no bulkreg.tasks depth", who);
+	/* The test stack's single node holds the one replica (management API on). */
+	cr_expect_not_null(strstr(r.body, "bulkreg_queue_members{queue=\"bulkreg.tasks\"} 1\n"),
+	                   "%s /metrics has no member count", who);
+	cr_expect_not_null(
+	    strstr(r.body, "bulkreg_queue_members_online{queue=\"bulkreg.tasks\"} 1\n"),
+	    "%s /metrics has no online member count", who);
 	/* Before anything happened, every outcome is there at 0 (a rate() of it is 0), and
 	 * /readyz has its 503 series (the start-up probes may have counted some). */
 	static const char *const zero[] = {
@@ -52,7 +58,8 @@ static void check_metrics(const char *base, const char *who)
 	               "%s /metrics has an unlabelled outcome counter", who);
 	/* The deployment-wide gauges say how to aggregate them across processes. */
 	static const char *const shared[] = {"bulkreg_queue_messages", "bulkreg_queue_consumers",
-	                                     "bulkreg_jobs_in_flight"};
+	                                     "bulkreg_jobs_in_flight", "bulkreg_queue_members",
+	                                     "bulkreg_queue_members_online"};
 	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++) {
 		char help[96];
 		snprintf(help, sizeof(help), "# HELP %s ", shared[i]);
@@ -184,4 +191,39 @@ Test(ops, request_ids)
 	cr_expect_eq(strlen(t_resp_header(&r, "X-Request-Id")), 32);
 	t_resp_free(&r);
 	t_proc_stop(&api, SIGTERM, 10000);
+}
+
+/*
+ * The queue's members come from the management API: bulkreg-admin status
+ * prints them; where the API cannot be reached, status says "unknown" and
+ * still succeeds, and /metrics leaves the member series out (no sample
+ * beats a wrong one) but serves the rest.
+ */
+Test(ops, members_from_the_management_api)
+{
+	char out[2048] = "";
+	const char *status[] = {"status", NULL};
+	cr_assert_eq(t_admin(out, sizeof(out), status), 0, "bulkreg-admin status: %s", out);
+	cr_expect_not_null(strstr(out, "queue bulkreg.tasks members 1 online 1\n"), "%s", out);
+
+	char closed[64];
+	snprintf(closed, sizeof(closed), "BULKREG_MQ_MANAGEMENT_URL=http://127.0.0.1:%d",
+	         t_free_port());
+	const char *env[] = {closed, NULL};
+	int rc = t_run("bulkreg-admin", status, env, out, sizeof(out), NULL, 0, 60000);
+	cr_assert_eq(rc, 0, "status without a management API exited %d: %s", rc, out);
+	cr_expect_not_null(strstr(out, "queue bulkreg.tasks members unknown ("), "%s", out);
+
+	struct t_proc api;
+	t_api_start(&api, env);
+	char url[128];
+	struct t_resp r;
+	snprintf(url, sizeof(url), "%s/metrics", api.url);
+	t_http(&r, "GET", url, NULL, NULL, NULL);
+	cr_assert_eq(r.status, 200, "/metrics without a management API: %ld", r.status);
+	cr_expect_null(strstr(r.body, "bulkreg_queue_members{"), "a member count out of nowhere");
+	cr_expect_not_null(strstr(r.body, "bulkreg_queue_messages{queue=\"bulkreg.tasks\"}"),
+	                   "the other gauges went missing too");
+	t_resp_free(&r);
+	cr_assert_eq(t_proc_stop(&api, SIGTERM, 20000), 0);
 }

@@ -9,6 +9,8 @@
  * The broker is inspected with a raw rabbitmq-c connection (passive
  * declares, re-declares whose arguments the broker checks for equivalence)
  * and, when the test stack is known, with rabbitmqctl through scripts/ctl.
+ * Connections check the topology passively and never declare it: only
+ * bulkreg-admin migrate does (mq_opts.declares).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +105,7 @@ static int queue_declare(struct raw *r, const char *name, bool passive, bool dur
 static mq_conn *declared(void)
 {
 	mq_conn *c = NULL;
-	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &c), BR_OK, "cannot connect to %s",
+	cr_assert_eq(mq_open(t_amqp_url(), &(struct mq_opts){0}, &c), BR_OK, "cannot connect to %s",
 	             t_amqp_url());
 	br_status st = mq_declare_topology(c);
 	cr_assert_eq(st, BR_OK, "mq_declare_topology: %s (%s)", br_strerror(st), mq_errmsg(c));
@@ -333,4 +335,49 @@ Test(topology, persistent_publish_is_confirmed)
 	cr_expect_eq(st, BR_OK, "publish after a refusal: %s (%s)", br_strerror(st), mq_errmsg(c));
 	raw_close(&r);
 	mq_close(c);
+}
+
+/* Runs scripts/ctl with args ("rabbitmqctl", ..., NULL); fatal unless it succeeds. */
+static void ctl_ok(const char *const *args)
+{
+	char out[2048] = "";
+	int rc = t_ctl_capture(args, out, sizeof(out));
+	cr_assert_eq(rc, 0, "scripts/ctl %s %s failed (%d): %s", args[0], args[1], rc, out);
+}
+
+/*
+ * A vhost of its own is what a cluster is before bulkreg-admin migrate: a
+ * connection that is not migrate's refuses it, naming migrate, and declares
+ * nothing (a second attempt fails the same); migrate's connection declares,
+ * and then an ordinary one connects.
+ */
+Test(topology, connecting_checks_it_and_never_declares)
+{
+	char vhost[96], url[512];
+	t_unique_name(vhost, sizeof(vhost), "bulkreg-empty");
+	const char *base = t_amqp_url();
+	const char *slash = strrchr(base, '/');
+	cr_assert(slash && slash > base + 8, "AMQP_URL without a path: %s", base);
+	snprintf(url, sizeof(url), "%.*s/%s", (int)(slash - base), base, vhost);
+	ctl_ok((const char *const[]){"rabbitmqctl", "add_vhost", vhost, NULL});
+	ctl_ok((const char *const[]){"rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*",
+	                             ".*", ".*", NULL});
+
+	mq_conn *c = NULL;
+	cr_expect_eq(mq_open(url, &(struct mq_opts){0}, &c), BR_MQ_CONN,
+	             "a connection used a vhost without the topology");
+	cr_assert_eq(mq_open(url, &(struct mq_opts){.lazy = true}, &c), BR_OK);
+	cr_expect_eq(mq_ensure(c), BR_MQ_CONN, "the failed connect declared the topology");
+	cr_expect(strstr(mq_errmsg(c), "bulkreg-admin migrate"), "error without the remedy: %s",
+	          mq_errmsg(c));
+	mq_close(c);
+
+	mq_conn *m = NULL;
+	cr_assert_eq(mq_open(url, &(struct mq_opts){.declares = true}, &m), BR_OK);
+	br_status st = mq_declare_topology(m);
+	cr_assert_eq(st, BR_OK, "declare: %s (%s)", br_strerror(st), mq_errmsg(m));
+	mq_close(m);
+	cr_assert_eq(mq_open(url, &(struct mq_opts){0}, &c), BR_OK, "after migrate's declare");
+	mq_close(c);
+	ctl_ok((const char *const[]){"rabbitmqctl", "delete_vhost", vhost, NULL});
 }

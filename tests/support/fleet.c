@@ -70,7 +70,7 @@ void t_fleet_note(struct t_fleet *f, const char *fmt, ...)
 static bool broker_reachable(void)
 {
 	mq_conn *mq = NULL;
-	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
+	if (mq_open(t_amqp_url(), &(struct mq_opts){0}, &mq) != BR_OK)
 		return false;
 	mq_close(mq);
 	return true;
@@ -373,7 +373,7 @@ static long queue_messages(const char *queue)
 {
 	mq_conn *mq = NULL;
 	uint32_t msgs = 0, consumers = 0;
-	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
+	if (mq_open(t_amqp_url(), &(struct mq_opts){0}, &mq) != BR_OK)
 		return -1;
 	long n = mq_queue_stats(mq, queue, &msgs, &consumers) == BR_OK ? (long)msgs : -1;
 	mq_close(mq);

@@ -462,7 +462,7 @@ void t_republish_job(PGconn *db, const char *job_id)
 	for (int i = 0; i < PQntuples(res); i++)
 		cr_assert_eq(taskmsg_batch_add(&b, PQgetvalue(res, i, 0), job_id), BR_OK);
 	mq_conn *mq = NULL;
-	cr_assert_eq(mq_open(t_amqp_url(), 0, false, &mq), BR_OK);
+	cr_assert_eq(mq_open(t_amqp_url(), &(struct mq_opts){0}, &mq), BR_OK);
 	cr_assert_eq(mq_publish(mq, MQ_EXCHANGE, MQ_ROUTE_TASKS, b.msgs, b.n, 10000), BR_OK);
 	mq_close(mq);
 	taskmsg_batch_free(&b);
@@ -474,7 +474,7 @@ bool t_tasks_queue_empty(void *ctx)
 	(void)ctx;
 	mq_conn *mq = NULL;
 	uint32_t msgs = 1, consumers = 0;
-	if (mq_open(t_amqp_url(), 0, false, &mq) != BR_OK)
+	if (mq_open(t_amqp_url(), &(struct mq_opts){0}, &mq) != BR_OK)
 		return false;
 	bool ok = mq_queue_stats(mq, MQ_QUEUE_TASKS, &msgs, &consumers) == BR_OK && msgs == 0;
 	mq_close(mq);

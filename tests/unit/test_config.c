@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 
 #include "config.h"
+#include "mq.h"
 
 /* A small environment: NULL-terminated pairs. */
 struct kv {
@@ -56,6 +57,7 @@ static const char *const all_vars[] = {
     "BULKREG_HTTP_IDLE_TIMEOUT_MS",
     "BULKREG_HTTP_BODY_BUDGET_BYTES",
     "BULKREG_CONSOLE",
+    "BULKREG_MQ_MANAGEMENT_URL",
     "BULKREG_LOG_FORMAT",
     "BULKREG_LOG_LEVEL",
 };
@@ -65,6 +67,7 @@ static void assert_defaults(const struct br_config *c)
 {
 	cr_assert_str_eq(c->database_url, "postgresql://bulkreg@127.0.0.1:5432/bulkreg");
 	cr_assert_str_eq(c->amqp_url, "amqp://guest:guest@127.0.0.1:5672/");
+	cr_assert_str_eq(c->mq_management_url, "");
 	cr_assert_str_eq(c->api_bind, "127.0.0.1");
 	cr_assert_eq(c->api_port, 8080);
 	cr_assert_eq(c->max_tasks, 50);
@@ -220,6 +223,29 @@ Test(config, other_good_values)
 	}
 }
 
+Test(config, amqp_url_lists_a_cluster)
+{
+	struct kv env[] = {
+	    {"AMQP_URL", "amqp://u:p@mq1:5672/, amqp://u:p@mq2:5672/ ,amqp://u:p@mq3/"},
+	    {"BULKREG_MQ_MANAGEMENT_URL", "http://mq1:15672,https://admin:pw@mq2:15671/"},
+	    {NULL, NULL},
+	};
+	struct br_config c;
+	char err[256] = "";
+	cr_assert_eq(load(env, &c, err, sizeof(err)), BR_OK, "%s", err);
+	struct mq_nodes nodes;
+	cr_assert_eq(mq_nodes_parse(c.amqp_url, &nodes), BR_OK);
+	cr_assert_eq(nodes.n, 3);
+	cr_expect_str_eq(nodes.url[0], "amqp://u:p@mq1:5672/");
+	cr_expect_str_eq(nodes.url[1], "amqp://u:p@mq2:5672/");
+	cr_expect_str_eq(nodes.url[2], "amqp://u:p@mq3/");
+	mq_nodes_free(&nodes);
+
+	struct kv off[] = {{"BULKREG_MQ_MANAGEMENT_URL", "off"}, {NULL, NULL}};
+	cr_assert_eq(load(off, &c, err, sizeof(err)), BR_OK, "%s", err);
+	cr_assert_str_eq(c.mq_management_url, "off");
+}
+
 Test(config, rate_limit_forms)
 {
 	struct br_config c;
@@ -256,6 +282,15 @@ static const struct {
     {"DATABASE_URL", "localhost:5432"},
     {"AMQP_URL", "http://guest:guest@127.0.0.1:5672/"},
     {"AMQP_URL", "amqp://127.0.0.1:notaport/"},
+    {"AMQP_URL", "amqp://a:5672/,"},
+    {"AMQP_URL", "amqp://a:5672/,,amqp://b:5672/"},
+    {"AMQP_URL", "amqp://a:5672/,http://b:5672/"},
+    {"AMQP_URL", "amqp://a/,amqp://b/,amqp://c/,amqp://d/,amqp://e/,amqp://f/,amqp://g/,"
+                 "amqp://h/,amqp://i/,amqp://j/,amqp://k/,amqp://l/,amqp://m/,amqp://n/,"
+                 "amqp://o/,amqp://p/,amqp://q/"},
+    {"BULKREG_MQ_MANAGEMENT_URL", "mq1:15672"},
+    {"BULKREG_MQ_MANAGEMENT_URL", "http://mq1:15672,ftp://mq2"},
+    {"BULKREG_MQ_MANAGEMENT_URL", "http://"},
     {"BULKREG_API_BIND",
      "an-address-that-is-far-too-long-to-be-a-host-name-or-an-ip-address-at-all.example"},
     {"BULKREG_API_BIND", "localhost"},
