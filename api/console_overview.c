@@ -17,18 +17,22 @@
 
 static const db_stmt stmt_overview = {"console_overview", "SELECT console_overview()", 0};
 
-/* The broker's figures of both queues, or null members when it cannot be asked. */
+/*
+ * The broker's figures of both queues: depth and consumers (a passive
+ * declare), the task queue's replicas and how many are online (the
+ * management API); null where the broker cannot be asked.
+ */
 static json_t *queues(struct console_req *c)
 {
 	uint32_t s[2][2];
+	struct mq_members m;
 	bool ok = ops_queues(c->r->app->ops, s);
-	/*
-	 * The queue's replica count needs the broker's management API, which
-	 * this process does not ask (docs/console.md): shown as unknown.
-	 */
-	return json_pack("{s:{s:o,s:o,s:n},s:{s:o}}", "tasks", "messages",
+	bool members = ops_queue_members(c->r->app->ops, &m);
+	return json_pack("{s:{s:o,s:o,s:o,s:o},s:{s:o}}", "tasks", "messages",
 	                 ok ? json_integer(s[0][0]) : json_null(), "consumers",
-	                 ok ? json_integer(s[0][1]) : json_null(), "replicas", "dead", "messages",
+	                 ok ? json_integer(s[0][1]) : json_null(), "replicas",
+	                 members ? json_integer(m.members) : json_null(), "replicas_online",
+	                 members ? json_integer(m.online) : json_null(), "dead", "messages",
 	                 ok ? json_integer(s[1][0]) : json_null());
 }
 
@@ -165,6 +169,7 @@ static void sections(struct html *h, const json_t *o)
 	figure(h, o, "queues.tasks.messages", "Messages in bulkreg.tasks");
 	figure(h, o, "queues.tasks.consumers", "Consumers");
 	figure(h, o, "queues.tasks.replicas", "Replicas");
+	figure(h, o, "queues.tasks.replicas_online", "Replicas online");
 	figure(h, o, "queues.dead.messages", "Messages in bulkreg.tasks.dead");
 	html_f(h, "</dl></section><section aria-labelledby=\"h-jobs\"><h2 id=\"h-jobs\">Jobs</h2>"
 	          "<dl class=\"figures\">");

@@ -121,7 +121,7 @@ static br_status gauge_consumers(void *ctx, strbuf *out)
  * Members of bulkreg.tasks from the management API, read once for both
  * gauges of one scrape (a second read within OPS_MGMT_REUSE_MS reuses it).
  */
-static bool ops_members(ops *o, struct mq_members *out)
+bool ops_queue_members(ops *o, struct mq_members *out)
 {
 	if (!o->mgmt)
 		return false;
@@ -142,7 +142,7 @@ static bool ops_members(ops *o, struct mq_members *out)
 static br_status gauge_members(void *ctx, strbuf *out)
 {
 	struct mq_members m;
-	if (!ops_members(ctx, &m))
+	if (!ops_queue_members(ctx, &m))
 		return BR_OK;
 	return sb_appendf(out, "bulkreg_queue_members{queue=\"%s\"} %d\n", MQ_QUEUE_TASKS,
 	                  m.members);
@@ -151,7 +151,7 @@ static br_status gauge_members(void *ctx, strbuf *out)
 static br_status gauge_members_online(void *ctx, strbuf *out)
 {
 	struct mq_members m;
-	if (!ops_members(ctx, &m))
+	if (!ops_queue_members(ctx, &m))
 		return BR_OK;
 	return sb_appendf(out, "bulkreg_queue_members_online{queue=\"%s\"} %d\n", MQ_QUEUE_TASKS,
 	                  m.online);

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "http.h"
 #include "metrics.h"
+#include "mq_mgmt.h"
 #include "status.h"
 
 /* Metrics shared by both processes (NULL-safe to use before ops_init). */
@@ -66,6 +67,13 @@ void ops_set_blocked(ops *o, ops_ready_fn blocked, void *ctx);
  * it cannot be asked (stats untouched). For the console (docs/console.md).
  */
 bool ops_queues(ops *o, uint32_t stats[2][2]);
+
+/*
+ * The members of bulkreg.tasks (its replicas) and how many are online, from
+ * the broker's management API (BULKREG_MQ_MANAGEMENT_URL); one reading
+ * serves the calls of a few seconds. false when it cannot be asked.
+ */
+bool ops_queue_members(ops *o, struct mq_members *out);
 
 /*
  * This process's readiness as /readyz reports it, within

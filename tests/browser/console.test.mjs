@@ -134,7 +134,12 @@ test('the overview shows the figures of the database and the broker, and refresh
   assert.ok(consumers, 'no consumer gauge in /metrics');
   assert.ok(await until(async () => (await figure('queues.tasks.consumers')) === consumers[1]),
     `consumers: page ${await figure('queues.tasks.consumers')}, /metrics ${consumers[1]}`);
-  assert.equal(await figure('queues.tasks.replicas'), 'unknown');
+  // Replicas: the management API's members of the queue, as /metrics reads them.
+  for (const [key, series] of [['replicas', 'bulkreg_queue_members'], ['replicas_online', 'bulkreg_queue_members_online']]) {
+    const m = metrics.match(new RegExp(`${series}\\{queue="bulkreg\\.tasks"\\} (\\d+)`));
+    assert.ok(m, `no ${series} in /metrics`);
+    assert.equal(await figure(`queues.tasks.${key}`), m[1], `${key}: page and /metrics differ`);
+  }
 
   // The charts: 60 bars each, their sums those of the tasks finished in the hour.
   const first = await figure('now');
