@@ -185,23 +185,18 @@ END
 $$;
 
 -- DELETE /v1/jobs/:id. While processing: cancel_job(). When finished: the
--- job and its tasks are deleted (people stay). outcome: 'cancelled',
--- 'deleted' or 'not_found'.
+-- job and its tasks are deleted (people stay), under the row lock
+-- cancel_job() took. outcome: 'cancelled', 'deleted' or 'not_found'.
 CREATE OR REPLACE FUNCTION cancel_or_delete_job(p_org uuid, p_job uuid,
                                                 OUT outcome text, OUT job json)
 LANGUAGE plpgsql AS $$
-DECLARE
-    j jobs;
 BEGIN
-    SELECT * INTO j FROM jobs WHERE id = p_job AND organization_id = p_org FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'not_found'; RETURN;
-    END IF;
-    IF j.status <> 'processing' THEN
-        DELETE FROM jobs WHERE id = p_job;
-        outcome := 'deleted'; RETURN;
-    END IF;
     SELECT c.outcome, c.job INTO outcome, job FROM cancel_job(p_org, p_job) c;
+    IF outcome = 'finished' THEN
+        DELETE FROM jobs WHERE id = p_job;
+        outcome := 'deleted';
+        job := NULL;
+    END IF;
 END
 $$;
 

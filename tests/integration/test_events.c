@@ -88,28 +88,13 @@ Test(events, job_created_is_written_for_its_subscribers_only)
 	PQfinish(db);
 }
 
-/* A t_poll condition: the backend of the connection ctx waits for a lock. */
-static bool waits_for_lock(void *ctx)
-{
-	char pid[16];
-	snprintf(pid, sizeof(pid), "%d", PQbackendPID(ctx));
-	const char *p[] = {pid};
-	PGconn *probe = t_db();
-	long n = t_sql_long(probe,
-	                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
-	                    " AND wait_event_type = 'Lock'",
-	                    1, p);
-	PQfinish(probe);
-	return n == 1;
-}
-
 /* A t_poll condition: ctx's statement waits for a lock, or has finished. */
 static bool waits_or_done(void *ctx)
 {
 	PGconn *c = ctx;
 	if (!PQconsumeInput(c) || !PQisBusy(c))
 		return true;
-	return waits_for_lock(ctx);
+	return t_waits_for_lock(ctx);
 }
 
 /*

@@ -56,22 +56,6 @@ static void batch_open(struct two *t, const char *indexes)
 	              2, p));
 }
 
-/* A t_poll condition: t->db's statement waits for a lock. */
-static bool waiting_for_lock(void *ctx)
-{
-	struct two *t = ctx;
-	char pid[16];
-	snprintf(pid, sizeof(pid), "%d", PQbackendPID(t->db));
-	const char *p[] = {pid};
-	PGconn *probe = t_db();
-	long n = t_sql_long(probe,
-	                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
-	                    " AND wait_event_type = 'Lock'",
-	                    1, p);
-	PQfinish(probe);
-	return n == 1;
-}
-
 /* Sends the cancel on t->db without waiting for its answer. */
 static void cancel_send(struct two *t)
 {
@@ -108,7 +92,7 @@ Test(job_cancel, a_cancel_waits_for_the_batch_and_cancels_the_rest)
 	batch_open(&t, "{1}"); /* registers 0 and 1, holding the job */
 	cancel_send(&t);
 	/* The cancel waits: the job's row is the batch's. */
-	cr_assert(t_poll(waiting_for_lock, &t, 20000), "the cancel is not waiting for the batch");
+	cr_assert(t_poll(t_waits_for_lock, t.db, 20000), "the cancel is not waiting for the batch");
 	PQclear(t_sql(t.worker, "COMMIT", 0, NULL));
 	cancel_wait(&t, "cancelled");
 	char *st = job_state(&t);

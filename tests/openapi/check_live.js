@@ -67,9 +67,8 @@ function schemaValidator(key, schema) {
   return validators.get(key);
 }
 
-function fail(what, res, text) {
+function fail(what, text) {
   problems.push(`${what}\n    body: ${text.slice(0, 400)}`);
-  void res;
 }
 
 /*
@@ -91,11 +90,11 @@ async function call(method, path, opts = {}) {
   const where = `${method} ${path} -> ${res.status}`;
   checked++;
   if (opts.expect !== undefined && res.status !== opts.expect) {
-    fail(`${where}: the scenario expected ${opts.expect}`, res, text);
+    fail(`${where}: the scenario expected ${opts.expect}`, text);
   }
   const found = findOperation(method === 'HEAD' ? 'head' : method, path.split('?')[0]);
   if (!found) {
-    fail(`${where}: no such path in the document`, res, text);
+    fail(`${where}: no such path in the document`, text);
     return { status: res.status, headers: res.headers, json: parse(text) };
   }
   const key = `${method} ${found.template}`;
@@ -108,13 +107,13 @@ async function call(method, path, opts = {}) {
     /* A method the path does not have: 405 with Allow, in the shape the
      * path's other operations give their 405 (else the /v1 one). */
     if (res.status !== 405 || !res.headers.get('allow')) {
-      fail(`${where}: a method the document does not list must get 405 with Allow`, res, text);
+      fail(`${where}: a method the document does not list must get 405 with Allow`, text);
     }
     const other = METHODS.map((m) => found.item[m]).find((op) => op && op.responses['405']);
     response = other ? other.responses['405'] : api.components.responses.MethodNotAllowed;
   }
   if (!response) {
-    fail(`${where}: status not listed for ${key} (lists ${Object.keys(found.op.responses)})`, res, text);
+    fail(`${where}: status not listed for ${key} (lists ${Object.keys(found.op.responses)})`, text);
     return { status: res.status, headers: res.headers, json: parse(text) };
   }
   const full = (res.headers.get('content-type') || '').trim();
@@ -122,18 +121,18 @@ async function call(method, path, opts = {}) {
   if (method !== 'HEAD' && response.content) {
     const media = response.content[full] || response.content[ctype];
     if (!media) {
-      fail(`${where}: Content-Type ${ctype || '(none)'} not declared (${Object.keys(response.content)})`, res, text);
+      fail(`${where}: Content-Type ${ctype || '(none)'} not declared (${Object.keys(response.content)})`, text);
     } else if (media.schema && /json$/.test(ctype)) {
       const json = parse(text);
       if (json === undefined) {
-        fail(`${where}: declared ${ctype} but the body is not JSON`, res, text);
+        fail(`${where}: declared ${ctype} but the body is not JSON`, text);
       } else {
         const v = schemaValidator(`${key} ${res.status} ${ctype}`, media.schema);
-        if (!v(json)) fail(`${where}: body does not match the schema: ${ajv.errorsText(v.errors)}`, res, text);
+        if (!v(json)) fail(`${where}: body does not match the schema: ${ajv.errorsText(v.errors)}`, text);
       }
     }
   } else if (method !== 'HEAD' && !response.content && text.length > 0) {
-    fail(`${where}: a body where the document declares none`, res, text);
+    fail(`${where}: a body where the document declares none`, text);
   }
   return { status: res.status, headers: res.headers, json: parse(text) };
 }

@@ -372,6 +372,20 @@ void t_check_invariants(PGconn *db)
 	          bad_jobs, bad_sessions);
 }
 
+bool t_waits_for_lock(void *ctx)
+{
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", PQbackendPID(ctx));
+	const char *p[] = {pid};
+	PGconn *probe = t_db();
+	long n = t_sql_long(probe,
+	                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
+	                    " AND wait_event_type = 'Lock'",
+	                    1, p);
+	PQfinish(probe);
+	return n == 1;
+}
+
 bool t_poll(bool (*cond)(void *ctx), void *ctx, int timeout_ms)
 {
 	long long deadline = t_now_ms() + timeout_ms;

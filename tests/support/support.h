@@ -84,6 +84,9 @@ void t_check_invariants(PGconn *db);
 /* Polls until `cond` holds or timeout_ms passes; returns whether it held. */
 bool t_poll(bool (*cond)(void *ctx), void *ctx, int timeout_ms);
 
+/* A t_poll condition: the backend of the connection ctx (a PGconn *) waits for a lock. */
+bool t_waits_for_lock(void *ctx);
+
 /* A free TCP port on 127.0.0.1. */
 int t_free_port(void);
 
